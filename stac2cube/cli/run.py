@@ -1,0 +1,69 @@
+"""``stac2cube run CONFIG``: search and write every new, failed or stale scene."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from ..config import load_config
+from ..pipeline import ProgressEvent, RunSummary, run
+from .options import EXIT_FAILED_SCENES, handle_errors, overrides, verbosity
+
+
+def run_with_progress(config_path: Path, sets: tuple[str, ...], quiet: bool = False) -> RunSummary:
+    """Run the pipeline with a progress bar on stderr."""
+    cfg = load_config(config_path, sets)
+    bar: tqdm | None = None  # type: ignore[type-arg]
+
+    def progress(ev: ProgressEvent) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=ev.total, unit="scene", disable=quiet, file=sys.stderr)
+        if ev.outcome is not None:
+            bar.set_postfix_str(f"{ev.outcome.item_id}: {ev.outcome.status}")
+            bar.update(1)
+
+    try:
+        return run(cfg, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def report(summary: RunSummary) -> None:
+    """Print the run summary."""
+    click.echo(
+        f"catalog: {summary.catalog}\n"
+        f"scenes: {summary.written} written, {summary.skipped} up to date, "
+        f"{summary.failed} failed  (search: {summary.search_method}, run {summary.run_id})"
+    )
+    for o in summary.outcomes:
+        if o.status in ("failed", "rejected"):
+            click.secho(f"  {o.item_id} [{o.stage}]: {o.message}", fg="yellow", err=True)
+    if summary.failed:
+        click.echo("  failures are logged in <catalog>/_stac2cube/failures.jsonl", err=True)
+
+
+def exit_code(summary: RunSummary, strict: bool) -> int:
+    """Non-zero if asked (--strict) and something failed, or if nothing succeeded."""
+    ok = summary.written + summary.skipped
+    if summary.failed and (strict or ok == 0):
+        return EXIT_FAILED_SCENES
+    return 0
+
+
+@click.command("run")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@overrides
+@click.option("--strict", is_flag=True, default=None, help="Exit 1 if any scene failed.")
+@verbosity
+@handle_errors
+def run_cmd(config: Path, overrides: tuple[str, ...], strict: bool | None) -> None:
+    """Search the source of CONFIG and write new, failed or stale scenes into its catalog."""
+    cfg_strict = load_config(config, overrides).run.strict
+    summary = run_with_progress(config, overrides)
+    report(summary)
+    sys.exit(exit_code(summary, cfg_strict if strict is None else strict))

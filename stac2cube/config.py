@@ -1,0 +1,491 @@
+"""Typed, frozen configuration of a stac2cube run.
+
+One root :class:`Config` with one class per part. Each field carries its documentation in
+``metadata["doc"]``; :func:`config_reference` renders those into the configuration reference
+(``docs/configuration.md`` is generated from it and checked by the tests).
+
+A config is loaded from one YAML (or JSON) file with :func:`load_config`; unknown keys, wrong
+types and invalid values raise :class:`~stac2cube.errors.ConfigError` naming the key and what is
+allowed. ``--set section.key=value`` overrides from the CLI go through :func:`apply_overrides`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import difflib
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+OutputDType = Literal["int16", "uint16", "float32"]
+GroupBy = Literal["scene", "solar_day"]
+
+
+def doc(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+    """A dataclass field with its documentation attached (shown in the config reference)."""
+    if isinstance(default, list | dict | set):
+        raise TypeError("use an immutable default (tuple / Mapping) in config fields")
+    return field(default=default, metadata={"doc": text}, **kw)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where the Sentinel-2 scenes come from."""
+
+    api: str | None = doc(
+        "URL of a STAC API (any pystac-client endpoint), e.g. "
+        "`https://earth-search.aws.element84.com/v1`. Exactly one of `api` and `path` is set.",
+        None,
+    )
+    path: str | None = doc(
+        "A local static STAC catalog (`catalog.json`/`collection.json`), an ItemCollection / "
+        "FeatureCollection JSON file, or a single item JSON file.",
+        None,
+    )
+    collection: str = doc("Collection of the L2A scenes.", "sentinel-2-l2a")
+    l1c_collection: str | None = doc(
+        "Collection of the matching L1C scenes (used by the cloud-masking step).",
+        "sentinel-2-l1c",
+    )
+    max_cloud_cover: float | None = doc(
+        "Optional search-time prefilter on the provider's scene-level `eo:cloud_cover` (%). "
+        "Sent as CQL2 `filter` where the API declares it, else as `query`, and always re-checked "
+        "on the client.",
+        None,
+    )
+    max_items: int | None = doc("Stop after this many scenes (None: all).", None)
+    timeout: float = doc("Seconds before an HTTP request to the API times out.", 60.0)
+    max_retries: int = doc("Retries of a failed HTTP request (with back-off).", 3)
+    headers: Mapping[str, str] = doc(
+        "Extra HTTP headers for the API (e.g. an auth token).", default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        if (self.api is None) == (self.path is None):
+            raise ConfigError(
+                "source: set exactly one of `api` (a STAC API URL) and `path` (a local catalog "
+                "or item collection file)"
+            )
+        if self.max_cloud_cover is not None and not 0 <= self.max_cloud_cover <= 100:
+            raise ConfigError("source.max_cloud_cover must be a percentage between 0 and 100")
+        if self.max_items is not None and self.max_items < 1:
+            raise ConfigError("source.max_items must be at least 1")
+
+
+@dataclass(frozen=True)
+class AOIConfig:
+    """The area of interest."""
+
+    bbox: tuple[float, float, float, float] | None = doc(
+        "`[west, south, east, north]` in degrees (EPSG:4326). Exactly one of `bbox` and "
+        "`geojson` is set.",
+        None,
+    )
+    geojson: str | None = doc(
+        "Path of a GeoJSON file (Geometry, Feature or FeatureCollection, EPSG:4326); the union "
+        "of its geometries is the AOI. Relative paths are relative to the config file.",
+        None,
+    )
+
+    def __post_init__(self) -> None:
+        if (self.bbox is None) == (self.geojson is None):
+            raise ConfigError("aoi: set exactly one of `bbox` and `geojson`")
+        if self.bbox is not None:
+            w, s, e, n = self.bbox
+            if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
+                raise ConfigError(
+                    f"aoi.bbox {list(self.bbox)} is not [west, south, east, north] in degrees "
+                    "with west < east and south < north"
+                )
+
+
+@dataclass(frozen=True)
+class TimeConfig:
+    """The time range of the search (inclusive)."""
+
+    start: dt.date = doc("First day (YYYY-MM-DD).")
+    end: dt.date = doc("Last day (YYYY-MM-DD), inclusive.")
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise ConfigError(f"time: end {self.end} is before start {self.start}")
+
+    @property
+    def interval(self) -> str:
+        """The RFC 3339 interval string for STAC searches."""
+        return f"{self.start.isoformat()}T00:00:00Z/{self.end.isoformat()}T23:59:59Z"
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """The one target grid every band of every scene is written on."""
+
+    crs: str = doc(
+        "Target CRS (e.g. `EPSG:32633`), or `auto`: the UTM zone that covers most of the AOI.",
+        "auto",
+    )
+    resolution: float = doc("Pixel size in CRS units (metres for UTM).", 10.0)
+
+    def __post_init__(self) -> None:
+        if self.resolution <= 0:
+            raise ConfigError("grid.resolution must be positive")
+
+
+@dataclass(frozen=True)
+class RadiometryOverrideConfig:
+    """Force scale/offset for one source collection (when its metadata is known to be wrong)."""
+
+    scale: float | None = doc("reflectance = DN × scale + offset; None keeps the item's.", None)
+    offset: float | None = doc("Offset in reflectance units (e.g. -0.1 for -1000 DN).", None)
+
+
+@dataclass(frozen=True)
+class RadiometryConfig:
+    """Radiometric harmonisation to surface reflectance, decided per item."""
+
+    overrides: Mapping[str, RadiometryOverrideConfig] = doc(
+        "Per source collection id, a forced scale/offset. Use only for providers whose metadata "
+        "is wrong (see docs/radiometry.md).",
+        default_factory=dict,
+    )
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """The static STAC catalog and COGs that are written."""
+
+    catalog: str = doc(
+        "Directory of the output catalog (created if missing). Relative paths are relative to "
+        "the config file.",
+        "./stac2cube-catalog",
+    )
+    collection_id: str = doc("Id of the output collection.", "sentinel-2-l2a-ard")
+    title: str = doc("Title of the output collection.", "Sentinel-2 L2A analysis-ready data")
+    description: str = doc(
+        "Description of the output collection.",
+        "Sentinel-2 L2A surface reflectance harmonised per item and written as COGs by stac2cube.",
+    )
+    license: str = doc("License of the output collection (SPDX id or `other`).", "other")
+    dtype: OutputDType = doc(
+        "Storage type of reflectance COGs: `int16` (scale 1e-4, offset 0, nodata -32768), "
+        "`uint16` (ESA's >= 04.00 encoding: scale 1e-4, offset -0.1, nodata 0; reflectance below "
+        "-0.0999 clips), or `float32` (reflectance itself, nodata NaN). Scale/offset/nodata are "
+        "recorded in each asset's `raster:bands` and in the GeoTIFF.",
+        "int16",
+    )
+    cog_profile: str = doc("rio-cogeo profile name (deflate, zstd, lzw, ...).", "deflate")
+    blocksize: int = doc("COG internal tile size in pixels.", 512)
+    overview_resampling: str = doc("Resampling for the reflectance overviews.", "average")
+
+    def __post_init__(self) -> None:
+        from rio_cogeo.profiles import cog_profiles
+
+        if self.cog_profile not in cog_profiles:
+            raise ConfigError(
+                f"output.cog_profile {self.cog_profile!r} is not a rio-cogeo profile; "
+                f"choose one of {sorted(cog_profiles)}"
+            )
+        if self.blocksize % 16 or not 64 <= self.blocksize <= 4096:
+            raise ConfigError("output.blocksize must be a multiple of 16 between 64 and 4096")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How a run behaves."""
+
+    strict: bool = doc(
+        "Exit non-zero if any scene failed (default: only if none succeeded).", False
+    )
+    reprocess_failed: bool = doc("Retry scenes recorded as failed in earlier runs.", True)
+
+
+DEFAULT_BANDS: tuple[str, ...] = (
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B8A",
+    "B11",
+    "B12",
+    "SCL",
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Root configuration of a stac2cube run."""
+
+    source: SourceConfig = doc("Where the scenes come from.")
+    aoi: AOIConfig = doc("The area of interest.")
+    time: TimeConfig = doc("The time range.")
+    bands: tuple[str, ...] = doc(
+        "Bands to write, by ESA name (`B04`, `B8A`, `SCL`) or common name (`red`, `nir08`).",
+        DEFAULT_BANDS,
+    )
+    grid: GridConfig = doc("Target grid.", default_factory=GridConfig)
+    radiometry: RadiometryConfig = doc(
+        "Radiometric harmonisation.", default_factory=RadiometryConfig
+    )
+    output: OutputConfig = doc("Output catalog and COGs.", default_factory=OutputConfig)
+    run: RunConfig = doc("Run behaviour.", default_factory=RunConfig)
+    base_dir: Path = field(default=Path("."), metadata={"internal": True}, compare=False)
+
+    def __post_init__(self) -> None:
+        from .bands import normalize_band_names
+
+        if not self.bands:
+            raise ConfigError("bands: list at least one band")
+        object.__setattr__(self, "bands", tuple(normalize_band_names(self.bands)))
+
+    def resolve_path(self, p: str) -> Path:
+        """A path of the config, made absolute against the config file's directory."""
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+    @property
+    def catalog_dir(self) -> Path:
+        """Absolute directory of the output catalog."""
+        return self.resolve_path(self.output.catalog)
+
+    def processing_dict(self) -> dict[str, Any]:
+        """The parts of the config that determine the pixels of an output item."""
+        d = to_dict(self)
+        return {k: d[k] for k in ("aoi", "bands", "grid", "radiometry")} | {
+            "output": {k: d["output"][k] for k in ("dtype", "cog_profile", "blocksize")}
+        }
+
+    @property
+    def config_hash(self) -> str:
+        """sha256 of :meth:`processing_dict`; an item built with other parameters is stale."""
+        blob = json.dumps(self.processing_dict(), sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Loading (dict -> dataclass with strict checking) and dumping
+# --------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of {_type_name(tp)} fields")
+        return _build(tp, value, where)
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        pairs = enumerate(zip(value, args, strict=True))
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in pairs)
+    if origin in (Mapping, dict) or tp is Mapping:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        kt, vt = args if args else (Any, Any)
+        return types.MappingProxyType(
+            {_coerce(k, kt, where): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+        )
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, int | float):
+            if tp is int and isinstance(value, float) and not value.is_integer():
+                raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            return tp(value)
+        if isinstance(value, str):
+            try:
+                return tp(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if tp is dt.date:
+        if isinstance(value, dt.datetime):
+            return value.date()
+        if isinstance(value, dt.date):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError:
+            raise ConfigError(f"{where}: {value!r} is not a date (YYYY-MM-DD)") from None
+    if tp is Path:
+        return Path(value)
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}  # type: ignore[arg-type]
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        k = unknown[0]
+        close = difflib.get_close_matches(str(k), list(fields), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown config key {prefix}{k}{hint} (valid keys: {', '.join(sorted(fields))})"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing config key {key}: {f.metadata.get('doc', '')}")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where or 'config'}: {exc}") from exc
+
+
+def config_from_dict(data: Mapping[str, Any], *, base_dir: Path | str = ".") -> Config:
+    """Build a :class:`Config` from a plain mapping (as read from YAML)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("the config file must hold a mapping of sections (source, aoi, ...)")
+    cfg = _build(Config, data, "")
+    return dataclasses.replace(cfg, base_dir=Path(base_dir).resolve())
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML/JSON config file and apply ``section.key=value`` overrides."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    data = apply_overrides(data, overrides)
+    return config_from_dict(data, base_dir=path.parent)
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``a.b.c=value`` overrides (values parsed as YAML)."""
+    out: dict[str, Any] = json.loads(json.dumps(data, default=str))
+    for ov in overrides:
+        key, sep, raw = ov.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {ov!r} is not of the form section.key=value")
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {ov!r}: {p} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def to_dict(obj: Any) -> Any:
+    """A JSON-able dict of a config (dates as ISO strings, tuples as lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {
+            f.name: to_dict(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not f.metadata.get("internal")
+        }
+    if isinstance(obj, Mapping):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, tuple | list):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dt.date):
+        return obj.isoformat()
+    return obj
+
+
+def config_reference() -> str:
+    """Markdown reference of every config key, generated from the field docs."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated by `stac2cube.config.config_reference()`; do not edit by hand. -->",
+        "",
+        "A run is configured by one YAML file. Every key below is optional unless its default "
+        "is *required*. Override any key from the CLI with `--set section.key=value`.",
+        "",
+    ]
+
+    def section(cls: Any, prefix: str, level: int) -> None:
+        hints = typing.get_type_hints(cls)
+        lines.extend([f"{'#' * level} `{prefix or 'top level'}`", "", (cls.__doc__ or "").strip()])
+        lines.extend(["", "| key | type | default | meaning |", "|---|---|---|---|"])
+        nested = []
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("internal"):
+                continue
+            tp = hints[f.name]
+            key = f"{prefix}.{f.name}" if prefix else f.name
+            if dataclasses.is_dataclass(tp):
+                nested.append((tp, key))
+                default = "see below"
+            elif f.default is not dataclasses.MISSING:
+                default = f"`{json.dumps(to_dict(f.default))}`"
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f"`{json.dumps(to_dict(f.default_factory()))}`"
+            else:
+                default = "*required*"
+            tname = _type_name(tp).replace("|", "or")
+            lines.append(f"| `{key}` | {tname} | {default} | {f.metadata.get('doc', '')} |")
+        lines.append("")
+        for tp, key in nested:
+            section(tp, key, 2)
+
+    section(Config, "", 2)
+    section(RadiometryOverrideConfig, "radiometry.overrides.<collection>", 2)
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,5 @@
+"""Views of a stac2cube catalog as a data cube."""
+
+from .odc import catalog_items, open_cube, reflectance
+
+__all__ = ["catalog_items", "open_cube", "reflectance"]

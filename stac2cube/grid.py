@@ -1,0 +1,111 @@
+"""The area of interest and the one target grid every band of every scene is written on."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+import shapely.geometry
+from odc.geo.crs import CRS
+from odc.geo.geobox import GeoBox
+from pyproj import Transformer
+from shapely.geometry.base import BaseGeometry
+from shapely.ops import unary_union
+
+from .config import AOIConfig, GridConfig
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def load_aoi(aoi: AOIConfig, base_dir: Path | None = None) -> BaseGeometry:
+    """The AOI as a shapely geometry in EPSG:4326 (bbox, or union of a GeoJSON's geometries)."""
+    if aoi.bbox is not None:
+        return shapely.geometry.box(*aoi.bbox)
+    assert aoi.geojson is not None
+    path = Path(aoi.geojson)
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"aoi.geojson: cannot read {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"aoi.geojson: {path} is not valid JSON ({exc})") from exc
+    geoms = [shapely.geometry.shape(g) for g in _geojson_geometries(doc, path)]
+    geom = unary_union(geoms)
+    if geom.is_empty or not geom.is_valid:
+        raise ConfigError(f"aoi.geojson: {path} holds an empty or invalid geometry")
+    w, s, e, n = geom.bounds
+    if not (-180 <= w <= e <= 180 and -90 <= s <= n <= 90):
+        raise ConfigError(
+            f"aoi.geojson: {path} is not in longitude/latitude degrees (EPSG:4326): bounds "
+            f"{geom.bounds}"
+        )
+    return geom
+
+
+def _geojson_geometries(doc: Any, path: Path) -> list[dict[str, Any]]:
+    kind = doc.get("type") if isinstance(doc, dict) else None
+    if kind == "FeatureCollection":
+        out = [f["geometry"] for f in doc.get("features", []) if f.get("geometry")]
+    elif kind == "Feature":
+        out = [doc["geometry"]] if doc.get("geometry") else []
+    elif kind in ("Polygon", "MultiPolygon", "GeometryCollection"):
+        out = [doc]
+    else:
+        raise ConfigError(
+            f"aoi.geojson: {path} must hold a Polygon/MultiPolygon, a Feature or a "
+            f"FeatureCollection (found type {kind!r})"
+        )
+    if not out:
+        raise ConfigError(f"aoi.geojson: {path} holds no geometry")
+    return out
+
+
+def utm_crs_for(geom: BaseGeometry) -> str:
+    """The UTM zone (as ``EPSG:326zz``/``EPSG:327zz``) that covers the largest part of ``geom``."""
+    w, _, e, _ = geom.bounds
+    best_zone, best_area = 0, -1.0
+    for zone in range(_zone(w), _zone(e) + 1):
+        lon0 = -180 + (zone - 1) * 6
+        strip = shapely.geometry.box(lon0, -90, lon0 + 6, 90)
+        area = geom.intersection(strip).area
+        if area > best_area:
+            best_zone, best_area = zone, area
+    north = geom.centroid.y >= 0
+    return f"EPSG:{(32600 if north else 32700) + best_zone}"
+
+
+def _zone(lon: float) -> int:
+    return min(60, max(1, math.floor((lon + 180) / 6) + 1))
+
+
+def target_geobox(aoi: BaseGeometry, grid: GridConfig) -> GeoBox:
+    """The target grid: the AOI's bounding box in the target CRS, snapped to the pixel grid.
+
+    Pixel edges fall on multiples of the resolution, so in the scene's own UTM zone a 10 m grid
+    coincides with Sentinel-2's native grid and reading needs no resampling.
+    """
+    crs = CRS(utm_crs_for(aoi) if grid.crs.lower() == "auto" else grid.crs)
+    transformer = Transformer.from_crs("EPSG:4326", crs.to_wkt(), always_xy=True)
+    west, south, east, north = aoi.bounds
+    bounds = transformer.transform_bounds(west, south, east, north, densify_pts=21)
+    gbox = GeoBox.from_bbox(bounds, crs, resolution=grid.resolution, tight=False)
+    log.debug("target grid %s", gbox)
+    return gbox
+
+
+def footprint_lonlat(geobox: GeoBox, densify: int = 16) -> BaseGeometry:
+    """The outline of ``geobox`` in EPSG:4326 (edges densified so curvature is kept)."""
+    crs = geobox.crs
+    assert crs is not None
+    x0, y0, x1, y1 = geobox.extent.boundingbox
+    ring = shapely.geometry.box(x0, y0, x1, y1).segmentize(max(x1 - x0, y1 - y0) / densify)
+    to_ll = Transformer.from_crs(crs.to_wkt(), "EPSG:4326", always_xy=True)
+    return shapely.transform(ring, lambda xy: np.column_stack(to_ll.transform(xy[:, 0], xy[:, 1])))

@@ -1,0 +1,396 @@
+"""The output: a self-contained static STAC catalog on disk, written atomically.
+
+Layout (all links relative, so the directory can be moved or served as it is)::
+
+    <root>/catalog.json                         Catalog  -> child collection
+    <root>/<collection>/collection.json         Collection -> items
+    <root>/<collection>/<item>/<item>.json      Item
+    <root>/<collection>/<item>/<band>.tif       COGs of the item
+    <root>/_stac2cube/failures.jsonl            failure log (one JSON object per line)
+    <root>/_stac2cube/lock                      held while a run writes
+
+Write order makes every crash safe: an item's COGs are renamed into place first, then its JSON,
+then the collection that links to it. The catalog never refers to a file that is not complete;
+a crash leaves at most unreferenced files, which the next run overwrites.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import json
+import logging
+import os
+import socket
+import string
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from ..errors import CatalogError, CatalogLockedError
+from .atomic import TMP_MARK, append_line, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = "_stac2cube"
+FAILURE_LOG = "failures.jsonl"
+CATALOG_ID = "stac2cube"
+
+
+def load_template(name: str, **values: str) -> dict[str, Any]:
+    """A JSON template from ``catalog_templates/`` with ``${name}`` placeholders filled."""
+    text = files("stac2cube.catalog_templates").joinpath(name).read_text()
+    escaped = {k: json.dumps(v)[1:-1] for k, v in values.items()}
+    try:
+        doc: dict[str, Any] = json.loads(_BracedTemplate(text).substitute(escaped))
+    except KeyError as exc:
+        raise CatalogError(f"template {name} needs a value for {exc}") from exc
+    doc.pop("$comment", None)
+    return doc
+
+
+class _BracedTemplate(string.Template):
+    """Only ``${name}`` is a placeholder (so ``$comment``/``$schema`` keys stay as they are)."""
+
+    _braced_only = (
+        r"\$(?:(?P<escaped>\$)|\{(?P<braced>[_a-z][_a-z0-9]*)\}"
+        r"|(?P<named>(?!))|(?P<invalid>(?!)))"
+    )
+    pattern = _braced_only  # type: ignore[assignment]
+
+
+def stac2cube_schema() -> dict[str, Any]:
+    """The JSON Schema of the stac2cube provenance extension."""
+    path = files("stac2cube.catalog_templates").joinpath("stac2cube/v1.0.0/schema.json")
+    schema: dict[str, Any] = json.loads(path.read_text())
+    return schema
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    """One line of the failure log."""
+
+    item_id: str
+    stage: str
+    error: str
+    message: str
+    time: str
+    run_id: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "item_id": self.item_id,
+            "stage": self.stage,
+            "error": self.error,
+            "message": self.message,
+            "time": self.time,
+            "run_id": self.run_id,
+        }
+
+
+class CatalogStore:
+    """Reads and writes the output catalog. Only one process writes (see :meth:`lock`)."""
+
+    def __init__(
+        self,
+        root: Path,
+        collection_id: str,
+        *,
+        title: str = "",
+        description: str = "",
+        license: str = "other",
+    ) -> None:
+        self.root = Path(root)
+        self.collection_id = collection_id
+        self._meta = {
+            "collection_id": collection_id,
+            "title": title or collection_id,
+            "description": description or collection_id,
+            "license": license,
+        }
+
+    # ---------------------------------------------------------------- paths
+    @property
+    def catalog_path(self) -> Path:
+        return self.root / "catalog.json"
+
+    @property
+    def collection_path(self) -> Path:
+        return self.root / self.collection_id / "collection.json"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def failure_log(self) -> Path:
+        return self.state_dir / FAILURE_LOG
+
+    def item_dir(self, item_id: str) -> Path:
+        return self.root / self.collection_id / item_id
+
+    def item_path(self, item_id: str) -> Path:
+        return self.item_dir(item_id) / f"{item_id}.json"
+
+    # ---------------------------------------------------------------- create / read
+    def create(self) -> None:
+        """Create the catalog and collection from the templates if they do not exist."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not self.catalog_path.exists():
+                cat = load_template(
+                    "catalog.json", catalog_id=CATALOG_ID, title="stac2cube catalog"
+                )
+                cat["links"] = [
+                    {"rel": "root", "href": "./catalog.json", "type": "application/json"},
+                ]
+                write_json_atomic(self.catalog_path, cat)
+            cat = json.loads(self.catalog_path.read_text())
+            child = f"./{self.collection_id}/collection.json"
+            if not any(ln.get("href") == child for ln in cat.get("links", [])):
+                cat["links"].append(
+                    {
+                        "rel": "child",
+                        "href": child,
+                        "type": "application/json",
+                        "title": self._meta["title"],
+                    }
+                )
+                write_json_atomic(self.catalog_path, cat)
+            if not self.collection_path.exists():
+                coll = load_template("collection.json", **self._meta)
+                coll["links"] = self._collection_base_links()
+                write_json_atomic(self.collection_path, coll)
+        except OSError as exc:
+            raise CatalogError(f"cannot create the catalog in {self.root}: {exc}") from exc
+
+    @staticmethod
+    def _collection_base_links() -> list[dict[str, str]]:
+        return [
+            {"rel": "root", "href": "../catalog.json", "type": "application/json"},
+            {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
+        ]
+
+    def read_collection(self) -> dict[str, Any]:
+        try:
+            coll: dict[str, Any] = json.loads(self.collection_path.read_text())
+        except FileNotFoundError:
+            raise CatalogError(
+                f"{self.collection_path} does not exist: is {self.root} a stac2cube catalog?"
+            ) from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CatalogError(f"cannot read {self.collection_path}: {exc}") from exc
+        return coll
+
+    def item_ids(self) -> list[str]:
+        """Ids of the items the collection links to."""
+        coll = self.read_collection()
+        return [Path(ln["href"]).stem for ln in coll.get("links", []) if ln.get("rel") == "item"]
+
+    def read_item(self, item_id: str) -> dict[str, Any] | None:
+        """The item's JSON, or None if the catalog has no complete item of that id."""
+        try:
+            doc: dict[str, Any] = json.loads(self.item_path(item_id).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return doc
+
+    def iter_items(self) -> Iterator[dict[str, Any]]:
+        for item_id in self.item_ids():
+            doc = self.read_item(item_id)
+            if doc is not None:
+                yield doc
+
+    # ---------------------------------------------------------------- write
+    def add_item(self, item: Mapping[str, Any]) -> Path:
+        """Write an item's JSON (its COGs must already be in place) and link it.
+
+        Replaces an existing item of the same id (stale or re-processed) atomically.
+        """
+        item_id = str(item["id"])
+        doc = dict(item)
+        doc["collection"] = self.collection_id
+        doc["links"] = [
+            *[ln for ln in item.get("links", []) if ln.get("rel") not in _MANAGED_RELS],
+            {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
+            {"rel": "parent", "href": "../collection.json", "type": "application/json"},
+            {"rel": "collection", "href": "../collection.json", "type": "application/json"},
+        ]
+        path = self.item_path(item_id)
+        write_json_atomic(path, doc)
+        self._link_item(doc)
+        return path
+
+    def _link_item(self, item: Mapping[str, Any]) -> None:
+        coll = self.read_collection()
+        href = f"./{item['id']}/{item['id']}.json"
+        links = coll.setdefault("links", [])
+        if not any(ln.get("rel") == "item" and ln.get("href") == href for ln in links):
+            links.append({"rel": "item", "href": href, "type": "application/geo+json"})
+        _extend_extent(coll, item)
+        _merge_item_assets(coll, item)
+        write_json_atomic(self.collection_path, coll)
+
+    # ---------------------------------------------------------------- failures
+    def record_failure(
+        self, item_id: str, stage: str, exc: BaseException, *, run_id: str = ""
+    ) -> FailureRecord:
+        rec = FailureRecord(
+            item_id=item_id,
+            stage=stage,
+            error=type(exc).__name__,
+            message=str(exc),
+            time=dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+            run_id=run_id,
+        )
+        append_line(self.failure_log, json.dumps(rec.to_dict()))
+        return rec
+
+    def failures(self) -> list[FailureRecord]:
+        """All recorded failures, oldest first (a torn last line from a crash is skipped)."""
+        if not self.failure_log.exists():
+            return []
+        out = []
+        for line in self.failure_log.read_text().splitlines():
+            try:
+                out.append(FailureRecord(**json.loads(line)))
+            except (json.JSONDecodeError, TypeError):
+                log.warning("skipping an unreadable line of %s", self.failure_log)
+        return out
+
+    def clean_temporaries(self) -> list[Path]:
+        """Remove temporary files left by a crashed run; returns what was removed."""
+        removed = []
+        for p in self.root.rglob(f"*{TMP_MARK}*"):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+        return removed
+
+    # ---------------------------------------------------------------- lock
+    def lock(self) -> CatalogLock:
+        return CatalogLock(self.state_dir / "lock")
+
+
+_MANAGED_RELS = {"root", "parent", "collection", "self"}
+
+
+def _extend_extent(coll: dict[str, Any], item: Mapping[str, Any]) -> None:
+    bbox = item.get("bbox")
+    when = item.get("properties", {}).get("datetime")
+    ext = coll.setdefault("extent", {})
+    sp = ext.setdefault("spatial", {"bbox": [[-180, -90, 180, 90]]})
+    tm = ext.setdefault("temporal", {"interval": [[None, None]]})
+    first = coll.get("links") and sum(1 for ln in coll["links"] if ln.get("rel") == "item") == 1
+    if bbox:
+        cur = sp["bbox"][0]
+        if first or cur == [-180, -90, 180, 90]:
+            sp["bbox"][0] = list(bbox)
+        else:
+            sp["bbox"][0] = [
+                min(cur[0], bbox[0]),
+                min(cur[1], bbox[1]),
+                max(cur[2], bbox[2]),
+                max(cur[3], bbox[3]),
+            ]
+    if when:
+        lo, hi = tm["interval"][0]
+        tm["interval"][0] = [
+            when if first or lo is None or when < lo else lo,
+            when if first or hi is None or when > hi else hi,
+        ]
+
+
+def _merge_item_assets(coll: dict[str, Any], item: Mapping[str, Any]) -> None:
+    """Keep ``item_assets`` (the assets every item has) for odc-stac and STAC browsers."""
+    ia_uri = "https://stac-extensions.github.io/item-assets/v1.0.0/schema.json"
+    exts = coll.setdefault("stac_extensions", [])
+    if coll.get("stac_version", "1.1.0") < "1.1" and ia_uri not in exts:
+        exts.append(ia_uri)
+    ia = coll.setdefault("item_assets", {})
+    for key, asset in item.get("assets", {}).items():
+        if key not in ia:
+            ia[key] = {
+                k: v
+                for k, v in asset.items()
+                if k in ("type", "roles", "title", "eo:bands", "raster:bands", "bands")
+            }
+    for ext in item.get("stac_extensions", []):
+        if ("/eo/" in ext or "/raster/" in ext) and ext not in coll.setdefault(
+            "stac_extensions", []
+        ):
+            coll["stac_extensions"].append(ext)
+
+
+class CatalogLock:
+    """An exclusive lock on a catalog that survives a crashed holder.
+
+    The lock file records the holder's host and pid; a lock whose holder on this host no longer
+    runs is taken over. A live holder makes :meth:`acquire` raise
+    :class:`~stac2cube.errors.CatalogLockedError`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._held = False
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": dt.datetime.now(dt.UTC).isoformat(),
+        }
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and _alive(holder):
+                    raise CatalogLockedError(
+                        f"another stac2cube run (pid {holder.get('pid')} on "
+                        f"{holder.get('host')}, since {holder.get('since')}) is writing "
+                        f"{self.path.parent.parent}; wait for it to finish. If it is gone, "
+                        f"delete {self.path}."
+                    ) from None
+                log.warning("taking over the stale lock %s (holder %s)", self.path, holder)
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self._held = True
+            return
+        raise CatalogLockedError(f"could not acquire {self.path}")  # pragma: no cover
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            doc: dict[str, Any] = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return doc
+
+    def release(self) -> None:
+        if self._held:
+            self.path.unlink(missing_ok=True)
+            self._held = False
+
+    def __enter__(self) -> CatalogLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _alive(holder: Mapping[str, Any]) -> bool:
+    if holder.get("host") != socket.gethostname():
+        return True  # cannot tell for another host: assume alive
+    pid = holder.get("pid")
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    return True

@@ -1,0 +1,267 @@
+"""Find Sentinel-2 scenes: any STAC API (through pystac-client) or a local catalog / item file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pystac
+import shapely.geometry
+from shapely.geometry.base import BaseGeometry
+
+from .config import SourceConfig, TimeConfig
+from .errors import EmptySearchError, ItemError, SearchError
+
+log = logging.getLogger(__name__)
+
+FILTER_CONFORMANCE = "filter"
+QUERY_CONFORMANCE = "query"
+
+
+@dataclass(frozen=True)
+class RejectedItem:
+    """A source item that could not be used, and why."""
+
+    item_id: str
+    stage: str
+    error: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The scenes found, sorted by time, and the source items that were malformed."""
+
+    items: tuple[pystac.Item, ...]
+    rejected: tuple[RejectedItem, ...]
+    method: str
+    """How the search ran (e.g. ``api+cql2-filter``, ``api+client-filter``, ``local``)."""
+
+
+def search(
+    source: SourceConfig,
+    aoi: BaseGeometry,
+    time: TimeConfig,
+    *,
+    collection: str | None = None,
+    base_dir: Path | None = None,
+) -> SearchResult:
+    """Search ``source`` for items of ``collection`` (default: the L2A collection).
+
+    Raises :class:`EmptySearchError` when nothing matches and :class:`SearchError` when the
+    source cannot be searched at all.
+    """
+    coll = collection or source.collection
+    if source.api is not None:
+        items, rejected, method = _search_api(source, aoi, time, coll)
+    else:
+        assert source.path is not None
+        path = Path(source.path)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        items, rejected = _search_local(path, aoi, time, coll)
+        method = "local"
+    items = [it for it in items if _cloud_ok(it, source.max_cloud_cover)]
+    unique: dict[str, pystac.Item] = {}
+    for it in items:
+        unique.setdefault(it.id, it)
+    found = sorted(unique.values(), key=lambda it: (_item_time(it), it.id))
+    if source.max_items is not None:
+        found = found[: source.max_items]
+    if not found:
+        where = source.api or source.path
+        raise EmptySearchError(
+            f"no {coll} scene in {where} intersects the AOI between {time.start} and {time.end}"
+            + (
+                f" with eo:cloud_cover <= {source.max_cloud_cover}"
+                if source.max_cloud_cover
+                else ""
+            )
+            + ": widen the time range or AOI, relax source.max_cloud_cover, or check "
+            "source.collection"
+            + (f" ({len(rejected)} malformed item(s) were skipped)" if rejected else "")
+        )
+    log.info("found %d %s scene(s) via %s", len(found), coll, method)
+    return SearchResult(tuple(found), tuple(rejected), method)
+
+
+# ------------------------------------------------------------------------------------ API
+
+
+def _search_api(
+    source: SourceConfig, aoi: BaseGeometry, time: TimeConfig, collection: str
+) -> tuple[list[pystac.Item], list[RejectedItem], str]:
+    import pystac_client
+    import requests
+    from pystac_client.exceptions import APIError
+    from pystac_client.stac_api_io import StacApiIO
+
+    assert source.api is not None
+    io = StacApiIO(
+        headers=dict(source.headers), timeout=source.timeout, max_retries=source.max_retries
+    )
+    try:
+        client = pystac_client.Client.open(source.api, stac_io=io)
+    except (APIError, requests.RequestException, pystac.STACError, json.JSONDecodeError) as exc:
+        raise SearchError(
+            f"cannot open the STAC API at {source.api}: {exc}. Check the URL and your network "
+            "(or set source.path to search a local catalog instead)."
+        ) from exc
+    kwargs: dict[str, Any] = {
+        "collections": [collection],
+        "intersects": shapely.geometry.mapping(aoi),
+        "datetime": time.interval,
+        "max_items": source.max_items,
+    }
+    method = "api"
+    if source.max_cloud_cover is not None:
+        conforms = client.conforms_to
+        if _safe_conforms(conforms, "FILTER"):
+            kwargs["filter"] = {
+                "op": "<=",
+                "args": [{"property": "eo:cloud_cover"}, source.max_cloud_cover],
+            }
+            kwargs["filter_lang"] = "cql2-json"
+            method = "api+cql2-filter"
+        elif _safe_conforms(conforms, "QUERY"):
+            kwargs["query"] = {"eo:cloud_cover": {"lte": source.max_cloud_cover}}
+            method = "api+query"
+        else:
+            method = "api+client-filter"
+    if not _safe_conforms(client.conforms_to, "ITEM_SEARCH"):
+        raise SearchError(
+            f"{source.api} does not declare STAC item-search conformance; stac2cube needs "
+            "/search (or point source.path at a static catalog)"
+        )
+    try:
+        search = client.search(**kwargs)
+        items: list[pystac.Item] = []
+        rejected: list[RejectedItem] = []
+        for page in search.pages_as_dicts():
+            for feat in page.get("features", []):
+                it, rej = _parse_item(feat)
+                if it is not None:
+                    items.append(it)
+                elif rej is not None:
+                    rejected.append(rej)
+            if source.max_items is not None and len(items) >= source.max_items:
+                break
+    except (APIError, requests.RequestException, json.JSONDecodeError) as exc:
+        raise SearchError(
+            f"the STAC API at {source.api} failed during the search: {exc}. Re-run later; "
+            "scenes already in the catalog are kept."
+        ) from exc
+    return items, rejected, method
+
+
+def _safe_conforms(conforms: Any, name: str) -> bool:
+    import warnings
+
+    from pystac_client import ConformanceClasses
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bool(conforms(getattr(ConformanceClasses, name)))
+
+
+# ---------------------------------------------------------------------------------- local
+
+
+def _search_local(
+    path: Path, aoi: BaseGeometry, time: TimeConfig, collection: str
+) -> tuple[list[pystac.Item], list[RejectedItem]]:
+    if not path.exists():
+        raise SearchError(f"source.path {path} does not exist")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SearchError(f"source.path {path} is not a readable JSON file: {exc}") from exc
+    rejected: list[RejectedItem] = []
+    kind = doc.get("type") if isinstance(doc, dict) else None
+    if kind in ("Catalog", "Collection"):
+        cat = pystac.read_file(str(path))
+        assert isinstance(cat, pystac.Catalog)
+        items: list[pystac.Item] = [
+            it
+            for it in cat.get_items(recursive=True)
+            if it.collection_id in (None, collection) or kind == "Collection"
+        ]
+    elif kind in ("FeatureCollection", "Feature"):
+        feats = doc.get("features", []) if kind == "FeatureCollection" else [doc]
+        items = []
+        for feat in feats:
+            parsed, rej = _parse_item(feat, self_href=str(path) if kind == "Feature" else None)
+            if rej is not None:
+                rejected.append(rej)
+            elif parsed is not None and parsed.collection_id in (None, collection):
+                items.append(parsed)
+    else:
+        raise SearchError(
+            f"source.path {path} is neither a STAC Catalog/Collection nor an item collection "
+            f"(type {kind!r})"
+        )
+    t0 = dt.datetime.combine(time.start, dt.time.min, tzinfo=dt.UTC)
+    t1 = dt.datetime.combine(time.end, dt.time.max, tzinfo=dt.UTC)
+    out = [
+        it
+        for it in items
+        if it.geometry is not None
+        and shapely.geometry.shape(it.geometry).intersects(aoi)
+        and t0 <= _item_time(it) <= t1
+    ]
+    return out, rejected
+
+
+# -------------------------------------------------------------------------------- helpers
+
+
+def _parse_item(
+    feat: Mapping[str, Any], self_href: str | None = None
+) -> tuple[pystac.Item | None, RejectedItem | None]:
+    fid = str(feat.get("id", "<no id>")) if isinstance(feat, Mapping) else "<not an object>"
+    try:
+        it = item_from_dict(feat)
+    except ItemError as exc:
+        log.warning("skipping malformed item %s: %s", fid, exc)
+        return None, RejectedItem(fid, "search", type(exc).__name__, str(exc))
+    if self_href is not None and it.get_self_href() is None:
+        it.set_self_href(self_href)
+    return it, None
+
+
+def item_from_dict(feat: Mapping[str, Any]) -> pystac.Item:
+    """Parse a STAC item, turning every way it can be malformed into :class:`ItemError`."""
+    if not isinstance(feat, Mapping) or feat.get("type") != "Feature":
+        raise ItemError("not a STAC item (GeoJSON Feature)")
+    fid = feat.get("id", "<no id>")
+    for key in ("id", "geometry", "properties", "assets"):
+        if feat.get(key) is None:
+            raise ItemError(f"item {fid}: required field {key!r} is missing")
+    try:
+        it = pystac.Item.from_dict(dict(feat), preserve_dict=True)
+        if (it.datetime or it.common_metadata.start_datetime) is None:
+            raise ItemError(f"item {fid}: has neither datetime nor start_datetime")
+        shapely.geometry.shape(it.geometry)
+    except ItemError:
+        raise
+    except Exception as exc:  # pystac raises many types on malformed input
+        raise ItemError(f"item {fid}: {type(exc).__name__}: {exc}") from exc
+    return it
+
+
+def _item_time(it: pystac.Item) -> dt.datetime:
+    t = it.datetime or it.common_metadata.start_datetime
+    assert t is not None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def _cloud_ok(it: pystac.Item, max_cc: float | None) -> bool:
+    if max_cc is None:
+        return True
+    cc = it.properties.get("eo:cloud_cover")
+    return cc is None or float(cc) <= max_cc

@@ -1,0 +1,71 @@
+"""The one small protocol every processing step follows.
+
+A step has a ``name`` and a ``version`` and a pure ``run(scene, cfg)``: pixels and their grid in,
+pixels and a record of what it did out. Steps do no file or network I/O and print nothing; the
+pipeline reads the inputs, runs the steps in order and writes what they return.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+from odc.geo.geobox import GeoBox
+
+from ..provenance import StepRecord
+
+C_contra = TypeVar("C_contra", contravariant=True)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """The pixels of one scene on the target grid.
+
+    ``bands`` hold surface reflectance (float32, NaN = nodata); ``classes`` hold class or mask
+    layers (uint8, 0 = nodata), e.g. ``SCL``. ``properties`` carry item properties that steps
+    set (e.g. ``eo:cloud_cover`` over the AOI).
+    """
+
+    item_id: str
+    geobox: GeoBox
+    bands: Mapping[str, np.ndarray]
+    classes: Mapping[str, np.ndarray] = field(default_factory=dict)
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    source_properties: Mapping[str, Any] = field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> Scene:
+        """A copy with some fields changed (steps never mutate their input)."""
+        return dataclasses.replace(self, **changes)
+
+    def valid_mask(self) -> np.ndarray:
+        """Pixels where every reflectance band has data."""
+        masks = [np.isfinite(a) for a in self.bands.values()]
+        if not masks:
+            return np.zeros(self.geobox.shape.yx, dtype=bool)
+        valid: np.ndarray = np.logical_and.reduce(masks)
+        return valid
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step returns: the new scene and the record that goes into provenance."""
+
+    scene: Scene
+    record: StepRecord
+    write: bool = True
+    """False when the step decided the scene must not be written (e.g. too cloudy)."""
+
+
+@runtime_checkable
+class Step(Protocol[C_contra]):
+    """A processing step."""
+
+    name: str
+    version: str
+
+    def run(self, scene: Scene, cfg: C_contra) -> StepResult:
+        """Process ``scene`` with configuration ``cfg``; pure, no I/O."""
+        ...
