@@ -239,13 +239,14 @@ def item_from_dict(feat: Mapping[str, Any]) -> pystac.Item:
     if not isinstance(feat, Mapping) or feat.get("type") != "Feature":
         raise ItemError("not a STAC item (GeoJSON Feature)")
     fid = feat.get("id", "<no id>")
-    for key in ("id", "geometry", "properties", "assets"):
+    for key in ("id", "stac_version", "geometry", "properties", "assets"):
         if feat.get(key) is None:
             raise ItemError(f"item {fid}: required field {key!r} is missing")
+    props = feat["properties"]
+    if not isinstance(props, Mapping) or not (props.get("datetime") or props.get("start_datetime")):
+        raise ItemError(f"item {fid}: has neither properties.datetime nor start_datetime")
     try:
         it = pystac.Item.from_dict(dict(feat), preserve_dict=True)
-        if (it.datetime or it.common_metadata.start_datetime) is None:
-            raise ItemError(f"item {fid}: has neither datetime nor start_datetime")
         shapely.geometry.shape(it.geometry)
     except ItemError:
         raise

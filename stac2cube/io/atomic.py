@@ -36,11 +36,16 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def append_line(path: Path, line: str) -> None:
-    """Append one line with a single ``write`` on an O_APPEND file, then fsync."""
+    """Append one line with a single ``write`` on an O_APPEND file, then fsync.
+
+    If a crash left a torn last line, a newline is written first so the new line stays whole.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, (line.rstrip("\n") + "\n").encode())
+        size = os.fstat(fd).st_size
+        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+        os.write(fd, (("\n" if torn else "") + line.rstrip("\n") + "\n").encode())
         os.fsync(fd)
     finally:
         os.close(fd)

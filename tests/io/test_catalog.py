@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pystac
+import pytest
+
+from stac2cube.errors import CatalogError, CatalogLockedError, ItemError
+from stac2cube.io.atomic import TMP_MARK, write_json_atomic
+from stac2cube.io.catalog import CatalogStore, load_template, stac2cube_schema
+
+
+def _item(item_id: str, day: int, x: float) -> dict:
+    return {
+        "type": "Feature", "stac_version": "1.1.0", "id": item_id, "stac_extensions": [],
+        "geometry": {"type": "Polygon",
+                     "coordinates": [[[x, 0], [x + 1, 0], [x + 1, 1], [x, 1], [x, 0]]]},
+        "bbox": [x, 0, x + 1, 1],
+        "properties": {"datetime": f"2023-06-{day:02d}T10:00:00Z"},
+        "assets": {"B04": {"href": "./B04.tif", "type": "image/tiff", "roles": ["data"]}},
+        "links": [],
+    }
+
+
+def test_create_add_and_read_back(tmp_path: Path) -> None:
+    store = CatalogStore(tmp_path / "cat", "ard", title="My ARD", description="d")
+    store.create()
+    store.create()  # idempotent
+    store.add_item(_item("a", 5, 10.0))
+    store.add_item(_item("b", 2, 12.0))
+    store.add_item(_item("a", 5, 10.0))  # replacing keeps one link
+    assert store.item_ids() == ["a", "b"]
+    coll = store.read_collection()
+    assert coll["title"] == "My ARD"
+    assert coll["extent"]["spatial"]["bbox"][0] == [10.0, 0, 13.0, 1]
+    assert coll["extent"]["temporal"]["interval"][0] == [
+        "2023-06-02T10:00:00Z", "2023-06-05T10:00:00Z"]
+    assert "B04" in coll["item_assets"]
+    cat = pystac.Catalog.from_file(str(store.catalog_path))
+    items = list(cat.get_items(recursive=True))
+    assert sorted(i.id for i in items) == ["a", "b"]
+    assert items[0].collection_id == "ard"
+    asset_href = items[0].assets["B04"].get_absolute_href()
+    assert asset_href == str(store.item_dir(items[0].id) / "B04.tif")
+
+
+def test_failure_log_survives_a_torn_line(tmp_path: Path) -> None:
+    store = CatalogStore(tmp_path, "ard")
+    store.create()
+    store.record_failure("x", "read", ItemError("broken"), run_id="r1")
+    with open(store.failure_log, "a") as f:
+        f.write('{"item_id": "y", "sta')  # a crash in the middle of a write
+    store.record_failure("z", "write", OSError("disk full"), run_id="r1")
+    recs = store.failures()
+    assert [(r.item_id, r.stage, r.error) for r in recs] == [
+        ("x", "read", "ItemError"), ("z", "write", "OSError")]
+
+
+def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path: Path) -> None:
+    store = CatalogStore(tmp_path, "ard")
+    with store.lock():
+        with pytest.raises(CatalogLockedError, match="another stac2cube run"):
+            store.lock().acquire()
+    # a holder that died without releasing (kill -9)
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    import socket
+
+    (tmp_path / "_stac2cube").mkdir(exist_ok=True)
+    (tmp_path / "_stac2cube" / "lock").write_text(json.dumps(
+        {"host": socket.gethostname(), "pid": int(proc.stdout), "since": "then"}))
+    lock = store.lock()
+    lock.acquire()
+    assert json.loads((tmp_path / "_stac2cube" / "lock").read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not (tmp_path / "_stac2cube" / "lock").exists()
+
+
+def test_temporaries_are_cleaned_and_never_linked(tmp_path: Path) -> None:
+    store = CatalogStore(tmp_path, "ard")
+    store.create()
+    junk = store.item_dir("a") / f"B04.tif{TMP_MARK}123-abc"
+    junk.parent.mkdir(parents=True)
+    junk.write_bytes(b"half a cog")
+    assert store.clean_temporaries() == [junk]
+    assert not junk.exists()
+
+
+def test_atomic_json_write_replaces_whole(tmp_path: Path) -> None:
+    p = tmp_path / "x.json"
+    write_json_atomic(p, {"a": 1})
+    write_json_atomic(p, {"b": [1, 2]})
+    assert json.loads(p.read_text()) == {"b": [1, 2]}
+    assert os.listdir(tmp_path) == ["x.json"]
+
+
+def test_templates_render_and_missing_collection_is_clear(tmp_path: Path) -> None:
+    coll = load_template("collection.json", collection_id="c", title='a "quoted" title',
+                         description="d", license="CC-BY-4.0")
+    assert coll["title"] == 'a "quoted" title' and coll["license"] == "CC-BY-4.0"
+    assert stac2cube_schema()["$id"].endswith("/v1.0.0/schema.json")
+    with pytest.raises(CatalogError, match="needs a value"):
+        load_template("collection.json", collection_id="c")
+    with pytest.raises(CatalogError, match="is .* a stac2cube catalog"):
+        CatalogStore(tmp_path / "nothing", "ard").read_collection()

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from stac2cube.config import (
+    Config,
+    apply_overrides,
+    config_from_dict,
+    config_reference,
+    load_config,
+)
+from stac2cube.errors import ConfigError
+
+BASE = {
+    "source": {"api": "https://earth-search.aws.element84.com/v1"},
+    "aoi": {"bbox": [11.0, 46.0, 11.1, 46.1]},
+    "time": {"start": "2023-06-01", "end": "2023-06-30"},
+}
+
+
+def test_minimal_config_has_documented_defaults() -> None:
+    cfg = config_from_dict(BASE)
+    assert cfg.time.start == dt.date(2023, 6, 1)
+    assert cfg.grid.crs == "auto" and cfg.grid.resolution == 10.0
+    assert cfg.output.dtype == "int16"
+    assert cfg.bands[0] == "B02" and "SCL" in cfg.bands
+    assert cfg.time.interval == "2023-06-01T00:00:00Z/2023-06-30T23:59:59Z"
+
+
+def test_band_aliases_are_normalised() -> None:
+    cfg = config_from_dict({**BASE, "bands": ["red", "b8", "nir08", "scl"]})
+    assert cfg.bands == ("B04", "B08", "B8A", "SCL")
+
+
+@pytest.mark.parametrize(
+    ("patch", "match"),
+    [
+        ({"output": {"dtyp": "int16"}}, r"unknown config key output\.dtyp; did you mean 'dtype'"),
+        ({"colour": 1}, "unknown config key colour"),
+        ({"output": {"dtype": "int8"}}, r"output\.dtype: 'int8' is not one of"),
+        ({"grid": {"resolution": "ten"}}, r"grid\.resolution: expected a number"),
+        ({"grid": {"resolution": -10}}, "grid.resolution must be positive"),
+        ({"time": {"start": "2023-07-01", "end": "2023-06-01"}}, "is before start"),
+        ({"time": {"start": "June", "end": "2023-06-01"}}, "is not a date"),
+        ({"aoi": {"bbox": [11.1, 46.0, 11.0, 46.1]}}, "west < east"),
+        ({"aoi": {}}, "exactly one of `bbox` and `geojson`"),
+        ({"source": {}}, "exactly one of `api`"),
+        ({"source": {"path": "x", "max_cloud_cover": 120}}, "between 0 and 100"),
+        ({"bands": ["B04", "B99"]}, "B99"),
+        ({"output": {"cog_profile": "jpeg2000"}}, "not a rio-cogeo profile"),
+        ({"run": {"strict": "maybe"}}, "expected true or false"),
+    ],
+)
+def test_bad_config_gives_a_message_that_names_the_key(patch: dict, match: str) -> None:
+    data = {**BASE, **patch}
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(data)
+
+
+def test_missing_required_section() -> None:
+    with pytest.raises(ConfigError, match="missing config key time"):
+        config_from_dict({k: v for k, v in BASE.items() if k != "time"})
+
+
+def test_yaml_file_and_overrides(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text(
+        "source: {path: items.json}\naoi: {bbox: [1, 2, 3, 4]}\n"
+        "time: {start: 2020-01-01, end: 2020-02-01}\noutput: {catalog: out}\n"
+    )
+    cfg = load_config(p, ["output.dtype=float32", "grid.resolution=20", "run.strict=true"])
+    assert cfg.output.dtype == "float32" and cfg.grid.resolution == 20.0 and cfg.run.strict
+    assert cfg.catalog_dir == (tmp_path / "out").resolve()
+    with pytest.raises(ConfigError, match="not of the form"):
+        apply_overrides({}, ["output.dtype"])
+
+
+def test_unreadable_or_invalid_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("source: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_config_hash_tracks_pixels_not_paths() -> None:
+    a = config_from_dict(BASE)
+    b = config_from_dict({**BASE, "output": {"catalog": "elsewhere"}})
+    c = config_from_dict({**BASE, "output": {"dtype": "float32"}})
+    d = config_from_dict({**BASE, "grid": {"resolution": 20}})
+    assert a.config_hash == b.config_hash
+    assert len({a.config_hash, c.config_hash, d.config_hash}) == 3
+    assert a.config_hash.startswith("sha256:") and len(a.config_hash) == 7 + 64
+
+
+def test_config_is_frozen() -> None:
+    cfg = config_from_dict(BASE)
+    with pytest.raises(AttributeError):
+        cfg.bands = ("B04",)  # type: ignore[misc]
+    assert isinstance(cfg, Config)
+
+
+def test_docs_configuration_reference_is_current() -> None:
+    doc = Path(__file__).parents[1] / "docs" / "configuration.md"
+    assert doc.read_text() == config_reference(), "run `make docs-reference`"
+    for key in ("source.api", "aoi.bbox", "output.dtype", "radiometry.overrides"):
+        assert f"`{key}`" in doc.read_text()
