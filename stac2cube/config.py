@@ -71,6 +71,11 @@ class SourceConfig:
     headers: Mapping[str, str] = doc(
         "Extra HTTP headers for the API (e.g. an auth token).", default_factory=dict
     )
+    sign: Literal["planetary-computer"] | None = doc(
+        "Sign asset hrefs of found items: `planetary-computer` uses the `planetary-computer` "
+        "package (Planetary Computer's blob storage needs signed URLs).",
+        None,
+    )
 
     def __post_init__(self) -> None:
         if (self.api is None) == (self.path is None):

@@ -67,6 +67,8 @@ def search(
         items, rejected = _search_local(path, aoi, time, coll)
         method = "local"
     items = [it for it in items if _cloud_ok(it, source.max_cloud_cover)]
+    if source.sign == "planetary-computer":
+        items = _sign_planetary_computer(items)
     unique: dict[str, pystac.Item] = {}
     for it in items:
         unique.setdefault(it.id, it)
@@ -144,7 +146,7 @@ def _search_api(
         rejected: list[RejectedItem] = []
         for page in search.pages_as_dicts():
             for feat in page.get("features", []):
-                it, rej = _parse_item(feat)
+                it, rej = _parse_item(feat, api_root=source.api)
                 if it is not None:
                     items.append(it)
                 elif rej is not None:
@@ -220,8 +222,22 @@ def _search_local(
 # -------------------------------------------------------------------------------- helpers
 
 
+def _sign_planetary_computer(items: list[pystac.Item]) -> list[pystac.Item]:
+    try:
+        import planetary_computer  # type: ignore[import-not-found]
+    except ImportError:
+        raise SearchError(
+            "source.sign is `planetary-computer` but the package is not installed: "
+            "`pip install planetary-computer`"
+        ) from None
+    try:
+        return [planetary_computer.sign(it) for it in items]
+    except Exception as exc:  # network / token service errors
+        raise SearchError(f"signing Planetary Computer hrefs failed: {exc}") from exc
+
+
 def _parse_item(
-    feat: Mapping[str, Any], self_href: str | None = None
+    feat: Mapping[str, Any], self_href: str | None = None, api_root: str | None = None
 ) -> tuple[pystac.Item | None, RejectedItem | None]:
     fid = str(feat.get("id", "<no id>")) if isinstance(feat, Mapping) else "<not an object>"
     try:
@@ -229,6 +245,13 @@ def _parse_item(
     except ItemError as exc:
         log.warning("skipping malformed item %s: %s", fid, exc)
         return None, RejectedItem(fid, "search", type(exc).__name__, str(exc))
+    if api_root is not None:
+        # some servers (rustac) keep an item's stored self link and append their own: the
+        # provenance must name the URL the item was fetched from
+        selfs = [ln.get("href", "") for ln in feat.get("links", []) if ln.get("rel") == "self"]
+        served = [h for h in selfs if h.startswith(api_root.rstrip("/"))]
+        if served and served[0] != it.get_self_href():
+            it.set_self_href(served[0])
     if self_href is not None and it.get_self_href() is None:
         it.set_self_href(self_href)
     return it, None

@@ -6,8 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
+from stac2cube.demo import demo_config
 from stac2cube.testing.data import require_shared_data
+from stac2cube.testing.sample import Sample, SampleSpec, generate_sample
 from stac2cube.testing.stac_api import RustacServer
 
 PC_SITE2 = "stac/item-collections/planetary-computer/site2-2020_jun_jul-35MNM.geojson"
@@ -24,3 +27,32 @@ def pc_api(shared: Path) -> Iterator[RustacServer]:
     """rustac serve over 13 real Planetary Computer items (tile 35MNM, Jun-Jul 2020)."""
     with RustacServer([shared / PC_COLLECTION, shared / PC_SITE2]) as api:
         yield api
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Sample:
+    """The bundled sample (4 dates, L2A + L1C, clouds, shadows, a nodata wedge), made once."""
+    return generate_sample(tmp_path_factory.mktemp("sample"), SampleSpec())
+
+
+@pytest.fixture(scope="session")
+def sample_api(sample: Sample) -> Iterator[RustacServer]:
+    """A real STAC API (rustac serve, 127.0.0.1) over the sample's L2A and L1C items."""
+    hrefs = [
+        sample.l2a_collection_path,
+        sample.l1c_collection_path,
+        sample.l2a_items_path,
+        sample.l1c_items_path,
+    ]
+    with RustacServer(hrefs) as api:
+        yield api
+
+
+def write_config(tmp_path: Path, sample: Sample, source: dict[str, str], **sections: dict) -> Path:
+    """A YAML run config over the sample, with sections overridden."""
+    cfg = demo_config(sample, source, tmp_path / "catalog")
+    for key, value in sections.items():
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value  # type: ignore[dict-item]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path

@@ -41,10 +41,16 @@ def test_geojson_aoi(tmp_path: Path) -> None:
     fc = {
         "type": "FeatureCollection",
         "features": [
-            {"type": "Feature", "properties": {},
-             "geometry": shapely.geometry.mapping(shapely.geometry.box(1, 1, 2, 2))},
-            {"type": "Feature", "properties": {},
-             "geometry": shapely.geometry.mapping(shapely.geometry.box(3, 1, 4, 2))},
+            {
+                "type": "Feature",
+                "properties": {},
+                "geometry": shapely.geometry.mapping(shapely.geometry.box(1, 1, 2, 2)),
+            },
+            {
+                "type": "Feature",
+                "properties": {},
+                "geometry": shapely.geometry.mapping(shapely.geometry.box(3, 1, 4, 2)),
+            },
         ],
     }
     p = tmp_path / "aoi.geojson"

@@ -14,11 +14,22 @@ from stac2cube.validation import validate_stac_dict
 
 def _prov() -> Provenance:
     return Provenance(
-        source=SourceRecord("S2B_33TWN_20230601_0_L2A", "https://x/items/S2B.json",
-                            "sentinel-2-l2a", "05.09", "2023-06-02T00:00:00Z"),
+        source=SourceRecord(
+            "S2B_33TWN_20230601_0_L2A",
+            "https://x/items/S2B.json",
+            "sentinel-2-l2a",
+            "05.09",
+            "2023-06-02T00:00:00Z",
+        ),
         inputs=(InputRecord("B04", "red", "https://x/B04.tif", "S2B_33TWN_20230601_0_L2A"),),
-        steps=(StepRecord("harmonise", "0.1.0", {"grid": {"crs": "EPSG:32633"}},
-                          {"bands": {"B04": {"offset": -0.1}}}),),
+        steps=(
+            StepRecord(
+                "harmonise",
+                "0.1.0",
+                {"grid": {"crs": "EPSG:32633"}},
+                {"bands": {"B04": {"offset": -0.1}}},
+            ),
+        ),
         config_hash="sha256:" + "0" * 64,
         software=software_versions(),
         started=dt.datetime(2024, 1, 1, 10, 0, tzinfo=dt.UTC),
@@ -39,11 +50,15 @@ def test_software_versions_name_gdal_and_us() -> None:
 
 def _item(props: dict) -> dict:
     return {
-        "type": "Feature", "stac_version": "1.1.0", "id": "x",
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "id": "x",
         "stac_extensions": list(Provenance.schema_uris()),
-        "geometry": {"type": "Point", "coordinates": [0, 0]}, "bbox": [0, 0, 0, 0],
+        "geometry": {"type": "Point", "coordinates": [0, 0]},
+        "bbox": [0, 0, 0, 0],
         "properties": {"datetime": "2023-06-01T10:00:00Z", **props},
-        "assets": {}, "links": [],
+        "assets": {},
+        "links": [],
     }
 
 

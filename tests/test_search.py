@@ -27,8 +27,14 @@ JUNE = TimeConfig(dt.date(2020, 6, 1), dt.date(2020, 6, 30))
 def test_api_search_by_aoi_and_time(pc_api: RustacServer) -> None:
     res = search(SourceConfig(api=pc_api.url), AOI, JUNE)
     dates = [it.datetime.date().isoformat() for it in res.items]  # type: ignore[union-attr]
-    assert dates == ["2020-06-01", "2020-06-06", "2020-06-11", "2020-06-16", "2020-06-21",
-                     "2020-06-26"]
+    assert dates == [
+        "2020-06-01",
+        "2020-06-06",
+        "2020-06-11",
+        "2020-06-16",
+        "2020-06-21",
+        "2020-06-26",
+    ]
     assert all(isinstance(it, pystac.Item) for it in res.items)
     assert res.rejected == ()
 
@@ -77,8 +83,12 @@ class _Proxy(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b'{"code": "InternalServerError"}')
             return
-        req = urllib.request.Request(self.upstream + self.path, data=body, method=self.command,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.upstream + self.path,
+            data=body,
+            method=self.command,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req) as r:
             data = r.read()
         doc = json.loads(data)
@@ -106,8 +116,11 @@ class _Proxy(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def proxy(pc_api: RustacServer) -> Iterator[type[_Proxy]]:
-    handler = type("P", (_Proxy,), {"upstream": pc_api.url, "seen": [],
-                                      "extra_conformance": [], "fail_search": False})
+    handler = type(
+        "P",
+        (_Proxy,),
+        {"upstream": pc_api.url, "seen": [], "extra_conformance": [], "fail_search": False},
+    )
     srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
@@ -117,8 +130,10 @@ def proxy(pc_api: RustacServer) -> Iterator[type[_Proxy]]:
 
 
 def test_cql2_filter_is_sent_when_the_api_declares_it(proxy: type[_Proxy]) -> None:
-    proxy.extra_conformance = ["http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
-                               "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter"]
+    proxy.extra_conformance = [
+        "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+        "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter",
+    ]
     res = search(SourceConfig(api=proxy.url, max_cloud_cover=5), AOI, JUNE)  # type: ignore[attr-defined]
     assert res.method == "api+cql2-filter"
     body = proxy.seen[0]
@@ -143,10 +158,21 @@ def test_failing_api_is_a_search_error(proxy: type[_Proxy]) -> None:
 def test_local_item_collection_with_malformed_items(shared: Path, tmp_path: Path) -> None:
     doc = json.loads((shared / PC_SITE2).read_text())
     doc["features"] = doc["features"][:3] + [
-        {"type": "Feature", "stac_version": "1.0.0", "id": "no-geometry", "properties": {},
-         "assets": {}},
-        {"type": "Feature", "stac_version": "1.0.0", "id": "no-date", "assets": {},
-         "geometry": doc["features"][0]["geometry"], "properties": {}},
+        {
+            "type": "Feature",
+            "stac_version": "1.0.0",
+            "id": "no-geometry",
+            "properties": {},
+            "assets": {},
+        },
+        {
+            "type": "Feature",
+            "stac_version": "1.0.0",
+            "id": "no-date",
+            "assets": {},
+            "geometry": doc["features"][0]["geometry"],
+            "properties": {},
+        },
         "not even an object",
     ]
     p = tmp_path / "items.json"

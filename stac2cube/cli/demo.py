@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -27,7 +28,8 @@ def demo_cmd(directory: Path) -> None:
     def progress(ev: ProgressEvent) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=ev.total, unit="scene", file=sys.stderr)
+            quiet = logging.getLogger("stac2cube").level >= logging.ERROR
+            bar = tqdm(total=ev.total, unit="scene", file=sys.stderr, disable=quiet)
         if ev.outcome is not None:
             bar.update(1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -13,9 +14,10 @@ from ..pipeline import ProgressEvent, RunSummary, run
 from .options import EXIT_FAILED_SCENES, handle_errors, overrides, verbosity
 
 
-def run_with_progress(config_path: Path, sets: tuple[str, ...], quiet: bool = False) -> RunSummary:
-    """Run the pipeline with a progress bar on stderr."""
+def run_with_progress(config_path: Path, sets: tuple[str, ...]) -> RunSummary:
+    """Run the pipeline with a progress bar on stderr (hidden with -q)."""
     cfg = load_config(config_path, sets)
+    quiet = logging.getLogger("stac2cube").level >= logging.ERROR
     bar: tqdm | None = None  # type: ignore[type-arg]
 
     def progress(ev: ProgressEvent) -> None:

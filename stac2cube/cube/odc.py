@@ -11,7 +11,7 @@ import numpy as np
 import pystac
 import xarray as xr
 
-from ..bands import normalize_band_names
+from ..bands import S2_BANDS, normalize_band_names
 from ..errors import CatalogError
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,12 @@ def open_cube(
     items = catalog_items(catalog, collection=collection)
     if not items:
         raise CatalogError(f"the catalog {catalog} holds no item yet: run `stac2cube run` first")
-    names = list(normalize_band_names(bands)) if bands else sorted(items[0].assets)
+    order = list(S2_BANDS)
+    names = (
+        list(normalize_band_names(bands))
+        if bands
+        else sorted(items[0].assets, key=lambda k: order.index(k) if k in order else len(order))
+    )
     missing = [b for b in names if b not in items[0].assets]
     if missing:
         raise CatalogError(

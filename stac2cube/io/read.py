@@ -39,6 +39,14 @@ class BandRead:
     source_resolution: float
 
 
+def asset_href(asset: pystac.Asset) -> str:
+    """Where to read an asset: an absolute filesystem path stays a path (pystac would resolve it
+    against an http self link, as for items of a local archive served by a STAC API)."""
+    if asset.href.startswith("/") or (len(asset.href) > 2 and asset.href[1:3] == ":\\"):
+        return asset.href
+    return asset.get_absolute_href() or asset.href
+
+
 def choose_resampling(kind: str, src_res: float, dst_res: float, same_crs: bool) -> Resampling:
     """Nearest for classes; for reflectance: exact copy on the same grid, area average when the
     source is finer, bilinear when it is coarser."""
@@ -64,7 +72,7 @@ def read_band(
     """
     info = S2_BANDS[band]
     key, asset = find_asset(item, band, resolution=int(geobox.resolution.x))
-    href = asset.get_absolute_href() or asset.href
+    href = asset_href(asset)
     rad = band_radiometry(item, key, band=band, override=override)
     is_class = info.kind == "classification"
     dst_crs = geobox.crs

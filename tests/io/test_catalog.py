@@ -16,9 +16,14 @@ from stac2cube.io.catalog import CatalogStore, load_template, stac2cube_schema
 
 def _item(item_id: str, day: int, x: float) -> dict:
     return {
-        "type": "Feature", "stac_version": "1.1.0", "id": item_id, "stac_extensions": [],
-        "geometry": {"type": "Polygon",
-                     "coordinates": [[[x, 0], [x + 1, 0], [x + 1, 1], [x, 1], [x, 0]]]},
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "id": item_id,
+        "stac_extensions": [],
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [[[x, 0], [x + 1, 0], [x + 1, 1], [x, 1], [x, 0]]],
+        },
         "bbox": [x, 0, x + 1, 1],
         "properties": {"datetime": f"2023-06-{day:02d}T10:00:00Z"},
         "assets": {"B04": {"href": "./B04.tif", "type": "image/tiff", "roles": ["data"]}},
@@ -38,7 +43,9 @@ def test_create_add_and_read_back(tmp_path: Path) -> None:
     assert coll["title"] == "My ARD"
     assert coll["extent"]["spatial"]["bbox"][0] == [10.0, 0, 13.0, 1]
     assert coll["extent"]["temporal"]["interval"][0] == [
-        "2023-06-02T10:00:00Z", "2023-06-05T10:00:00Z"]
+        "2023-06-02T10:00:00Z",
+        "2023-06-05T10:00:00Z",
+    ]
     assert "B04" in coll["item_assets"]
     cat = pystac.Catalog.from_file(str(store.catalog_path))
     items = list(cat.get_items(recursive=True))
@@ -57,22 +64,28 @@ def test_failure_log_survives_a_torn_line(tmp_path: Path) -> None:
     store.record_failure("z", "write", OSError("disk full"), run_id="r1")
     recs = store.failures()
     assert [(r.item_id, r.stage, r.error) for r in recs] == [
-        ("x", "read", "ItemError"), ("z", "write", "OSError")]
+        ("x", "read", "ItemError"),
+        ("z", "write", "OSError"),
+    ]
 
 
 def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path: Path) -> None:
     store = CatalogStore(tmp_path, "ard")
-    with store.lock():
-        with pytest.raises(CatalogLockedError, match="another stac2cube run"):
-            store.lock().acquire()
+    with store.lock(), pytest.raises(CatalogLockedError, match="another stac2cube run"):
+        store.lock().acquire()
     # a holder that died without releasing (kill -9)
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     import socket
 
     (tmp_path / "_stac2cube").mkdir(exist_ok=True)
-    (tmp_path / "_stac2cube" / "lock").write_text(json.dumps(
-        {"host": socket.gethostname(), "pid": int(proc.stdout), "since": "then"}))
+    (tmp_path / "_stac2cube" / "lock").write_text(
+        json.dumps({"host": socket.gethostname(), "pid": int(proc.stdout), "since": "then"})
+    )
     lock = store.lock()
     lock.acquire()
     assert json.loads((tmp_path / "_stac2cube" / "lock").read_text())["pid"] == os.getpid()
@@ -99,8 +112,13 @@ def test_atomic_json_write_replaces_whole(tmp_path: Path) -> None:
 
 
 def test_templates_render_and_missing_collection_is_clear(tmp_path: Path) -> None:
-    coll = load_template("collection.json", collection_id="c", title='a "quoted" title',
-                         description="d", license="CC-BY-4.0")
+    coll = load_template(
+        "collection.json",
+        collection_id="c",
+        title='a "quoted" title',
+        description="d",
+        license="CC-BY-4.0",
+    )
     assert coll["title"] == 'a "quoted" title' and coll["license"] == "CC-BY-4.0"
     assert stac2cube_schema()["$id"].endswith("/v1.0.0/schema.json")
     with pytest.raises(CatalogError, match="needs a value"):

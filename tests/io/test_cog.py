@@ -23,8 +23,9 @@ def test_cog_is_valid_with_overviews_nodata_and_scale(
     rng = np.random.default_rng(0)
     data = rng.integers(1, 200, GBOX.shape.yx).astype(dtype)
     data[:10, :10] = nodata
-    out = write_cog(data, GBOX, tmp_path / "b.tif", nodata=nodata, scale=1e-4, offset=-0.1,
-                    blocksize=256)
+    out = write_cog(
+        data, GBOX, tmp_path / "b.tif", nodata=nodata, scale=1e-4, offset=-0.1, blocksize=256
+    )
     ok, errors, _ = cog_validate(str(out.path), quiet=True)
     assert ok, errors
     with rasterio.open(out.path) as src:

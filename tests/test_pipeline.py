@@ -1,0 +1,288 @@
+"""End to end: a real STAC API → stac2cube run → COGs + items → cube, and every way it can fail."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from conftest import write_config
+from rio_cogeo.cogeo import cog_validate
+
+from stac2cube import load_config, open_cube, reflectance, run
+from stac2cube.check import check_catalog
+from stac2cube.errors import CatalogLockedError, EmptySearchError
+from stac2cube.io.catalog import CatalogStore
+from stac2cube.testing.sample import Sample
+from stac2cube.testing.stac_api import RustacServer
+
+BAND_INDEX = {
+    b: i + 1
+    for i, b in enumerate(
+        ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
+    )
+}
+
+
+@pytest.fixture(scope="module")
+def built(sample: Sample, sample_api: RustacServer, tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    cfg = load_config(write_config(tmp, sample, {"api": sample_api.url}))
+    summary = run(cfg)
+    return cfg, summary
+
+
+def test_every_scene_is_written_and_the_catalog_is_sound(built, sample: Sample) -> None:
+    cfg, summary = built
+    assert summary.written == len(sample.scenes) and summary.failed == 0
+    report = check_catalog(cfg.catalog_dir)  # schemas (offline), COGs, sizes and checksums
+    assert report.problems == ()
+    assert report.n_items == 4 and report.n_assets == 4 * len(cfg.bands)
+    for tif in cfg.catalog_dir.rglob("*.tif"):
+        ok, errors, _ = cog_validate(str(tif), quiet=True)
+        assert ok, (tif, errors)
+
+
+def test_cube_equals_the_cogs(built) -> None:
+    cfg, _ = built
+    ds = open_cube(cfg.catalog_dir)
+    assert ds.sizes["time"] == 4 and list(ds.data_vars)[:3] == ["B02", "B03", "B04"]
+    assert ds.B04.dtype == np.int16 and ds.SCL.dtype == np.uint8
+    store = CatalogStore(cfg.catalog_dir, cfg.output.collection_id)
+    by_time = sorted(store.iter_items(), key=lambda i: i["properties"]["datetime"])
+    for t, item_id in enumerate(i["id"] for i in by_time):
+        for band in ("B04", "B8A", "SCL"):
+            with rasterio.open(store.item_dir(item_id) / f"{band}.tif") as src:
+                np.testing.assert_array_equal(ds[band].isel(time=t).values, src.read(1))
+
+
+def _truth_window(scene, refl_shape, ds) -> tuple[slice, slice]:
+    with rasterio.open(scene.surface_path) as src:
+        tr = src.transform
+    col = round((float(ds.x[0]) - tr.c) / tr.a - 0.5)
+    row = round((float(ds.y[0]) - tr.f) / tr.e - 0.5)
+    return slice(row, row + refl_shape[0]), slice(col, col + refl_shape[1])
+
+
+@pytest.mark.parametrize("band", ["B04", "B08", "B11"])
+def test_harmonised_reflectance_matches_the_true_surface(built, sample: Sample, band: str) -> None:
+    """All three encodings in the sample (pre-04.00, +1000 with offset, ES-harmonised) agree."""
+    cfg, _ = built
+    ds = open_cube(cfg.catalog_dir, [band])
+    refl = reflectance(ds)[band]
+    for t, scene in enumerate(sample.scenes):
+        r = refl.isel(time=t).values
+        win = _truth_window(scene, r.shape, ds)
+        with rasterio.open(scene.surface_path) as src:
+            surf = src.read(BAND_INDEX[band])[win]
+        with rasterio.open(scene.truth_path) as src:
+            clear = (src.read(1)[win] == 0) & np.isfinite(r)
+        diff = r[clear] - surf[clear]
+        assert abs(diff.mean()) < 0.002, (scene.l2a_item["id"], diff.mean())
+        # 20 m bands are upsampled to 10 m, so fine texture is lost: a wider spread is expected
+        assert diff.std() < (0.01 if band in ("B04", "B08") else 0.03)
+
+
+def test_nodata_stays_nodata(built, sample: Sample) -> None:
+    cfg, _ = built
+    ds = open_cube(cfg.catalog_dir, ["B04", "SCL"])
+    wedge = [t for t, sc in enumerate(sample.scenes) if sc.nodata_fraction > 0]
+    assert wedge, "the sample has a scene with a nodata wedge"
+    b04 = ds.B04.isel(time=wedge[0]).values
+    scl = ds.SCL.isel(time=wedge[0]).values
+    assert (b04 == -32768).any() and ((b04 == -32768) == (scl == 0)).mean() > 0.99
+    refl = reflectance(ds).B04.isel(time=wedge[0]).values
+    assert np.isnan(refl).sum() == (b04 == -32768).sum()
+    assert not np.isclose(refl, -0.1).any()
+
+
+def test_items_carry_provenance(built, sample: Sample, sample_api: RustacServer) -> None:
+    cfg, _ = built
+    store = CatalogStore(cfg.catalog_dir, cfg.output.collection_id)
+    items = {i["id"]: i for i in store.iter_items()}
+    for scene in sample.scenes:
+        src = scene.l2a_item
+        props = items[src["id"]]["properties"]
+        prov = props["stac2cube:source"]
+        assert prov["id"] == src["id"]
+        assert prov["href"].startswith(sample_api.url)
+        assert prov["processing_baseline"] == src["properties"]["s2:processing_baseline"]
+        assert props["stac2cube:config_hash"] == cfg.config_hash
+        step = props["stac2cube:steps"][0]
+        assert step["name"] == "harmonise"
+        b04 = step["results"]["bands"]["B04"]
+        if src["properties"].get("earthsearch:boa_offset_applied"):
+            assert (b04["offset"], b04["source"]) == (0.0, "earthsearch:boa_offset_applied")
+        elif src["properties"]["s2:processing_baseline"] >= "04.00":
+            assert b04["offset"] == -0.1
+        else:
+            assert b04["offset"] == 0.0
+        assert step["results"]["bands"]["B05"]["resampling"] == "bilinear"  # 20 m → 10 m
+        assert {"stac2cube", "gdal", "rasterio"} <= set(props["processing:software"])
+        assert props["proj:code"].startswith("EPSG:326")
+        assert items[src["id"]]["assets"]["SCL"]["classification:classes"][9]["name"] == (
+            "cloud_high_probability"
+        )
+
+
+def test_rerun_touches_nothing_and_a_new_config_reprocesses(
+    sample: Sample, sample_api: RustacServer, tmp_path: Path
+) -> None:
+    path = write_config(tmp_path, sample, {"api": sample_api.url}, bands=["B04", "SCL"])
+    first = run(load_config(path))
+    assert first.written == 4
+    files = {
+        p: (p.stat().st_mtime_ns, p.read_bytes())
+        for p in (tmp_path / "catalog").rglob("*")
+        if p.is_file() and "_stac2cube" not in p.parts
+    }
+    second = run(load_config(path))
+    assert (second.written, second.skipped) == (0, 4)
+    assert files == {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+    third = run(load_config(path, ["output.dtype=float32"]))
+    assert third.written == 4
+    assert {o.message for o in third.outcomes} == {"stale: other processing configuration"}
+    ds = open_cube(tmp_path / "catalog", ["B04"])
+    assert ds.B04.dtype == np.float32
+
+
+def _local_items(sample: Sample, tmp_path: Path) -> dict:
+    return json.loads(sample.l2a_items_path.read_text())
+
+
+def test_bad_inputs_are_logged_and_the_rest_is_written(sample: Sample, tmp_path: Path) -> None:
+    doc = _local_items(sample, tmp_path)
+    f = doc["features"]
+    # 0: missing asset
+    del f[0]["assets"]["red"]
+    # 1: broken COG (truncated file)
+    broken = tmp_path / "broken.tif"
+    data = Path(f[1]["assets"]["red"]["href"]).read_bytes()
+    broken.write_bytes(data[: len(data) // 3])
+    f[1]["assets"]["red"]["href"] = str(broken)
+    # 2: malformed item (no geometry)
+    f[2]["geometry"] = None
+    # 3 stays good; 4: no overlap (pixels elsewhere, footprint claims the AOI)
+    shifted = json.loads(json.dumps(f[3]))
+    shifted["id"] = "S2X_NO_OVERLAP"
+    far = tmp_path / "far"
+    far.mkdir()
+    for key, asset in shifted["assets"].items():
+        with rasterio.open(asset["href"]) as src:
+            prof, arr = src.profile, src.read()
+        prof["transform"] = prof["transform"] * prof["transform"].translation(0, 0)
+        from affine import Affine
+
+        t = src.transform
+        prof["transform"] = Affine(t.a, t.b, t.c + 200_000, t.d, t.e, t.f)
+        with rasterio.open(far / f"{key}.tif", "w", **prof) as dst:
+            dst.write(arr)
+        asset["href"] = str(far / f"{key}.tif")
+    f.append(shifted)
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps(doc))
+    cfg = load_config(write_config(tmp_path, sample, {"path": str(items)}))
+    summary = run(cfg)
+    by_id = {o.item_id: o for o in summary.outcomes}
+    assert summary.written == 1 and by_id[f[3]["id"]].status == "written"
+    assert by_id[f[0]["id"]].status == "failed" and "B04" in by_id[f[0]["id"]].message
+    assert by_id[f[1]["id"]].stage == "read" and str(broken) in by_id[f[1]["id"]].message
+    assert by_id[f[2]["id"]].status == "rejected" and "geometry" in by_id[f[2]["id"]].message
+    assert "no valid pixel" in by_id["S2X_NO_OVERLAP"].message
+    log = CatalogStore(cfg.catalog_dir, cfg.output.collection_id).failures()
+    assert {(r.item_id, r.error) for r in log} == {
+        (f[0]["id"], "MissingAssetError"),
+        (f[1]["id"], "AssetReadError"),
+        (f[2]["id"], "_Recorded"),
+        ("S2X_NO_OVERLAP", "NoOverlapError"),
+    } or {(r.item_id, r.stage) for r in log} == {
+        (f[0]["id"], "read"),
+        (f[1]["id"], "read"),
+        (f[2]["id"], "search"),
+        ("S2X_NO_OVERLAP", "read"),
+    }
+    assert check_catalog(cfg.catalog_dir).problems == ()
+    # fixing the input and re-running picks up exactly the failed scenes
+    items.write_text(sample.l2a_items_path.read_text())
+    again = run(cfg)
+    assert again.written == 3 and again.skipped == 1
+    assert {o.message for o in again.outcomes if o.status == "written"} == {"failed before"}
+
+
+def test_empty_search_is_an_error_and_logged(sample: Sample, sample_api, tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, sample, {"api": sample_api.url}, time={"start": "2001-01-01", "end": "2001-01-31"}
+    )
+    with pytest.raises(EmptySearchError, match="widen"):
+        run(load_config(path))
+    assert CatalogStore(tmp_path / "catalog", "sentinel-2-l2a-ard").failures()[0].stage == "search"
+
+
+def test_a_second_run_refuses_while_the_first_holds_the_lock(sample: Sample, tmp_path) -> None:
+    cfg = load_config(write_config(tmp_path, sample, {"path": str(sample.l2a_items_path)}))
+    with CatalogStore(cfg.catalog_dir, cfg.output.collection_id).lock():
+        with pytest.raises(CatalogLockedError, match="another stac2cube run"):
+            run(cfg)
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    import stac2cube.pipeline as pipeline
+    from stac2cube import load_config, run
+    real, n = pipeline.write_cog, {"k": 0}
+    def write_cog(*a, **kw):
+        n["k"] += 1
+        if n["k"] == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)   # crash in the middle of a scene
+        return real(*a, **kw)
+    pipeline.write_cog = write_cog
+    run(load_config(sys.argv[1]))
+""")
+
+
+@pytest.mark.parametrize("kill_at", [3, 15])
+def test_a_killed_run_leaves_a_valid_catalog_and_a_rerun_completes_it(
+    sample: Sample, tmp_path: Path, kill_at: int
+) -> None:
+    path = write_config(
+        tmp_path,
+        sample,
+        {"path": str(sample.l2a_items_path)},
+        bands=["B02", "B04", "B08", "B11", "SCL"],
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, str(path), str(kill_at)], capture_output=True, text=True
+    )
+    assert proc.returncode == -9, proc.stderr
+    cat = tmp_path / "catalog"
+    store = CatalogStore(cat, "sentinel-2-l2a-ard")
+    done = store.item_ids()
+    assert len(done) == (kill_at - 1) // 5  # only complete scenes are in the catalog
+    assert check_catalog(cat).problems == ()
+    summary = run(load_config(path))  # takes over the dead run's lock
+    assert summary.written == 4 - len(done) and summary.skipped == len(done)
+    assert check_catalog(cat).problems == ()
+    assert not [p for p in cat.rglob("*") if ".tmp-stac2cube-" in p.name]
+    assert open_cube(cat).sizes["time"] == 4
+
+
+def test_demo_config_with_a_copy_of_the_sample_moved_elsewhere(sample: Sample, tmp_path) -> None:
+    """Item hrefs are absolute: a moved sample fails per scene with a clear read error."""
+    moved = tmp_path / "items.json"
+    doc = json.loads(sample.l2a_items_path.read_text())
+    for feat in doc["features"]:
+        for asset in feat["assets"].values():
+            asset["href"] = asset["href"].replace(str(sample.root), str(tmp_path / "gone"))
+    moved.write_text(json.dumps(doc))
+    summary = run(load_config(write_config(tmp_path, sample, {"path": str(moved)})))
+    assert summary.written == 0 and summary.failed == 4
+    assert all("No such file" in o.message for o in summary.outcomes)
+    shutil.rmtree(tmp_path / "catalog")
+    assert os.path.exists(sample.l2a_items_path)
