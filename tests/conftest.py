@@ -6,9 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from stac2cube.demo import demo_config
 from stac2cube.testing.data import require_shared_data
 from stac2cube.testing.sample import Sample, SampleSpec, generate_sample
 from stac2cube.testing.stac_api import RustacServer
@@ -46,13 +44,3 @@ def sample_api(sample: Sample) -> Iterator[RustacServer]:
     ]
     with RustacServer(hrefs) as api:
         yield api
-
-
-def write_config(tmp_path: Path, sample: Sample, source: dict[str, str], **sections: dict) -> Path:
-    """A YAML run config over the sample, with sections overridden."""
-    cfg = demo_config(sample, source, tmp_path / "catalog")
-    for key, value in sections.items():
-        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value  # type: ignore[dict-item]
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path

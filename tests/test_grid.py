@@ -29,7 +29,7 @@ def test_utm_zone_covering_most_of_the_aoi(bbox: tuple, epsg: str) -> None:
 def test_geobox_snaps_to_resolution_and_covers_aoi() -> None:
     aoi = shapely.geometry.box(11.0, 46.0, 11.05, 46.03)
     gb = target_geobox(aoi, GridConfig())
-    x0, y0, x1, y1 = gb.extent.boundingbox
+    x0, _, _, y1 = gb.extent.boundingbox
     assert gb.resolution.x == 10 and gb.crs.epsg == 32632
     assert x0 % 10 == 0 and y1 % 10 == 0
     assert footprint_lonlat(gb).buffer(1e-9).contains(aoi)

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import write_config
 from rio_cogeo.cogeo import cog_validate
 
 from stac2cube import load_config, open_cube, reflectance, run
 from stac2cube.check import check_catalog
 from stac2cube.errors import CatalogLockedError, EmptySearchError
 from stac2cube.io.catalog import CatalogStore
+from stac2cube.testing.configs import write_config
 from stac2cube.testing.sample import Sample
 from stac2cube.testing.stac_api import RustacServer
 
@@ -227,9 +227,9 @@ def test_empty_search_is_an_error_and_logged(sample: Sample, sample_api, tmp_pat
 
 def test_a_second_run_refuses_while_the_first_holds_the_lock(sample: Sample, tmp_path) -> None:
     cfg = load_config(write_config(tmp_path, sample, {"path": str(sample.l2a_items_path)}))
-    with CatalogStore(cfg.catalog_dir, cfg.output.collection_id).lock():
-        with pytest.raises(CatalogLockedError, match="another stac2cube run"):
-            run(cfg)
+    lock = CatalogStore(cfg.catalog_dir, cfg.output.collection_id).lock()
+    with lock, pytest.raises(CatalogLockedError, match="another stac2cube run"):
+        run(cfg)
 
 
 KILLER = textwrap.dedent("""

@@ -67,11 +67,13 @@ Forward model
 * **Surface** (10 m): Voronoi field parcels (~220 m), forest zones, a lake with a turbid shore and a
   sandy beach, a meandering turbid river with riparian trees, a village (roofs, concrete, asphalt,
   gardens), roads and grass field margins. Each pixel is a linear mixture of 13 endmember spectra
-  (:data:`ENDMEMBERS`, typical values as in the USGS splib07 / ECOSTRESS libraries, rounded, at the
-  Sentinel-2 band centres) with multi-scale 1/f texture in brightness, green cover and soil
-  moisture; a 3x3 point-spread function mixes neighbouring pixels. Crops follow per-parcel
-  phenology (cereals senesce, maize greens up, meadows may be mown between dates). Each date
-  multiplies the surface by a small illumination/BRDF factor (+-1-2 %, plus a cross-track gradient).
+  (:data:`ENDMEMBERS`: textbook-typical surface reflectances at the Sentinel-2 band centres, of
+  the magnitude found in the USGS splib07 / ECOSTRESS libraries; approximate, not convolved from
+  a library, and never fitted to any detector) with multi-scale 1/f texture in brightness, green
+  cover and soil moisture; a 3x3 point-spread function mixes neighbouring pixels. Crops follow
+  per-parcel phenology (cereals senesce, maize greens up, meadows may be mown between dates).
+  Each date multiplies the surface by a small illumination/BRDF factor (+-1-2 %, plus a
+  cross-track gradient).
 * **Clouds**: cumulus cells (power-law sizes, fractal edges, flat-ish cloud-top reflectance
   0.45-0.8, lower in SWIR, top height 500-3000 m each), a semi-transparent stratiform layer
   (opacity <= 0.55) and anisotropic cirrus (B10 TOA 0.006-0.05, 1.1-1.35x that added to VNIR,
@@ -319,7 +321,7 @@ _ENDMEMBERS_PERMIL: Final[dict[str, tuple[int, ...]]] = {
 ENDMEMBERS: Final[dict[str, tuple[float, ...]]] = {
     k: tuple(x / 1000.0 for x in v) for k, v in _ENDMEMBERS_PERMIL.items()
 }
-"""Surface reflectance of the endmembers at the 13 band centres (typical library values)."""
+"""Surface reflectance of the endmembers at the 13 band centres (approximate typical values)."""
 
 _E: Final = {k: np.asarray(v, dtype=np.float32) for k, v in ENDMEMBERS.items()}
 

@@ -123,5 +123,5 @@ def test_templates_render_and_missing_collection_is_clear(tmp_path: Path) -> Non
     assert stac2cube_schema()["$id"].endswith("/v1.0.0/schema.json")
     with pytest.raises(CatalogError, match="needs a value"):
         load_template("collection.json", collection_id="c")
-    with pytest.raises(CatalogError, match="is .* a stac2cube catalog"):
+    with pytest.raises(CatalogError, match=r"is .* a stac2cube catalog"):
         CatalogStore(tmp_path / "nothing", "ard").read_collection()
