@@ -26,18 +26,13 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import yaml
 
 from .errors import ConfigError
+from .fields import doc
+from .steps.cloudmask import CloudMaskConfig
 
 T = TypeVar("T")
 
 OutputDType = Literal["int16", "uint16", "float32"]
 GroupBy = Literal["scene", "solar_day"]
-
-
-def doc(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
-    """A dataclass field with its documentation attached (shown in the config reference)."""
-    if isinstance(default, list | dict | set):
-        raise TypeError("use an immutable default (tuple / Mapping) in config fields")
-    return field(default=default, metadata={"doc": text}, **kw)
 
 
 @dataclass(frozen=True)
@@ -56,8 +51,14 @@ class SourceConfig:
     )
     collection: str = doc("Collection of the L2A scenes.", "sentinel-2-l2a")
     l1c_collection: str | None = doc(
-        "Collection of the matching L1C scenes (used by the cloud-masking step).",
+        "Collection of the matching L1C scenes (the cloud-masking step pairs each L2A scene with "
+        "its L1C twin: same MGRS tile, acquired within a minute). None: no L1C.",
         "sentinel-2-l1c",
+    )
+    l1c_path: str | None = doc(
+        "With `path`: a local catalog / item collection holding the L1C twins (default: search "
+        "`path` itself for `l1c_collection`).",
+        None,
     )
     max_cloud_cover: float | None = doc(
         "Optional search-time prefilter on the provider's scene-level `eo:cloud_cover` (%). "
@@ -207,6 +208,16 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class StepsConfig:
+    """Processing steps, run in this order after harmonisation; a step runs when its section is
+    present (``steps: {cloudmask: {}}`` runs cloud masking with its defaults)."""
+
+    cloudmask: CloudMaskConfig | None = doc(
+        "Cloud and shadow masking with s2cloudless and/or SCL (see docs/cloudmask.md).", None
+    )
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """How a run behaves."""
 
@@ -246,6 +257,7 @@ class Config:
     radiometry: RadiometryConfig = doc(
         "Radiometric harmonisation.", default_factory=RadiometryConfig
     )
+    steps: StepsConfig = doc("Processing steps.", default_factory=StepsConfig)
     output: OutputConfig = doc("Output catalog and COGs.", default_factory=OutputConfig)
     run: RunConfig = doc("Run behaviour.", default_factory=RunConfig)
     base_dir: Path = field(default=Path("."), metadata={"internal": True}, compare=False)
@@ -270,7 +282,7 @@ class Config:
     def processing_dict(self) -> dict[str, Any]:
         """The parts of the config that determine the pixels of an output item."""
         d = to_dict(self)
-        return {k: d[k] for k in ("aoi", "bands", "grid", "radiometry")} | {
+        return {k: d[k] for k in ("aoi", "bands", "grid", "radiometry", "steps")} | {
             "output": {k: d["output"][k] for k in ("dtype", "cog_profile", "blocksize")}
         }
 
@@ -493,4 +505,5 @@ def config_reference() -> str:
 
     section(Config, "", 2)
     section(RadiometryOverrideConfig, "radiometry.overrides.<collection>", 2)
+    section(CloudMaskConfig, "steps.cloudmask", 2)
     return "\n".join(lines).rstrip() + "\n"

@@ -52,6 +52,18 @@ def demo_config(sample: Sample, source: dict[str, str], catalog: Path) -> dict[s
     }
 
 
+def serve_sample(sample: Sample) -> RustacServer:
+    """A (not yet started) STAC API over the sample's L2A and L1C collections and items."""
+    return RustacServer(
+        [
+            sample.l2a_collection_path,
+            sample.l1c_collection_path,
+            sample.l2a_items_path,
+            sample.l1c_items_path,
+        ]
+    )
+
+
 def run_demo(
     directory: str | Path,
     *,
@@ -68,13 +80,7 @@ def run_demo(
             demo_config(sample, {"path": str(sample.l2a_items_path)}, catalog), sort_keys=False
         )
     )
-    hrefs = [
-        sample.l2a_collection_path,
-        sample.l1c_collection_path,
-        sample.l2a_items_path,
-        sample.l1c_items_path,
-    ]
-    with RustacServer(hrefs) as api:
+    with serve_sample(sample) as api:
         cfg_path = root / "demo.yaml"
         cfg_path.write_text(
             "# Written by `stac2cube demo`: the API below lived only while the demo ran.\n"

@@ -8,11 +8,13 @@ or other processing configuration); complete items are left untouched.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
+import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,7 +32,7 @@ from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, Raster
 from . import __version__
 from .bands import S2_BANDS
 from .config import Config
-from .errors import NoOverlapError, SearchError, Stac2CubeError
+from .errors import EmptySearchError, NoOverlapError, SearchError, Stac2CubeError
 from .grid import footprint_lonlat, load_aoi, target_geobox
 from .io.catalog import CatalogStore, load_template
 from .io.cog import CogFile, write_cog
@@ -38,11 +40,11 @@ from .io.read import BandRead, read_band
 from .provenance import InputRecord, Provenance, SourceRecord, StepRecord, software_versions
 from .radiometry import RadiometryOverride, from_reflectance, processing_baseline, storage_encoding
 from .search import search
-from .steps.base import Scene
+from .steps.base import AuxLayer, LayerInfo, Scene, Step
 
 log = logging.getLogger(__name__)
 
-Status = Literal["written", "skipped", "failed", "rejected"]
+Status = Literal["written", "skipped", "filtered", "failed", "rejected"]
 
 SCL_CLASSES = {
     0: "no_data",
@@ -101,6 +103,10 @@ class RunSummary:
         return self.count("skipped")
 
     @property
+    def filtered(self) -> int:
+        return self.count("filtered")
+
+    @property
     def failed(self) -> int:
         return self.count("failed") + self.count("rejected")
 
@@ -139,12 +145,17 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
                 rej.item_id, rej.stage, _Recorded(rej.error, rej.message), run_id=run_id
             )
             outcomes.append(SceneOutcome(rej.item_id, "rejected", rej.stage, rej.message))
+        steps = active_steps(config)
+        twins: dict[str, pystac.Item] = {}
+        if any(r.level == "l1c" for s, c in steps for r in s.required_aux(c).values()):
+            twins = find_l1c_twins(config, aoi, found.items, store, run_id)
         total = len(found.items)
         if progress:
             progress(ProgressEvent(0, total, None))
         failed_before = {f.item_id for f in store.failures()}
         for i, item in enumerate(found.items, 1):
-            outcome = _run_one(item, config, geobox, store, run_id, failed_before)
+            ctx = _SceneContext(config, geobox, store, run_id, steps, twins.get(item.id))
+            outcome = _run_one(item, ctx, failed_before)
             outcomes.append(outcome)
             if progress:
                 progress(ProgressEvent(i, total, outcome))
@@ -161,16 +172,23 @@ class _Recorded(Exception):
         self.name = name
 
 
-def _run_one(
-    item: pystac.Item,
-    config: Config,
-    geobox: GeoBox,
-    store: CatalogStore,
-    run_id: str,
-    failed_before: set[str],
-) -> SceneOutcome:
+@dataclass(frozen=True)
+class _SceneContext:
+    config: Config
+    geobox: GeoBox
+    store: CatalogStore
+    run_id: str
+    steps: list[tuple[Step[Any], Any]]
+    twin: pystac.Item | None
+
+
+def _run_one(item: pystac.Item, ctx: _SceneContext, failed_before: set[str]) -> SceneOutcome:
+    config, store, run_id = ctx.config, ctx.store, ctx.run_id
     t0 = time.perf_counter()
-    reason = needs_processing(item, store.read_item(item.id), config)
+    filtered = store.filtered().get(item.id)
+    if filtered is not None and _same_source_and_config(item, filtered, config):
+        return SceneOutcome(item.id, "skipped", "plan", f"filtered: {filtered['reason']}")
+    reason = needs_processing(item, store.read_item(item.id), config, twin=ctx.twin)
     if reason is None:
         return SceneOutcome(item.id, "skipped", "plan", "up to date")
     if reason == "failed before" and not config.run.reprocess_failed:
@@ -180,7 +198,19 @@ def _run_one(
     log.info("processing %s (%s)", item.id, reason)
     stage = "read"
     try:
-        scene, inputs, records = read_scene(item, config, geobox)
+        scene, inputs, records = read_scene(item, config, ctx.geobox)
+        if ctx.steps:
+            scene, aux_inputs = read_aux(item, ctx.twin, scene, ctx.steps, config)
+            inputs += aux_inputs
+        for step, step_cfg in ctx.steps:
+            stage = step.name
+            result = step.run(scene, step_cfg)
+            scene, records = result.scene, (*records, result.record)
+            if not result.write:
+                note = str(result.record.results.get("note", f"{step.name} filtered the scene"))
+                store.record_filtered(item, config.config_hash, note, dict(result.record.results))
+                store.remove_item(item.id)
+                return SceneOutcome(item.id, "filtered", step.name, note, time.perf_counter() - t0)
         stage = "write"
         doc = write_scene(scene, item, inputs, records, config, store, started=t0)
         store.add_item(doc)
@@ -197,10 +227,36 @@ def _run_one(
     return SceneOutcome(item.id, "written", "done", reason, time.perf_counter() - t0)
 
 
+def _same_source_and_config(source: pystac.Item, record: Mapping[str, Any], config: Config) -> bool:
+    return bool(
+        record.get("config_hash") == config.config_hash
+        and record.get("source_updated") == source.properties.get("updated")
+        and record.get("processing_baseline") == processing_baseline(source)
+    )
+
+
+def active_steps(config: Config) -> list[tuple[Step[Any], Any]]:
+    """The configured steps with their configs, in run order."""
+    steps: list[tuple[Step[Any], Any]] = []
+    if config.steps.cloudmask is not None:
+        from .steps.cloudmask import CloudMaskStep
+
+        steps.append((CloudMaskStep(), config.steps.cloudmask))
+    return steps
+
+
 def needs_processing(
-    source: pystac.Item, existing: Mapping[str, Any] | None, config: Config
+    source: pystac.Item,
+    existing: Mapping[str, Any] | None,
+    config: Config,
+    *,
+    twin: pystac.Item | None = None,
 ) -> str | None:
-    """Why ``source`` must be processed (``new``, ``stale: ...``), or None if up to date."""
+    """Why ``source`` must be processed (``new``, ``stale: ...``), or None if up to date.
+
+    ``twin`` is the L1C twin found in this run (if a step needs one): an item built without it
+    (L2A fallback) or with another twin is stale.
+    """
     if existing is None:
         return "new"
     props = existing.get("properties", {})
@@ -211,6 +267,10 @@ def needs_processing(
         return "stale: source item updated"
     if src.get("processing_baseline") != processing_baseline(source):
         return "stale: new processing baseline"
+    if twin is not None:
+        used = {i["item"] for i in props.get("stac2cube:inputs", []) if ":" in i["band"]}
+        if used != {twin.id}:
+            return "stale: L1C twin now available"
     return None
 
 
@@ -275,6 +335,104 @@ def read_scene(
     return scene, inputs, (harmonise,)
 
 
+# --------------------------------------------------------------------------- L1C twins
+
+_TILE_RE = re.compile(r"_T?(\d{2}[C-X][A-Z]{2})_")
+
+
+def mgrs_tile(item: pystac.Item) -> str | None:
+    """The MGRS tile of a Sentinel-2 item (``33TWN``) from its properties or id."""
+    p = item.properties
+    if p.get("mgrs:utm_zone") and p.get("mgrs:latitude_band") and p.get("mgrs:grid_square"):
+        return f"{int(p['mgrs:utm_zone']):02d}{p['mgrs:latitude_band']}{p['mgrs:grid_square']}"
+    for key in ("s2:mgrs_tile", "sentinel:mgrs_tile", "grid:code"):
+        if p.get(key):
+            return str(p[key]).removeprefix("MGRS-")
+    m = _TILE_RE.search(item.id + "_")
+    return m.group(1) if m else None
+
+
+def find_l1c_twins(
+    config: Config,
+    aoi: Any,
+    items: Sequence[pystac.Item],
+    store: CatalogStore,
+    run_id: str,
+) -> dict[str, pystac.Item]:
+    """Pair each L2A item with its L1C twin: same MGRS tile, acquired within 60 s.
+
+    A failing L1C search is logged (stage ``search-l1c``); the cloud step then falls back to L2A
+    inputs, and its provenance says so. Dates are never mismatched.
+    """
+    src = config.source
+    coll = src.l1c_collection
+    if coll is None:
+        return {}
+    l1c_source = dataclasses.replace(
+        src,
+        max_cloud_cover=None,
+        max_items=None,
+        path=src.l1c_path if src.l1c_path is not None else src.path,
+    )
+    try:
+        found = search(l1c_source, aoi, config.time, collection=coll, base_dir=config.base_dir)
+    except EmptySearchError:
+        log.info("no %s twins found; cloud masking uses L2A inputs", coll)
+        return {}
+    except SearchError as exc:
+        store.record_failure("<search-l1c>", "search-l1c", exc, run_id=run_id)
+        log.warning("L1C search failed (%s); cloud masking uses L2A inputs", exc)
+        return {}
+    twins: dict[str, pystac.Item] = {}
+    for item in items:
+        tile, t = mgrs_tile(item), item.datetime
+        best: tuple[float, pystac.Item] | None = None
+        for cand in found.items:
+            if cand.datetime is None or t is None or mgrs_tile(cand) != tile:
+                continue
+            gap = abs((cand.datetime - t).total_seconds())
+            if gap <= 60 and (best is None or gap < best[0]):
+                best = (gap, cand)
+        if best is not None:
+            twins[item.id] = best[1]
+    log.info("paired %d of %d scenes with an L1C twin", len(twins), len(items))
+    return twins
+
+
+def read_aux(
+    item: pystac.Item,
+    twin: pystac.Item | None,
+    scene: Scene,
+    steps: Sequence[tuple[Step[Any], Any]],
+    config: Config,
+) -> tuple[Scene, tuple[InputRecord, ...]]:
+    """Read what the steps ask for (e.g. L1C TOA bands at 60 m) into ``scene.aux``."""
+    aux = dict(scene.aux)
+    inputs: list[InputRecord] = []
+    crs = scene.geobox.crs
+    for step, cfg in steps:
+        for name, req in step.required_aux(cfg).items():
+            gbox = GeoBox.from_bbox(
+                scene.geobox.extent.boundingbox, crs, resolution=req.resolution, tight=False
+            )
+            if req.level == "l1c" and twin is not None:
+                src_item, source = twin, f"l1c:{twin.id}"
+            else:
+                src_item, source = item, "l2a" if req.level == "l2a" else "l2a-fallback"
+            ov = config.radiometry.overrides.get(src_item.collection_id or "")
+            override = RadiometryOverride(ov.scale, ov.offset) if ov else None
+            planes = []
+            for band in req.bands:
+                if band == "B10" and src_item is item:  # L2A products have no B10
+                    planes.append(np.full(gbox.shape.yx, np.nan, dtype="float32"))
+                    continue
+                r = read_band(src_item, band, gbox, override=override)
+                planes.append(r.data)
+                inputs.append(InputRecord(f"{name}:{band}", r.asset_key, r.href, src_item.id))
+            aux[name] = AuxLayer(np.stack(planes), gbox, tuple(req.bands), source)
+    return scene.replace(aux=aux), tuple(inputs)
+
+
 # -------------------------------------------------------------------------------- write
 
 
@@ -314,23 +472,19 @@ def write_scene(
             offset,
             nodata,
         )
-    for band, classes in scene.classes.items():
-        cogs[band] = (
-            write_cog(
-                classes,
-                scene.geobox,
-                item_dir / f"{band}.tif",
-                nodata=0,
-                profile=out.cog_profile,
-                blocksize=out.blocksize,
-                overview_resampling="nearest",
-                description=band,
-            ),
-            "uint8",
-            1.0,
-            0.0,
-            0,
+    for name, layer in scene.classes.items():
+        info = layer_info(scene, name)
+        cog = write_cog(
+            layer,
+            scene.geobox,
+            item_dir / f"{name}.tif",
+            nodata=info.nodata,
+            profile=out.cog_profile,
+            blocksize=out.blocksize,
+            overview_resampling="nearest" if info.classes else "average",
+            description=info.description or name,
         )
+        cogs[name] = (cog, str(layer.dtype), 1.0, 0.0, info.nodata)
     prov = Provenance(
         source=SourceRecord(
             id=source.id,
@@ -347,6 +501,15 @@ def write_scene(
         finished=dt.datetime.now(dt.UTC),
     )
     return build_item(scene, source, cogs, prov)
+
+
+def layer_info(scene: Scene, name: str) -> LayerInfo:
+    """How a class/mask layer is written (SCL gets the Sen2Cor classes)."""
+    if name in scene.layer_info:
+        return scene.layer_info[name]
+    if name == "SCL":
+        return LayerInfo(0, SCL_CLASSES, "Sen2Cor scene classification")
+    return LayerInfo()
 
 
 def eo_common_name(name: str | None) -> str | None:
@@ -408,13 +571,18 @@ def build_item(
     proj.transform = list(gbox.transform)[:6]
     proj.bbox = list(gbox.extent.boundingbox)
     for band, (cog, dtype, scale, offset, nodata) in cogs.items():
-        info = S2_BANDS[band]
-        is_class = info.kind == "classification"
+        info = S2_BANDS.get(band)
+        is_class = band in scene.classes
+        linfo = layer_info(scene, band) if is_class else None
+        if info is not None:
+            title = band + (f" ({info.common_name})" if info.common_name else "")
+        else:
+            title = linfo.description if linfo and linfo.description else band
         asset = pystac.Asset(
             href=f"./{band}.tif",
             media_type=pystac.MediaType.COG,
-            title=f"{band}" + (f" ({info.common_name})" if info.common_name else ""),
-            roles=["data"] if is_class else ["data", "reflectance"],
+            title=title,
+            roles=list(linfo.roles) if linfo else ["data", "reflectance"],
         )
         item.add_asset(band, asset)
         rb = RasterBand.create(
@@ -425,12 +593,13 @@ def build_item(
         if not is_class:
             rb.scale, rb.offset = scale, offset
         RasterExtension.ext(asset, add_if_missing=True).bands = [rb]
-        if is_class:
-            ClassificationExtension.ext(asset, add_if_missing=True).classes = [
-                Classification.create(value=v, name=n, nodata=v == 0 or None)
-                for v, n in SCL_CLASSES.items()
-            ]
-        else:
+        if linfo is not None:
+            if linfo.classes:
+                ClassificationExtension.ext(asset, add_if_missing=True).classes = [
+                    Classification.create(value=v, name=n, nodata=v == linfo.nodata or None)
+                    for v, n in linfo.classes.items()
+                ]
+        elif info is not None:
             EOExtension.ext(asset, add_if_missing=True).bands = [
                 Band.create(
                     name=band,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from stac2cube.demo import serve_sample
 from stac2cube.testing.data import require_shared_data
 from stac2cube.testing.sample import Sample, SampleSpec, generate_sample
 from stac2cube.testing.stac_api import RustacServer
@@ -36,11 +37,5 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Sample:
 @pytest.fixture(scope="session")
 def sample_api(sample: Sample) -> Iterator[RustacServer]:
     """A real STAC API (rustac serve, 127.0.0.1) over the sample's L2A and L1C items."""
-    hrefs = [
-        sample.l2a_collection_path,
-        sample.l1c_collection_path,
-        sample.l2a_items_path,
-        sample.l1c_items_path,
-    ]
-    with RustacServer(hrefs) as api:
+    with serve_sample(sample) as api:
         yield api

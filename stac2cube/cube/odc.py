@@ -51,6 +51,7 @@ def open_cube(
     dtype: str | None = None,
     resampling: str | dict[str, str] | None = None,
     collection: str | None = None,
+    mask: Literal["clear", "not-cloud"] | None = None,
     **odc_kwargs: Any,
 ) -> xr.Dataset:
     """Open a stac2cube catalog as a lazy :class:`xarray.Dataset` (dims ``time, y, x``).
@@ -58,6 +59,10 @@ def open_cube(
     Values are those of the COGs (no scale applied); each variable carries ``nodata``,
     ``scale_factor`` and ``add_offset`` attributes from ``raster:bands``, and :func:`reflectance`
     turns the dataset into float reflectance with NaN for nodata.
+
+    ``mask="clear"`` sets every band to its nodata where the scene's ``CLOUD_MASK`` (written by
+    the cloud-masking step) is not clear; ``"not-cloud"`` keeps shadows. Masks are applied on
+    load, never burnt into the COGs, so they can be changed without reprocessing.
 
     ``groupby="scene"`` gives one time step per item; ``"solar_day"`` merges items of the same
     solar day (first valid pixel wins). By default the catalog's own grid is used; ``crs`` and
@@ -69,18 +74,28 @@ def open_cube(
     if not items:
         raise CatalogError(f"the catalog {catalog} holds no item yet: run `stac2cube run` first")
     order = list(S2_BANDS)
+    assets = items[0].assets
     names = (
-        list(normalize_band_names(bands))
+        [b if b in assets else normalize_band_names([b])[0] for b in bands]
         if bands
-        else sorted(items[0].assets, key=lambda k: order.index(k) if k in order else len(order))
+        else sorted(assets, key=lambda k: order.index(k) if k in order else len(order))
     )
     missing = [b for b in names if b not in items[0].assets]
     if missing:
         raise CatalogError(
             f"band(s) {missing} are not in the catalog; it has {sorted(items[0].assets)}"
         )
+    load_names = list(names)
+    if mask is not None:
+        if "CLOUD_MASK" not in items[0].assets:
+            raise CatalogError(
+                f"mask={mask!r} needs the CLOUD_MASK asset: run the catalog with "
+                "`steps: {cloudmask: {}}` in the config"
+            )
+        if "CLOUD_MASK" not in load_names:
+            load_names.append("CLOUD_MASK")
     kwargs: dict[str, Any] = {
-        "bands": names,
+        "bands": load_names,
         "groupby": "id" if groupby == "scene" else "solar_day",
         "chunks": chunks if chunks is not None else {"x": 2048, "y": 2048},
         **odc_kwargs,
@@ -106,6 +121,20 @@ def open_cube(
         ds[name].attrs.update(scale_factor=rb.get("scale", 1.0), add_offset=rb.get("offset", 0.0))
         if "nodata" in rb:
             ds[name].attrs["nodata"] = float(rb["nodata"]) if rb["nodata"] != "nan" else np.nan
+    if mask is not None:
+        from ..steps.cloudmask import MASK_CLEAR, MASK_SHADOW
+
+        keep = ds["CLOUD_MASK"] == MASK_CLEAR
+        if mask == "not-cloud":
+            keep = keep | (ds["CLOUD_MASK"] == MASK_SHADOW)
+        for name in names:
+            if name == "CLOUD_MASK":
+                continue
+            nd = ds[name].attrs.get("nodata", np.nan)
+            ds[name] = ds[name].where(keep, nd).astype(ds[name].dtype).assign_attrs(ds[name].attrs)
+        if "CLOUD_MASK" not in names:
+            ds = ds.drop_vars("CLOUD_MASK")
+        ds.attrs["stac2cube_mask"] = mask
     ds.attrs["stac2cube_catalog"] = str(catalog)
     return ds
 

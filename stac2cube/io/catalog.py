@@ -21,6 +21,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import socket
 import string
 from collections.abc import Iterator, Mapping
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 STATE_DIR = "_stac2cube"
 FAILURE_LOG = "failures.jsonl"
+FILTERED_LOG = "filtered.jsonl"
 CATALOG_ID = "stac2cube"
 
 
@@ -232,6 +234,53 @@ class CatalogStore:
         _extend_extent(coll, item)
         _merge_item_assets(coll, item)
         write_json_atomic(self.collection_path, coll)
+
+    def remove_item(self, item_id: str) -> bool:
+        """Unlink an item from the collection, then delete its files. True if it was there."""
+        coll = self.read_collection()
+        href = f"./{item_id}/{item_id}.json"
+        links = coll.get("links", [])
+        kept = [ln for ln in links if not (ln.get("rel") == "item" and ln.get("href") == href)]
+        if len(kept) == len(links):
+            return False
+        coll["links"] = kept
+        write_json_atomic(self.collection_path, coll)
+        shutil.rmtree(self.item_dir(item_id), ignore_errors=True)
+        return True
+
+    # ---------------------------------------------------------------- filtered scenes
+    @property
+    def filtered_log(self) -> Path:
+        return self.state_dir / FILTERED_LOG
+
+    def record_filtered(
+        self, source: Any, config_hash: str, reason: str, results: Mapping[str, Any]
+    ) -> None:
+        """Record a scene a step decided not to write (e.g. too cloudy), with its figures."""
+        from ..radiometry import processing_baseline
+
+        rec = {
+            "item_id": source.id,
+            "reason": reason,
+            "config_hash": config_hash,
+            "source_updated": source.properties.get("updated"),
+            "processing_baseline": processing_baseline(source),
+            "results": dict(results),
+            "time": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+        }
+        append_line(self.filtered_log, json.dumps(rec, default=str))
+
+    def filtered(self) -> dict[str, dict[str, Any]]:
+        """The latest filter record per item id."""
+        out: dict[str, dict[str, Any]] = {}
+        if self.filtered_log.exists():
+            for line in self.filtered_log.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                out[rec["item_id"]] = rec
+        return out
 
     # ---------------------------------------------------------------- failures
     def record_failure(

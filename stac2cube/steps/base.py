@@ -21,6 +21,32 @@ C_contra = TypeVar("C_contra", contravariant=True)
 
 
 @dataclass(frozen=True)
+class LayerInfo:
+    """How a class/mask layer is written: its nodata value, class names and description."""
+
+    nodata: int = 0
+    classes: Mapping[int, str] = field(default_factory=dict)
+    """Value → name (STAC classification extension); empty for continuous layers."""
+    description: str = ""
+    roles: tuple[str, ...] = ("data",)
+
+
+@dataclass(frozen=True)
+class AuxLayer:
+    """An input a step needs that is not written (e.g. L1C TOA bands for s2cloudless).
+
+    ``data`` is ``(len(bands), y, x)`` float32 with NaN for nodata, on its own ``geobox`` (which
+    covers the same extent as the scene, possibly at another resolution).
+    """
+
+    data: np.ndarray
+    geobox: GeoBox
+    bands: tuple[str, ...]
+    source: str
+    """Where it came from, e.g. ``l1c:<item id>`` or ``l2a-fallback``."""
+
+
+@dataclass(frozen=True)
 class Scene:
     """The pixels of one scene on the target grid.
 
@@ -35,6 +61,10 @@ class Scene:
     classes: Mapping[str, np.ndarray] = field(default_factory=dict)
     properties: Mapping[str, Any] = field(default_factory=dict)
     source_properties: Mapping[str, Any] = field(default_factory=dict)
+    layer_info: Mapping[str, LayerInfo] = field(default_factory=dict)
+    """How each ``classes`` layer is written (default: nodata 0, SCL classes for ``SCL``)."""
+    aux: Mapping[str, AuxLayer] = field(default_factory=dict)
+    """Inputs for steps that are not written (e.g. ``"toa"``: L1C bands)."""
 
     def replace(self, **changes: Any) -> Scene:
         """A copy with some fields changed (steps never mutate their input)."""
@@ -59,12 +89,27 @@ class StepResult:
     """False when the step decided the scene must not be written (e.g. too cloudy)."""
 
 
+@dataclass(frozen=True)
+class AuxRequest:
+    """What a step asks the pipeline to read: bands of the L1C twin (falling back to L2A when the
+    provider has no L1C), on a grid of ``resolution`` over the scene's extent."""
+
+    bands: tuple[str, ...]
+    resolution: float
+    level: str = "l1c"
+    """``l1c`` (TOA; L2A fallback where no twin exists) or ``l2a``."""
+
+
 @runtime_checkable
 class Step(Protocol[C_contra]):
     """A processing step."""
 
     name: str
     version: str
+
+    def required_aux(self, cfg: C_contra) -> Mapping[str, AuxRequest]:
+        """The auxiliary inputs the pipeline must read into ``scene.aux`` before :meth:`run`."""
+        ...
 
     def run(self, scene: Scene, cfg: C_contra) -> StepResult:
         """Process ``scene`` with configuration ``cfg``; pure, no I/O."""

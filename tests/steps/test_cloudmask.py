@@ -1,0 +1,307 @@
+"""The cloud-masking step on the generated sample (known cloud and shadow pixels) and on
+constructed scenes with a known answer."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from odc.geo.geobox import GeoBox
+from rasterio.transform import Affine
+
+from stac2cube.errors import ConfigError, StepError
+from stac2cube.steps.base import Scene, Step
+from stac2cube.steps.cloudmask import (
+    MASK_CLASSES,
+    MASK_CLEAR,
+    MASK_CLOUD,
+    MASK_NODATA,
+    MASK_SHADOW,
+    PROB_NODATA,
+    S2CLOUDLESS_BANDS,
+    CloudMaskConfig,
+    CloudMaskStep,
+    shadow_offsets,
+    upsample_bilinear,
+)
+from stac2cube.testing.sample import Sample
+from stac2cube.testing.scenes import SampleScenePixels, aux_geobox, scene_from_sample
+
+pytest.importorskip("s2cloudless")
+
+STEP = CloudMaskStep()
+CLOUD_TRUTH = (1, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def scenes(sample: Sample) -> list[SampleScenePixels]:
+    """The 4 sample dates (true cloud ~5 %, ~20 %, ~40 %, 0 % with a nodata wedge), TOA from L1C."""
+    return [scene_from_sample(sample, i) for i in range(len(sample.scenes))]
+
+
+def _cloud(scene: Scene, cfg: CloudMaskConfig) -> np.ndarray:
+    out: np.ndarray = STEP.run(scene, cfg).scene.classes["CLOUD_MASK"] == MASK_CLOUD
+    return out
+
+
+def test_step_follows_the_protocol() -> None:
+    assert isinstance(STEP, Step)
+    req = STEP.required_aux(CloudMaskConfig(resolution=20.0))["toa"]
+    assert req.bands == S2CLOUDLESS_BANDS and req.resolution == 20.0 and req.level == "l1c"
+    assert STEP.required_aux(CloudMaskConfig(l1c="never"))["toa"].level == "l2a"
+    assert STEP.required_aux(CloudMaskConfig(method="scl")) == {}
+    assert "toa" in STEP.required_aux(CloudMaskConfig(method="scl", thresholds=(0.3,)))
+
+
+def test_thick_clouds_are_detected(scenes: list[SampleScenePixels]) -> None:
+    px = scenes[2]
+    cloud = _cloud(px.scene, CloudMaskConfig(method="s2cloudless", shadows="none"))
+    thick = px.truth == 1
+    assert thick.sum() > 1000
+    assert cloud[thick].mean() > 0.9
+    clear = px.truth == 0
+    assert cloud[clear].mean() < 0.2
+
+
+def test_clear_scene_has_low_cloud_fraction(scenes: list[SampleScenePixels]) -> None:
+    px = scenes[3]
+    assert not np.isin(px.truth, CLOUD_TRUTH).any()
+    for method in ("s2cloudless", "union"):
+        res = STEP.run(px.scene, CloudMaskConfig(method=method))  # type: ignore[arg-type]
+        assert res.record.results["cloud_fraction"] < 0.05
+        assert res.scene.properties["eo:cloud_cover"] < 5
+        assert res.write
+
+
+def test_outputs_layers_and_record(scenes: list[SampleScenePixels]) -> None:
+    px = scenes[3]  # has the nodata wedge
+    cfg = CloudMaskConfig(thresholds=(0.2, 0.6))
+    res = STEP.run(px.scene, cfg)
+    out = res.scene
+    prob, mask = out.classes["CLOUD_PROB"], out.classes["CLOUD_MASK"]
+    assert prob.dtype == np.uint8 and mask.dtype == np.uint8
+    assert prob.shape == mask.shape == px.scene.geobox.shape.yx
+    nodata = px.truth == 255
+    assert nodata.any()
+    assert (mask[nodata] == MASK_NODATA).all() and (prob[nodata] == PROB_NODATA).all()
+    known = mask != MASK_NODATA
+    assert known.mean() > 0.8
+    assert ((prob[known] <= 100) | (prob[known] == PROB_NODATA)).all()
+    assert (prob[known] <= 100).mean() > 0.98  # the 60 m TOA may miss the wedge's edge
+    assert set(np.unique(mask)) <= set(MASK_CLASSES)
+    assert out.layer_info["CLOUD_MASK"].classes[MASK_CLOUD] == "cloud"
+    assert out.layer_info["CLOUD_PROB"].nodata == PROB_NODATA
+    for name in ("CLOUD_T020", "CLOUD_T060"):
+        assert set(np.unique(out.classes[name])) <= {0, 1, 255}
+        assert out.layer_info[name].nodata == 255
+    assert "SCL" in out.classes and out.bands is px.scene.bands
+    rec = res.record
+    assert rec.name == "cloudmask" and rec.version
+    json.dumps(rec.to_dict())  # parameters and results are JSON
+    assert rec.parameters["thresholds"] == [0.2, 0.6]
+    assert rec.results["toa_source"].startswith("l1c:")
+    assert rec.results["b10_handling"] == "l1c"
+    valid = ~nodata
+    assert rec.results["valid_fraction"] == pytest.approx(valid.mean(), abs=0.01)
+    f = rec.results
+    assert f["cloud_fraction"] + f["shadow_fraction"] + f["clear_fraction"] == pytest.approx(1.0)
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.integers(1, 98), st.integers(1, 98))
+def test_masks_are_monotonic_in_the_threshold(
+    scenes: list[SampleScenePixels], a: int, b: int
+) -> None:
+    lo, hi = sorted((a, a + 1 + b % (99 - a)))
+    assert lo < hi <= 99
+    cfg = CloudMaskConfig(method="s2cloudless", shadows="none", thresholds=(lo / 100, hi / 100))
+    out = STEP.run(scenes[1].scene, cfg).scene.classes
+    m_lo = out[f"CLOUD_T{lo:03d}"] == 1
+    m_hi = out[f"CLOUD_T{hi:03d}"] == 1
+    assert not (m_hi & ~m_lo).any()
+
+
+def test_combinations_are_nested(scenes: list[SampleScenePixels]) -> None:
+    scene = scenes[2].scene
+    m = {
+        method: _cloud(scene, CloudMaskConfig(method=method, shadows="none"))  # type: ignore[arg-type]
+        for method in ("s2cloudless", "scl", "union", "intersection")
+    }
+    for one in ("s2cloudless", "scl"):
+        assert not (m[one] & ~m["union"]).any()
+        assert not (m["intersection"] & ~m[one]).any()
+    assert m["union"].sum() > m["intersection"].sum()
+
+
+def _constructed(
+    azimuth: float, zenith: float, height: float
+) -> tuple[Scene, np.ndarray, np.ndarray]:
+    """Vegetation (NIR 0.3), one cloud (SCL 9) and its shadow (NIR 0.06) cast from ``height``."""
+    n = 240
+    gbox = GeoBox((n, n), Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5000000.0), "EPSG:32632")
+    yy, xx = np.mgrid[0:n, 0:n]
+    cloud = (yy - 120) ** 2 / 18**2 + (xx - 120) ** 2 / 12**2 <= 1
+    ((dr, dc),) = shadow_offsets(np.array([height]), azimuth, zenith, gbox)
+    shadow = np.zeros_like(cloud)
+    shadow[np.roll(np.roll(cloud, dr, 0), dc, 1)] = True
+    shadow &= ~cloud
+    nir = np.full((n, n), 0.3, np.float32)
+    nir[shadow] = 0.06
+    nir[cloud] = 0.6
+    red = np.full((n, n), 0.05, np.float32)
+    scl = np.full((n, n), 4, np.uint8)
+    scl[cloud] = 9
+    props = {"view:sun_azimuth": azimuth, "view:sun_elevation": 90.0 - zenith}
+    scene = Scene(
+        "constructed", gbox, {"B04": red, "B08": nir}, {"SCL": scl}, source_properties=props
+    )
+    return scene, cloud, shadow
+
+
+@pytest.mark.parametrize(
+    ("azimuth", "zenith", "height"), [(150.0, 35.0, 1500.0), (30.0, 50.0, 800.0)]
+)
+def test_geometric_shadow_recovers_the_offset(azimuth: float, zenith: float, height: float) -> None:
+    scene, cloud, shadow = _constructed(azimuth, zenith, height)
+    cfg = CloudMaskConfig(method="scl", shadows="geometric", dilation_size=0.0)
+    res = STEP.run(scene, cfg)
+    assert res.record.results["shadow_height_m"] == pytest.approx(height, abs=100.0)
+    found = res.scene.classes["CLOUD_MASK"] == MASK_SHADOW
+    iou = (found & shadow).sum() / (found | shadow).sum()
+    assert iou > 0.9
+    # the shadow lies away from the sun: rows grow southward, columns eastward
+    d_north = -(np.nonzero(found)[0].mean() - np.nonzero(cloud)[0].mean())
+    d_east = np.nonzero(found)[1].mean() - np.nonzero(cloud)[1].mean()
+    az = math.radians(azimuth)
+    assert d_north * math.cos(az) + d_east * math.sin(az) < 0
+
+
+def test_scl_shadows_only_where_listed(scenes: list[SampleScenePixels]) -> None:
+    scene = scenes[2].scene
+    scl = scene.classes["SCL"]
+    mask = STEP.run(scene, CloudMaskConfig(method="scl", shadows="scl")).scene.classes["CLOUD_MASK"]
+    np.testing.assert_array_equal(mask == MASK_SHADOW, (scl == 3) & (mask != MASK_NODATA))
+    none = STEP.run(scene, CloudMaskConfig(method="scl", shadows="none")).scene.classes[
+        "CLOUD_MASK"
+    ]
+    assert not (none == MASK_SHADOW).any()
+
+
+def test_l2a_fallback_runs_and_is_recorded(sample: Sample) -> None:
+    px = scene_from_sample(sample, 2, toa="l2a-fallback")
+    assert np.isnan(px.scene.aux["toa"].data[S2CLOUDLESS_BANDS.index("B10")]).all()
+    res = STEP.run(px.scene, CloudMaskConfig(method="s2cloudless", shadows="none"))
+    assert res.record.results["toa_source"] == "l2a-fallback"
+    assert res.record.results["b10_handling"].startswith("constant")
+    assert (res.scene.classes["CLOUD_PROB"] <= 100).mean() > 0.9
+    # s2cloudless on surface reflectance is outside what it was trained on; with the default
+    # union the SCL still catches the thick clouds
+    res = STEP.run(px.scene, CloudMaskConfig())
+    assert res.record.results["toa_source"] == "l2a-fallback"
+    cloud = res.scene.classes["CLOUD_MASK"] == MASK_CLOUD
+    assert cloud[px.truth == 1].mean() > 0.8
+    with pytest.raises(StepError, match="L1C"):
+        STEP.run(px.scene, CloudMaskConfig(l1c="require"))
+
+
+def test_missing_scl_is_a_clear_error(scenes: list[SampleScenePixels]) -> None:
+    scene = scenes[0].scene
+    no_scl = scene.replace(classes={})
+    with pytest.raises(StepError, match="add SCL to `bands`"):
+        STEP.run(no_scl, CloudMaskConfig())  # union + SCL shadows
+    res = STEP.run(no_scl, CloudMaskConfig(method="s2cloudless", shadows="geometric"))
+    assert res.record.results["shadow_nir"] == "l2a:B08"
+
+
+def test_all_nodata_scene_is_not_written(scenes: list[SampleScenePixels]) -> None:
+    scene = scenes[0].scene
+    empty = scene.replace(
+        bands={b: np.full_like(a, np.nan) for b, a in scene.bands.items()},
+        classes={"SCL": np.zeros_like(scene.classes["SCL"])},
+        aux={
+            "toa": scene.aux["toa"].__class__(
+                np.full_like(scene.aux["toa"].data, np.nan),
+                scene.aux["toa"].geobox,
+                scene.aux["toa"].bands,
+                scene.aux["toa"].source,
+            )
+        },
+    )
+    res = STEP.run(empty, CloudMaskConfig())
+    assert not res.write
+    assert res.record.results["valid_fraction"] == 0.0
+    assert "no valid pixel" in res.record.results["note"]
+    assert (res.scene.classes["CLOUD_MASK"] == MASK_NODATA).all()
+    assert (res.scene.classes["CLOUD_PROB"] == PROB_NODATA).all()
+
+
+def test_all_cloud_scene_and_max_cloud_fraction(scenes: list[SampleScenePixels]) -> None:
+    scene = scenes[0].scene
+    overcast = scene.replace(classes={"SCL": np.full_like(scene.classes["SCL"], 9)})
+    cfg = CloudMaskConfig(method="scl", shadows="both")
+    res = STEP.run(overcast, cfg)
+    assert res.write and res.record.results["cloud_fraction"] == 1.0
+    assert res.scene.properties["eo:cloud_cover"] == 100.0
+    assert res.record.results["shadow_height_m"] is None  # nothing to cast a shadow on
+    res = STEP.run(overcast, CloudMaskConfig(method="scl", max_cloud_fraction=0.5))
+    assert not res.write and "max_cloud_fraction" in res.record.results["note"]
+    clear = STEP.run(scenes[3].scene, CloudMaskConfig(max_cloud_fraction=0.5))
+    assert clear.write and (clear.scene.classes["CLOUD_MASK"] == MASK_CLEAR).mean() > 0.8
+
+
+def test_upsampling_is_bilinear() -> None:
+    fine = GeoBox((120, 120), Affine(10.0, 0, 500000.0, 0, -10.0, 5300000.0), "EPSG:32633")
+    coarse = aux_geobox(fine, 60.0)
+    cx = coarse.affine.c + (np.arange(coarse.shape.x) + 0.5) * 60.0
+    ramp = np.broadcast_to((cx / 1000.0).astype(np.float32), coarse.shape.yx).copy()
+    up = upsample_bilinear(ramp, coarse, fine)
+    fx = fine.affine.c + (np.arange(120) + 0.5) * 10.0
+    inner = (fx > cx[0]) & (fx < cx[-1])
+    np.testing.assert_allclose(
+        up[:, inner], np.broadcast_to(fx[inner] / 1000.0, (120, inner.sum())), rtol=1e-6
+    )
+    ramp[2, 2] = np.nan
+    assert np.isfinite(upsample_bilinear(ramp, coarse, fine)).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"threshold": 1.5}, "steps.cloudmask.threshold"),
+        ({"thresholds": (0.3, 0.301)}, "steps.cloudmask.thresholds"),
+        ({"thresholds": (0.0,)}, "steps.cloudmask.thresholds"),
+        ({"average_over": -1.0}, "steps.cloudmask.average_over"),
+        ({"dilation_size": math.nan}, "steps.cloudmask.dilation_size"),
+        ({"resolution": 5.0}, "steps.cloudmask.resolution"),
+        ({"scl_classes": (8, 12)}, "steps.cloudmask.scl_classes"),
+        ({"scl_classes": (3,)}, "steps.cloudmask.scl_classes"),
+        ({"scl_classes": (8, 9), "shadows": "scl"}, "steps.cloudmask.shadows"),
+        ({"shadow_heights": (3000.0, 1000.0, 100.0)}, "steps.cloudmask.shadow_heights"),
+        ({"dark_nir": 0.0}, "steps.cloudmask.dark_nir"),
+        ({"max_cloud_fraction": 40.0}, "steps.cloudmask.max_cloud_fraction"),
+        ({"method": "fmask"}, "steps.cloudmask.method"),
+        ({"l1c": "always"}, "steps.cloudmask.l1c"),
+    ],
+)
+def test_config_validation_names_the_key(kwargs: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        CloudMaskConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_config_from_yaml_mapping() -> None:
+    from stac2cube.config import _build
+
+    cfg = _build(
+        CloudMaskConfig,
+        {"threshold": 0.5, "thresholds": [0.3], "shadows": "scl"},
+        "steps.cloudmask",
+    )
+    assert cfg.threshold == 0.5 and cfg.thresholds == (0.3,)
+    with pytest.raises(ConfigError, match=r"steps\.cloudmask\.treshold; did you mean 'threshold'"):
+        _build(CloudMaskConfig, {"treshold": 0.5}, "steps.cloudmask")

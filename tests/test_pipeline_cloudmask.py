@@ -1,0 +1,159 @@
+"""The cloud-masking step inside the pipeline: L1C twins, fallback, assets, filter, mask on load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from stac2cube import load_config, open_cube, run
+from stac2cube.check import check_catalog
+from stac2cube.io.catalog import CatalogStore
+from stac2cube.steps.cloudmask import MASK_CLEAR, MASK_CLOUD, MASK_NODATA
+from stac2cube.testing.configs import write_config
+from stac2cube.testing.sample import Sample
+from stac2cube.testing.stac_api import RustacServer
+
+BANDS = ["B02", "B03", "B04", "B08", "B8A", "B11", "SCL"]
+
+
+@pytest.fixture(scope="module")
+def masked(sample: Sample, sample_api: RustacServer, tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("masked")
+    cfg = load_config(
+        write_config(tmp, sample, {"api": sample_api.url}, bands=BANDS, steps={"cloudmask": {}})
+    )
+    summary = run(cfg)
+    assert summary.written == 4, summary
+    return cfg
+
+
+def _items(cfg) -> dict[str, dict]:
+    return {
+        i["id"]: i for i in CatalogStore(cfg.catalog_dir, cfg.output.collection_id).iter_items()
+    }
+
+
+def test_l1c_twins_are_paired_and_recorded(masked, sample: Sample) -> None:
+    items = _items(masked)
+    for scene in sample.scenes:
+        item = items[scene.l2a_item["id"]]
+        steps = item["properties"]["stac2cube:steps"]
+        assert [s["name"] for s in steps] == ["harmonise", "cloudmask"]
+        assert steps[1]["results"]["toa_source"] == f"l1c:{scene.l1c_item['id']}"
+        toa_inputs = [
+            i for i in item["properties"]["stac2cube:inputs"] if i["band"].startswith("toa:")
+        ]
+        assert {i["item"] for i in toa_inputs} == {scene.l1c_item["id"]}
+        assert any(i["band"] == "toa:B10" for i in toa_inputs)
+
+
+def test_mask_assets_and_cloud_cover(masked, sample: Sample) -> None:
+    items = _items(masked)
+    assert check_catalog(masked.catalog_dir).problems == ()
+    covers = []
+    for scene in sample.scenes:
+        item = items[scene.l2a_item["id"]]
+        mask = item["assets"]["CLOUD_MASK"]
+        names = {c["value"]: c["name"] for c in mask["classification:classes"]}
+        assert names[MASK_CLEAR] == "clear" and names[MASK_CLOUD] == "cloud"
+        prob = item["assets"]["CLOUD_PROB"]
+        assert prob["raster:bands"][0]["nodata"] == 255
+        covers.append((scene.cloud_fraction, item["properties"]["eo:cloud_cover"]))
+    # the AOI-level cloud cover follows the true cloudiness of each date
+    truth_order = np.argsort([c[0] for c in covers])
+    est_order = np.argsort([c[1] for c in covers])
+    assert list(truth_order) == list(est_order)
+    assert min(c[1] for c in covers) < 5 and max(c[1] for c in covers) > 20
+
+
+def test_mask_on_load(masked) -> None:
+    raw = open_cube(masked.catalog_dir, ["B04", "CLOUD_MASK", "SCL"])
+    clear = open_cube(masked.catalog_dir, ["B04"], mask="clear")
+    assert "CLOUD_MASK" not in clear.data_vars
+    m = raw.CLOUD_MASK.values
+    b = clear.B04.values
+    assert (b[m != MASK_CLEAR] == -32768).all()
+    np.testing.assert_array_equal(b[m == MASK_CLEAR], raw.B04.values[m == MASK_CLEAR])
+    # the mask is nodata only where a needed input is (the band, or SCL on its 20 m edge)
+    has_data = (raw.B04.values != -32768) & (raw.SCL.values != 0)
+    assert (m == MASK_CLOUD).any() and not (m[has_data] == MASK_NODATA).any()
+
+
+def test_without_l1c_the_fallback_is_used_and_recorded(sample: Sample, tmp_path: Path) -> None:
+    cfg = load_config(
+        write_config(
+            tmp_path,
+            sample,
+            {"path": str(sample.l2a_items_path)},
+            bands=BANDS,
+            steps={"cloudmask": {}},
+        )
+    )
+    assert run(cfg).written == 4
+    for item in _items(cfg).values():
+        res = item["properties"]["stac2cube:steps"][1]["results"]
+        assert res["toa_source"] == "l2a-fallback"
+    # with the L1C file given, the twins are found offline too
+    cfg2 = load_config(
+        write_config(
+            tmp_path,
+            sample,
+            {"path": str(sample.l2a_items_path), "l1c_path": str(sample.l1c_items_path)},
+            bands=BANDS,
+            steps={"cloudmask": {}},
+        )
+    )
+    again = run(cfg2)  # same config hash, but the twins are now available
+    assert again.written == 4
+    assert {o.message for o in again.outcomes} == {"stale: L1C twin now available"}
+    res = next(iter(_items(cfg2).values()))["properties"]["stac2cube:steps"][1]["results"]
+    assert res["toa_source"].startswith("l1c:")
+
+
+def test_l1c_required_but_missing_fails_clearly(sample: Sample, tmp_path: Path) -> None:
+    cfg = load_config(
+        write_config(
+            tmp_path,
+            sample,
+            {"path": str(sample.l2a_items_path)},
+            bands=BANDS,
+            steps={"cloudmask": {"l1c": "require"}},
+        )
+    )
+    summary = run(cfg)
+    assert summary.written == 0 and summary.failed == 4
+    assert all("L1C" in o.message for o in summary.outcomes)
+
+
+def test_too_cloudy_scenes_are_filtered_and_recorded(sample: Sample, tmp_path: Path) -> None:
+    cfg = load_config(
+        write_config(
+            tmp_path,
+            sample,
+            {"path": str(sample.l2a_items_path), "l1c_path": str(sample.l1c_items_path)},
+            bands=BANDS,
+            steps={"cloudmask": {"max_cloud_fraction": 0.1}},
+        )
+    )
+    summary = run(cfg)
+    cloudy = {s.l2a_item["id"] for s in sample.scenes if s.cloud_fraction > 0.15}
+    assert {o.item_id for o in summary.outcomes if o.status == "filtered"} == cloudy
+    store = CatalogStore(cfg.catalog_dir, cfg.output.collection_id)
+    assert set(store.item_ids()).isdisjoint(cloudy)
+    recs = store.filtered()
+    assert set(recs) == cloudy
+    assert all(r["results"]["cloud_fraction"] > 0.1 for r in recs.values())
+    again = run(cfg)
+    assert again.written == 0 and again.filtered == 0
+    assert all(o.message.startswith(("up to date", "filtered:")) for o in again.outcomes)
+    for item_id in cloudy:
+        assert not (store.item_dir(item_id)).exists()
+    assert check_catalog(cfg.catalog_dir).problems == ()
+    with rasterio.open(next(cfg.catalog_dir.rglob("CLOUD_PROB.tif"))) as src:
+        prob = src.read(1)
+    assert prob.max() <= 100 or (prob == 255).any()
+    assert json.loads(store.collection_path.read_text())["id"] == cfg.output.collection_id
