@@ -268,6 +268,12 @@ class Config:
         if not self.bands:
             raise ConfigError("bands: list at least one band")
         object.__setattr__(self, "bands", tuple(normalize_band_names(self.bands)))
+        cm = self.steps.cloudmask
+        if cm is not None and cm.uses_scl and "SCL" not in self.bands:
+            raise ConfigError(
+                f"steps.cloudmask: method {cm.method!r} with shadows {cm.shadows!r} needs SCL: "
+                "add SCL to `bands`, or use method: s2cloudless with shadows: geometric or none"
+            )
 
     def resolve_path(self, p: str) -> Path:
         """A path of the config, made absolute against the config file's directory."""

@@ -48,6 +48,7 @@ def demo_config(sample: Sample, source: dict[str, str], catalog: Path) -> dict[s
             "end": max(dates).date().isoformat(),
         },
         "bands": ["B02", "B03", "B04", "B05", "B08", "B8A", "B11", "B12", "SCL"],
+        "steps": {"cloudmask": {}},
         "output": {"catalog": str(catalog), "collection_id": "sentinel-2-l2a-ard"},
     }
 
@@ -77,7 +78,12 @@ def run_demo(
     offline = root / "demo-offline.yaml"
     offline.write_text(
         yaml.safe_dump(
-            demo_config(sample, {"path": str(sample.l2a_items_path)}, catalog), sort_keys=False
+            demo_config(
+                sample,
+                {"path": str(sample.l2a_items_path), "l1c_path": str(sample.l1c_items_path)},
+                catalog,
+            ),
+            sort_keys=False,
         )
     )
     with serve_sample(sample) as api:

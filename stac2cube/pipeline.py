@@ -481,7 +481,7 @@ def write_scene(
             nodata=info.nodata,
             profile=out.cog_profile,
             blocksize=out.blocksize,
-            overview_resampling="nearest" if info.classes else "average",
+            overview_resampling=info.overview_resampling,
             description=info.description or name,
         )
         cogs[name] = (cog, str(layer.dtype), 1.0, 0.0, info.nodata)
@@ -595,9 +595,11 @@ def build_item(
         RasterExtension.ext(asset, add_if_missing=True).bands = [rb]
         if linfo is not None:
             if linfo.classes:
+                classes = dict(linfo.classes)
+                classes.setdefault(linfo.nodata, "no_data")
                 ClassificationExtension.ext(asset, add_if_missing=True).classes = [
                     Classification.create(value=v, name=n, nodata=v == linfo.nodata or None)
-                    for v, n in linfo.classes.items()
+                    for v, n in sorted(classes.items())
                 ]
         elif info is not None:
             EOExtension.ext(asset, add_if_missing=True).bands = [

@@ -52,6 +52,7 @@ def test_band_aliases_are_normalised() -> None:
         ({"bands": ["B04", "B99"]}, "B99"),
         ({"output": {"cog_profile": "jpeg2000"}}, "not a rio-cogeo profile"),
         ({"run": {"strict": "maybe"}}, "expected true or false"),
+        ({"bands": ["B04"], "steps": {"cloudmask": {}}}, "needs SCL: add SCL to `bands`"),
     ],
 )
 def test_bad_config_gives_a_message_that_names_the_key(patch: dict, match: str) -> None:

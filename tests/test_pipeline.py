@@ -44,7 +44,8 @@ def test_every_scene_is_written_and_the_catalog_is_sound(built, sample: Sample) 
     assert summary.written == len(sample.scenes) and summary.failed == 0
     report = check_catalog(cfg.catalog_dir)  # schemas (offline), COGs, sizes and checksums
     assert report.problems == ()
-    assert report.n_items == 4 and report.n_assets == 4 * len(cfg.bands)
+    # every band plus the cloud step's CLOUD_PROB and CLOUD_MASK
+    assert report.n_items == 4 and report.n_assets == 4 * (len(cfg.bands) + 2)
     for tif in cfg.catalog_dir.rglob("*.tif"):
         ok, errors, _ = cog_validate(str(tif), quiet=True)
         assert ok, (tif, errors)

@@ -157,3 +157,14 @@ def test_too_cloudy_scenes_are_filtered_and_recorded(sample: Sample, tmp_path: P
         prob = src.read(1)
     assert prob.max() <= 100 or (prob == 255).any()
     assert json.loads(store.collection_path.read_text())["id"] == cfg.output.collection_id
+
+
+def test_probability_asset_declares_nodata_and_has_average_overviews(masked) -> None:
+    item = next(iter(_items(masked).values()))
+    classes = item["assets"]["CLOUD_PROB"]["classification:classes"]
+    assert classes == [{"value": 255, "name": "no_data", "nodata": True}]
+    path = masked.catalog_dir / masked.output.collection_id / item["id"] / "CLOUD_PROB.tif"
+    with rasterio.open(path) as src:  # (the sample is smaller than one block: no levels)
+        assert src.tags()["OVERVIEW_RESAMPLING"] == "AVERAGE"
+    with rasterio.open(path.with_name("CLOUD_MASK.tif")) as src:
+        assert src.tags()["OVERVIEW_RESAMPLING"] == "NEAREST"

@@ -29,6 +29,8 @@ class LayerInfo:
     """Value → name (STAC classification extension); empty for continuous layers."""
     description: str = ""
     roles: tuple[str, ...] = ("data",)
+    overview_resampling: str = "nearest"
+    """``nearest`` for classes; ``average`` for continuous layers such as a probability."""
 
 
 @dataclass(frozen=True)

@@ -621,6 +621,8 @@ class CloudMaskStep:
             classes["CLOUD_PROB"] = prob_u8
             infos["CLOUD_PROB"] = LayerInfo(
                 nodata=PROB_NODATA,
+                classes={PROB_NODATA: "no_data"},  # 0-100 are percentages, not classes
+                overview_resampling="average",
                 description=(
                     f"s2cloudless cloud probability (%), {S2CLOUDLESS_MODEL}, computed at "
                     f"{results['probability_resolution_m']:g} m from {toa.source} and "
