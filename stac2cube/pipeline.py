@@ -32,7 +32,7 @@ from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, Raster
 from . import __version__
 from .bands import S2_BANDS
 from .config import Config
-from .errors import EmptySearchError, NoOverlapError, SearchError, Stac2CubeError
+from .errors import EmptySearchError, ItemError, NoOverlapError, SearchError, Stac2CubeError
 from .grid import footprint_lonlat, load_aoi, target_geobox
 from .io.catalog import CatalogStore, load_template
 from .io.cog import CogFile, write_cog
@@ -131,9 +131,9 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
     lock.acquire()  # CatalogLockedError if another run writes this catalog
     try:
         store.create()
-        removed = store.clean_temporaries()
-        if removed:
-            log.info("removed %d temporary file(s) left by an interrupted run", len(removed))
+        recovered = store.recover()
+        if recovered:
+            log.info("cleaned up %d leftover(s) of an interrupted run", len(recovered))
         try:
             found = search(config.source, aoi, config.time, base_dir=config.base_dir)
         except SearchError as exc:
@@ -141,9 +141,7 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
             raise
         outcomes: list[SceneOutcome] = []
         for rej in found.rejected:
-            store.record_failure(
-                rej.item_id, rej.stage, _Recorded(rej.error, rej.message), run_id=run_id
-            )
+            store.record_failure(rej.item_id, rej.stage, ItemError(rej.message), run_id=run_id)
             outcomes.append(SceneOutcome(rej.item_id, "rejected", rej.stage, rej.message))
         steps = active_steps(config)
         twins: dict[str, pystac.Item] = {}
@@ -164,14 +162,6 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
         lock.release()
 
 
-class _Recorded(Exception):
-    """Carries an error already described elsewhere into the failure log."""
-
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(message)
-        self.name = name
-
-
 @dataclass(frozen=True)
 class _SceneContext:
     config: Config
@@ -189,6 +179,8 @@ def _run_one(item: pystac.Item, ctx: _SceneContext, failed_before: set[str]) -> 
     if filtered is not None and _same_source_and_config(item, filtered, config):
         return SceneOutcome(item.id, "skipped", "plan", f"filtered: {filtered['reason']}")
     reason = needs_processing(item, store.read_item(item.id), config, twin=ctx.twin)
+    if reason is not None and reason.startswith("stale"):
+        log.info("%s is %s: it will be replaced", item.id, reason)
     if reason is None:
         return SceneOutcome(item.id, "skipped", "plan", "up to date")
     if reason == "failed before" and not config.run.reprocess_failed:
@@ -196,6 +188,7 @@ def _run_one(item: pystac.Item, ctx: _SceneContext, failed_before: set[str]) -> 
     if item.id in failed_before and reason == "new":
         reason = "failed before"
     log.info("processing %s (%s)", item.id, reason)
+    existing = store.read_item(item.id)
     stage = "read"
     try:
         scene, inputs, records = read_scene(item, config, ctx.geobox)
@@ -213,6 +206,8 @@ def _run_one(item: pystac.Item, ctx: _SceneContext, failed_before: set[str]) -> 
                 return SceneOutcome(item.id, "filtered", step.name, note, time.perf_counter() - t0)
         stage = "write"
         doc = write_scene(scene, item, inputs, records, config, store, started=t0)
+        if existing is not None:
+            doc["properties"]["stac2cube:replaces"] = replaced_versions(existing, reason)
         store.add_item(doc)
     except Stac2CubeError as exc:
         store.record_failure(item.id, stage, exc, run_id=run_id)
@@ -225,6 +220,20 @@ def _run_one(item: pystac.Item, ctx: _SceneContext, failed_before: set[str]) -> 
             item.id, "failed", stage, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0
         )
     return SceneOutcome(item.id, "written", "done", reason, time.perf_counter() - t0)
+
+
+def replaced_versions(existing: Mapping[str, Any], reason: str) -> list[dict[str, Any]]:
+    """The ``stac2cube:replaces`` record of a new item version: what it replaced and why
+    (the last 10 versions)."""
+    props = existing.get("properties", {})
+    prev = {
+        "reason": reason,
+        "config_hash": props.get("stac2cube:config_hash"),
+        "source": props.get("stac2cube:source"),
+        "finished": props.get("stac2cube:finished"),
+        "software": props.get("processing:software", {}).get("stac2cube"),
+    }
+    return [prev, *props.get("stac2cube:replaces", [])][:10]
 
 
 def _same_source_and_config(source: pystac.Item, record: Mapping[str, Any], config: Config) -> bool:
@@ -449,7 +458,7 @@ def write_scene(
     """Write the scene's COGs into its item directory and return the output item's JSON."""
     t_start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=time.perf_counter() - started)
     out = config.output
-    item_dir = store.item_dir(scene.item_id)
+    item_dir = store.new_staging_dir(scene.item_id)  # swapped into place by store.add_item
     scale, offset, nodata = storage_encoding(out.dtype)
     cogs: dict[str, tuple[CogFile, str, float, float, float | None]] = {}
     for band, refl in scene.bands.items():

@@ -9,9 +9,12 @@ Layout (all links relative, so the directory can be moved or served as it is)::
     <root>/_stac2cube/failures.jsonl            failure log (one JSON object per line)
     <root>/_stac2cube/lock                      held while a run writes
 
-Write order makes every crash safe: an item's COGs are renamed into place first, then its JSON,
-then the collection that links to it. The catalog never refers to a file that is not complete;
-a crash leaves at most unreferenced files, which the next run overwrites.
+Write order makes every crash safe: an item's COGs and JSON are built in
+``<collection>/.staging-<item>/``, that directory is renamed into place (or atomically exchanged
+with the previous version, Linux ``renameat2(RENAME_EXCHANGE)``), and only then does the
+collection link it. The catalog never refers to a file that is not complete; what a crash leaves
+(staging directories, temporary files, a replaced version whose successor never arrived) is
+finished or undone by :meth:`CatalogStore.recover` at the start of the next run.
 """
 
 from __future__ import annotations
@@ -31,13 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CatalogError, CatalogLockedError
-from .atomic import TMP_MARK, append_line, write_json_atomic
+from .atomic import TMP_MARK, append_line, exchange_paths, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 STATE_DIR = "_stac2cube"
 FAILURE_LOG = "failures.jsonl"
 FILTERED_LOG = "filtered.jsonl"
+STAGING_PREFIX = ".staging-"
+OLD_PREFIX = ".replaced-"
 CATALOG_ID = "stac2cube"
 
 
@@ -136,6 +141,17 @@ class CatalogStore:
     def item_path(self, item_id: str) -> Path:
         return self.item_dir(item_id) / f"{item_id}.json"
 
+    def staging_dir(self, item_id: str) -> Path:
+        """Where a new version of an item is built before it is swapped into place."""
+        return self.root / self.collection_id / f"{STAGING_PREFIX}{item_id}"
+
+    def new_staging_dir(self, item_id: str) -> Path:
+        """An empty staging directory for ``item_id`` (what an earlier crash left is removed)."""
+        staging = self.staging_dir(item_id)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        return staging
+
     # ---------------------------------------------------------------- create / read
     def create(self) -> None:
         """Create the catalog and collection from the templates if they do not exist."""
@@ -207,9 +223,10 @@ class CatalogStore:
 
     # ---------------------------------------------------------------- write
     def add_item(self, item: Mapping[str, Any]) -> Path:
-        """Write an item's JSON (its COGs must already be in place) and link it.
-
-        Replaces an existing item of the same id (stale or re-processed) atomically.
+        """Commit an item: its JSON goes into its staging directory (where its COGs already are,
+        if any), the staging directory replaces the item directory in one atomic step, then the
+        collection links it. An existing item of the same id (stale, re-processed) is replaced
+        whole: readers see the old version or the new one, never a mix.
         """
         item_id = str(item["id"])
         doc = dict(item)
@@ -220,10 +237,47 @@ class CatalogStore:
             {"rel": "parent", "href": "../collection.json", "type": "application/json"},
             {"rel": "collection", "href": "../collection.json", "type": "application/json"},
         ]
-        path = self.item_path(item_id)
-        write_json_atomic(path, doc)
+        staging = self.staging_dir(item_id)
+        staging.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(staging / f"{item_id}.json", doc)
+        self._swap_in(item_id, staging)
         self._link_item(doc)
-        return path
+        return self.item_path(item_id)
+
+    def _swap_in(self, item_id: str, staging: Path) -> None:
+        final = self.item_dir(item_id)
+        if not final.exists():
+            os.rename(staging, final)
+            return
+        if exchange_paths(staging, final):
+            shutil.rmtree(staging)  # it now holds the replaced version
+            return
+        old = final.with_name(f"{OLD_PREFIX}{item_id}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final, old)  # a crash between these two renames is undone by recover()
+        os.rename(staging, final)
+        shutil.rmtree(old)
+
+    def recover(self) -> list[Path]:
+        """Finish or undo what a crashed run left: temporary files and staging directories are
+        removed; a replaced item directory whose successor never arrived is put back."""
+        removed = []
+        coll_dir = self.root / self.collection_id
+        if coll_dir.exists():
+            for old in coll_dir.glob(f"{OLD_PREFIX}*"):
+                final = old.with_name(old.name[len(OLD_PREFIX) :])
+                if final.exists():
+                    shutil.rmtree(old)
+                else:
+                    os.rename(old, final)
+                removed.append(old)
+            for staging in coll_dir.glob(f"{STAGING_PREFIX}*"):
+                shutil.rmtree(staging)
+                removed.append(staging)
+        for p in self.root.rglob(f"*{TMP_MARK}*"):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+        return removed
 
     def _link_item(self, item: Mapping[str, Any]) -> None:
         coll = self.read_collection()
@@ -308,14 +362,6 @@ class CatalogStore:
             except (json.JSONDecodeError, TypeError):
                 log.warning("skipping an unreadable line of %s", self.failure_log)
         return out
-
-    def clean_temporaries(self) -> list[Path]:
-        """Remove temporary files left by a crashed run; returns what was removed."""
-        removed = []
-        for p in self.root.rglob(f"*{TMP_MARK}*"):
-            p.unlink(missing_ok=True)
-            removed.append(p)
-        return removed
 
     # ---------------------------------------------------------------- lock
     def lock(self) -> CatalogLock:

@@ -93,14 +93,36 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path: Path) ->
     assert not (tmp_path / "_stac2cube" / "lock").exists()
 
 
-def test_temporaries_are_cleaned_and_never_linked(tmp_path: Path) -> None:
+def test_recover_cleans_leftovers_and_restores_a_half_replaced_item(tmp_path: Path) -> None:
     store = CatalogStore(tmp_path, "ard")
     store.create()
+    store.add_item(_item("a", 5, 10.0))
     junk = store.item_dir("a") / f"B04.tif{TMP_MARK}123-abc"
-    junk.parent.mkdir(parents=True)
     junk.write_bytes(b"half a cog")
-    assert store.clean_temporaries() == [junk]
-    assert not junk.exists()
+    staging = store.new_staging_dir("b")
+    (staging / "B04.tif").write_bytes(b"a scene that never got its JSON")
+    # a crash between the two renames of the fallback swap: only the old version exists
+    store.item_dir("a").rename(store.item_dir("a").with_name(".replaced-a"))
+    assert store.read_item("a") is None
+    assert sorted(p.name for p in store.recover()) == sorted(
+        [".replaced-a", ".staging-b", junk.name]
+    )
+    assert store.read_item("a") is not None and not junk.exists() and not staging.exists()
+
+
+def test_replacing_an_item_swaps_the_whole_directory(tmp_path: Path) -> None:
+    store = CatalogStore(tmp_path, "ard")
+    store.create()
+    first = store.new_staging_dir("a")
+    (first / "B04.tif").write_bytes(b"v1")
+    (first / "OLD.tif").write_bytes(b"only in v1")
+    store.add_item(_item("a", 5, 10.0))
+    second = store.new_staging_dir("a")
+    (second / "B04.tif").write_bytes(b"v2")
+    store.add_item(_item("a", 5, 10.0))
+    assert (store.item_dir("a") / "B04.tif").read_bytes() == b"v2"
+    assert not (store.item_dir("a") / "OLD.tif").exists()
+    assert sorted(p.name for p in store.item_dir("a").parent.iterdir()) == ["a", "collection.json"]
 
 
 def test_atomic_json_write_replaces_whole(tmp_path: Path) -> None:
