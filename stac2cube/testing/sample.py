@@ -130,6 +130,7 @@ from numpy.typing import NDArray
 from pyproj import Transformer
 from rasterio.transform import Affine
 
+from stac2cube.bands import S2_BANDS
 from stac2cube.errors import CatalogError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -281,21 +282,33 @@ class _Band:
     title: str
 
 
-BANDS: Final[tuple[_Band, ...]] = (
-    _Band("B01", "coastal", "coastal", 0.443, 0.027, 60, "Coastal - 60m"),
-    _Band("B02", "blue", "blue", 0.49, 0.098, 10, "Blue - 10m"),
-    _Band("B03", "green", "green", 0.56, 0.045, 10, "Green - 10m"),
-    _Band("B04", "red", "red", 0.665, 0.038, 10, "Red - 10m"),
-    _Band("B05", "rededge1", "rededge", 0.704, 0.019, 20, "Red Edge 1 - 20m"),
-    _Band("B06", "rededge2", "rededge", 0.74, 0.018, 20, "Red Edge 2 - 20m"),
-    _Band("B07", "rededge3", "rededge", 0.783, 0.028, 20, "Red Edge 3 - 20m"),
-    _Band("B08", "nir", "nir", 0.842, 0.145, 10, "NIR 1 - 10m"),
-    _Band("B8A", "nir08", "nir08", 0.865, 0.033, 20, "NIR 2 - 20m"),
-    _Band("B09", "nir09", "nir09", 0.945, 0.026, 60, "NIR 3 - 60m"),
-    _Band("B10", "cirrus", "cirrus", 1.3735, 0.075, 60, "Cirrus - 60m"),
-    _Band("B11", "swir16", "swir16", 1.61, 0.143, 20, "SWIR 1.6μm - 20m"),
-    _Band("B12", "swir22", "swir22", 2.19, 0.242, 20, "SWIR 2.2μm - 20m"),
-)
+# Earth Search v1 asset key and title per band; wavelengths and resolutions come from bands.py
+_ES_ASSETS: Final[dict[str, tuple[str, str]]] = {
+    "B01": ("coastal", "Coastal - 60m"),
+    "B02": ("blue", "Blue - 10m"),
+    "B03": ("green", "Green - 10m"),
+    "B04": ("red", "Red - 10m"),
+    "B05": ("rededge1", "Red Edge 1 - 20m"),
+    "B06": ("rededge2", "Red Edge 2 - 20m"),
+    "B07": ("rededge3", "Red Edge 3 - 20m"),
+    "B08": ("nir", "NIR 1 - 10m"),
+    "B8A": ("nir08", "NIR 2 - 20m"),
+    "B09": ("nir09", "NIR 3 - 60m"),
+    "B10": ("cirrus", "Cirrus - 60m"),
+    "B11": ("swir16", "SWIR 1.6μm - 20m"),
+    "B12": ("swir22", "SWIR 2.2μm - 20m"),
+}
+
+
+def _band(name: str) -> _Band:
+    info = S2_BANDS[name]
+    key, title = _ES_ASSETS[name]
+    assert info.common_name and info.center_wavelength and info.fwhm
+    common = "rededge" if info.common_name.startswith("rededge") else info.common_name  # eo v1.1
+    return _Band(name, key, common, info.center_wavelength, info.fwhm, info.resolution, title)
+
+
+BANDS: Final[tuple[_Band, ...]] = tuple(_band(n) for n in _ES_ASSETS)
 """The 13 MSI bands in file order, with Earth Search v1 asset keys and native resolutions."""
 
 BAND_NAMES: Final = tuple(b.name for b in BANDS)
