@@ -225,6 +225,29 @@ class RunConfig:
         "Exit non-zero if any scene failed (default: only if none succeeded).", False
     )
     reprocess_failed: bool = doc("Retry scenes recorded as failed in earlier runs.", True)
+    executor: str = doc(
+        "Where scenes run: `serial` (one after the other in this process), `local` (a Dask "
+        "LocalCluster on this machine, one single-threaded worker process per core) or the "
+        "address of a running Dask scheduler (`tcp://host:8786`). The catalog is always written "
+        "by the client alone.",
+        "serial",
+    )
+    workers: int | None = doc("Workers of the `local` cluster (default: the CPU count).", None)
+    memory_limit: str = doc(
+        "Memory limit per `local` worker, in Dask's syntax (`4GiB`) or `auto`.", "auto"
+    )
+
+    def __post_init__(self) -> None:
+        ok = self.executor in ("serial", "local") or self.executor.startswith(
+            ("tcp://", "tls://", "inproc://", "ucx://")
+        )
+        if not ok:
+            raise ConfigError(
+                f"run.executor {self.executor!r}: use serial, local or a Dask scheduler address "
+                "such as tcp://host:8786"
+            )
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError("run.workers must be at least 1")
 
 
 DEFAULT_BANDS: tuple[str, ...] = (

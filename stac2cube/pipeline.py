@@ -8,13 +8,16 @@ or other processing configuration); complete items are left untouched.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import os
 import re
+import shutil
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,7 +34,7 @@ from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, Raster
 
 from . import __version__
 from .bands import S2_BANDS
-from .config import Config
+from .config import Config, config_from_dict, to_dict
 from .errors import EmptySearchError, ItemError, NoOverlapError, SearchError, Stac2CubeError
 from .grid import footprint_lonlat, load_aoi, target_geobox
 from .io.catalog import CatalogStore, load_template
@@ -118,7 +121,7 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
     """Search the source and write every new, failed or stale scene into the catalog."""
     run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
     aoi = load_aoi(config.aoi, config.base_dir)
-    geobox = target_geobox(aoi, config.grid)
+    target_geobox(aoi, config.grid)  # fail early on a bad grid, before any work
     out = config.output
     store = CatalogStore(
         config.catalog_dir,
@@ -150,76 +153,270 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
         total = len(found.items)
         if progress:
             progress(ProgressEvent(0, total, None))
-        failed_before = {f.item_id for f in store.failures()}
-        for i, item in enumerate(found.items, 1):
-            ctx = _SceneContext(config, geobox, store, run_id, steps, twins.get(item.id))
-            outcome = _run_one(item, ctx, failed_before)
+        done = 0
+
+        def report(outcome: SceneOutcome) -> None:
+            nonlocal done
+            done += 1
             outcomes.append(outcome)
             if progress:
-                progress(ProgressEvent(i, total, outcome))
+                progress(ProgressEvent(done, total, outcome))
+
+        tasks: list[tuple[SceneTask, Mapping[str, Any] | None]] = []
+        failed_before = {f.item_id for f in store.failures()}
+        for item in found.items:
+            twin = twins.get(item.id)
+            skip, reason, existing = _plan(item, twin, config, store, failed_before)
+            if skip is not None:
+                report(skip)
+            else:
+                assert reason is not None
+                tasks.append((SceneTask.create(item, twin, config, reason), existing))
+        by_id = {t.item_id: (t, existing) for t, existing in tasks}
+        for result in execute(config, [t for t, _ in tasks]):
+            task, existing = by_id[result.item_id]
+            report(_commit(result, task, existing, found.items, config, store, run_id))
         return RunSummary(run_id, str(store.root), found.method, tuple(outcomes))
     finally:
         lock.release()
 
 
-@dataclass(frozen=True)
-class _SceneContext:
-    config: Config
-    geobox: GeoBox
-    store: CatalogStore
-    run_id: str
-    steps: list[tuple[Step[Any], Any]]
-    twin: pystac.Item | None
-
-
-def _run_one(item: pystac.Item, ctx: _SceneContext, failed_before: set[str]) -> SceneOutcome:
-    config, store, run_id = ctx.config, ctx.store, ctx.run_id
-    t0 = time.perf_counter()
+def _plan(
+    item: pystac.Item,
+    twin: pystac.Item | None,
+    config: Config,
+    store: CatalogStore,
+    failed_before: set[str],
+) -> tuple[SceneOutcome | None, str | None, Mapping[str, Any] | None]:
+    """Decide on the client whether a scene needs work: (skip outcome | None, reason, existing)."""
     filtered = store.filtered().get(item.id)
     if filtered is not None and _same_source_and_config(item, filtered, config):
-        return SceneOutcome(item.id, "skipped", "plan", f"filtered: {filtered['reason']}")
-    reason = needs_processing(item, store.read_item(item.id), config, twin=ctx.twin)
-    if reason is not None and reason.startswith("stale"):
-        log.info("%s is %s: it will be replaced", item.id, reason)
-    if reason is None:
-        return SceneOutcome(item.id, "skipped", "plan", "up to date")
-    if reason == "failed before" and not config.run.reprocess_failed:
-        return SceneOutcome(item.id, "skipped", "plan", "failed before")
-    if item.id in failed_before and reason == "new":
-        reason = "failed before"
-    log.info("processing %s (%s)", item.id, reason)
+        return (
+            SceneOutcome(item.id, "skipped", "plan", f"filtered: {filtered['reason']}"),
+            None,
+            None,
+        )
     existing = store.read_item(item.id)
+    reason = needs_processing(item, existing, config, twin=twin)
+    if reason is None:
+        return SceneOutcome(item.id, "skipped", "plan", "up to date"), None, None
+    if item.id in failed_before and reason == "new":
+        if not config.run.reprocess_failed:
+            return SceneOutcome(item.id, "skipped", "plan", "failed before"), None, None
+        reason = "failed before"
+    if reason.startswith("stale"):
+        log.info("%s is %s: it will be replaced", item.id, reason)
+    return None, reason, existing
+
+
+@dataclass(frozen=True)
+class SceneTask:
+    """Everything a worker needs to process one scene; plain data, so it pickles to Dask workers
+    (the config travels as its dict and is rebuilt there)."""
+
+    item_id: str
+    item: dict[str, Any]
+    item_href: str | None
+    twin: dict[str, Any] | None
+    twin_href: str | None
+    config: dict[str, Any]
+    base_dir: str
+    reason: str
+
+    @classmethod
+    def create(
+        cls, item: pystac.Item, twin: pystac.Item | None, config: Config, reason: str
+    ) -> SceneTask:
+        def as_dict(it: pystac.Item) -> dict[str, Any]:
+            return it.to_dict(include_self_link=False, transform_hrefs=False)
+
+        return cls(
+            item.id,
+            as_dict(item),
+            item.get_self_href(),
+            as_dict(twin) if twin is not None else None,
+            twin.get_self_href() if twin is not None else None,
+            to_dict(config),
+            str(config.base_dir),
+            reason,
+        )
+
+
+@dataclass(frozen=True)
+class SceneResult:
+    """What a worker returns: the item JSON (its COGs are in the staging directory), or why the
+    scene was filtered or failed."""
+
+    item_id: str
+    status: Literal["written", "filtered", "failed"]
+    stage: str
+    message: str
+    seconds: float
+    doc: dict[str, Any] | None = None
+    results: dict[str, Any] | None = None
+    error: str = ""
+
+
+def _item(d: Mapping[str, Any], href: str | None) -> pystac.Item:
+    it = pystac.Item.from_dict(dict(d), preserve_dict=False)
+    if href is not None:
+        it.set_self_href(href)
+    return it
+
+
+def process_scene(task: SceneTask) -> SceneResult:
+    """Read, harmonise, run the steps and write the COGs of one scene (on any worker).
+
+    Writes only into the scene's staging directory; the catalog itself is changed by the client
+    (:func:`run`) when it commits the result. Never raises: failures come back as results.
+    """
+    t0 = time.perf_counter()
     stage = "read"
     try:
-        scene, inputs, records = read_scene(item, config, ctx.geobox)
-        if ctx.steps:
-            scene, aux_inputs = read_aux(item, ctx.twin, scene, ctx.steps, config)
+        config = config_from_dict(task.config, base_dir=task.base_dir)
+        item = _item(task.item, task.item_href)
+        twin = _item(task.twin, task.twin_href) if task.twin is not None else None
+        aoi = load_aoi(config.aoi, config.base_dir)
+        geobox = target_geobox(aoi, config.grid)
+        store = CatalogStore(config.catalog_dir, config.output.collection_id)
+        steps = active_steps(config)
+        scene, inputs, records = read_scene(item, config, geobox)
+        if steps:
+            scene, aux_inputs = read_aux(item, twin, scene, steps, config)
             inputs += aux_inputs
-        for step, step_cfg in ctx.steps:
+        for step, step_cfg in steps:
             stage = step.name
             result = step.run(scene, step_cfg)
             scene, records = result.scene, (*records, result.record)
             if not result.write:
                 note = str(result.record.results.get("note", f"{step.name} filtered the scene"))
-                store.record_filtered(item, config.config_hash, note, dict(result.record.results))
-                store.remove_item(item.id)
-                return SceneOutcome(item.id, "filtered", step.name, note, time.perf_counter() - t0)
+                return SceneResult(
+                    item.id,
+                    "filtered",
+                    step.name,
+                    note,
+                    time.perf_counter() - t0,
+                    results=dict(result.record.results),
+                )
         stage = "write"
         doc = write_scene(scene, item, inputs, records, config, store, started=t0)
-        if existing is not None:
-            doc["properties"]["stac2cube:replaces"] = replaced_versions(existing, reason)
-        store.add_item(doc)
     except Stac2CubeError as exc:
-        store.record_failure(item.id, stage, exc, run_id=run_id)
-        log.warning("%s failed at %s: %s", item.id, stage, exc)
-        return SceneOutcome(item.id, "failed", stage, str(exc), time.perf_counter() - t0)
-    except Exception as exc:  # an unexpected bug must not lose the other scenes
-        log.exception("%s failed unexpectedly at %s", item.id, stage)
-        store.record_failure(item.id, stage, exc, run_id=run_id)
-        return SceneOutcome(
-            item.id, "failed", stage, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0
+        log.warning("%s failed at %s: %s", task.item_id, stage, exc)
+        return SceneResult(
+            task.item_id,
+            "failed",
+            stage,
+            str(exc),
+            time.perf_counter() - t0,
+            error=type(exc).__name__,
         )
-    return SceneOutcome(item.id, "written", "done", reason, time.perf_counter() - t0)
+    except Exception as exc:  # an unexpected bug must not lose the other scenes
+        log.exception("%s failed unexpectedly at %s", task.item_id, stage)
+        return SceneResult(
+            task.item_id,
+            "failed",
+            stage,
+            f"{type(exc).__name__}: {exc}",
+            time.perf_counter() - t0,
+            error=type(exc).__name__,
+        )
+    return SceneResult(item.id, "written", "done", task.reason, time.perf_counter() - t0, doc=doc)
+
+
+def _commit(
+    result: SceneResult,
+    task: SceneTask,
+    existing: Mapping[str, Any] | None,
+    items: Sequence[pystac.Item],
+    config: Config,
+    store: CatalogStore,
+    run_id: str,
+) -> SceneOutcome:
+    """Apply a scene's result to the catalog (client side: the only writer of catalog JSON)."""
+    outcome = SceneOutcome(
+        result.item_id, result.status, result.stage, result.message, result.seconds
+    )
+    if result.status == "failed":
+        store.record_failure(
+            result.item_id,
+            result.stage,
+            _ReportedError(result.error, result.message),
+            run_id=run_id,
+        )
+        shutil.rmtree(store.staging_dir(result.item_id), ignore_errors=True)
+    elif result.status == "filtered":
+        source = next(it for it in items if it.id == result.item_id)
+        store.record_filtered(source, config.config_hash, result.message, result.results or {})
+        store.remove_item(result.item_id)
+    else:
+        assert result.doc is not None
+        doc = result.doc
+        if existing is not None:
+            doc["properties"]["stac2cube:replaces"] = replaced_versions(existing, task.reason)
+        store.add_item(doc)
+    return outcome
+
+
+class _ReportedError(Exception):
+    """An error that happened on a worker, carried to the failure log under its own name."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.error_name = name
+
+
+def execute(config: Config, tasks: Sequence[SceneTask]) -> Iterator[SceneResult]:
+    """Run the tasks in this process (``run.executor: serial``) or on a Dask cluster, yielding
+    results as they complete. A worker that dies (e.g. out of memory) fails only its scene."""
+    if not tasks:
+        return
+    if config.run.executor == "serial":
+        for task in tasks:
+            yield process_scene(task)
+        return
+    from distributed import as_completed
+
+    with dask_client(config) as client:
+        futures = {
+            client.submit(process_scene, t, key=f"stac2cube-scene-{t.item_id}", pure=False): t
+            for t in tasks
+        }
+        for fut in as_completed(futures):
+            task = futures[fut]
+            try:
+                yield fut.result()
+            except Exception as exc:  # KilledWorker, lost connection: the scene fails, run goes on
+                yield SceneResult(
+                    task.item_id,
+                    "failed",
+                    "worker",
+                    f"{type(exc).__name__}: {exc}",
+                    0.0,
+                    error=type(exc).__name__,
+                )
+
+
+@contextlib.contextmanager
+def dask_client(config: Config) -> Iterator[Any]:
+    """A Dask client: a LocalCluster (``local``) or the scheduler at ``run.executor``."""
+    from distributed import Client, LocalCluster
+
+    rc = config.run
+    if rc.executor == "local":
+        with (
+            LocalCluster(
+                n_workers=rc.workers or os.cpu_count() or 1,
+                threads_per_worker=1,
+                processes=True,
+                memory_limit=rc.memory_limit,
+                dashboard_address=None,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+    else:
+        with Client(rc.executor) as client:
+            yield client
 
 
 def replaced_versions(existing: Mapping[str, Any], reason: str) -> list[dict[str, Any]]:

@@ -286,3 +286,39 @@ def test_demo_config_with_a_copy_of_the_sample_moved_elsewhere(sample: Sample, t
     assert all("No such file" in o.message for o in summary.outcomes)
     shutil.rmtree(tmp_path / "catalog")
     assert os.path.exists(sample.l2a_items_path)
+
+
+@pytest.mark.slow
+def test_a_local_dask_cluster_writes_the_same_catalog(sample: Sample, tmp_path: Path) -> None:
+    """Scenes run on a real LocalCluster (2 worker processes); the client alone commits."""
+    doc = json.loads(sample.l2a_items_path.read_text())
+    broken_id = doc["features"][1]["id"]
+    del doc["features"][1]["assets"]["red"]
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps(doc))
+    source = {"path": str(items), "l1c_path": str(sample.l1c_items_path)}
+    serial_dir, dask_dir = tmp_path / "serial", tmp_path / "dask"
+    serial_dir.mkdir()
+    dask_dir.mkdir()
+    serial = run(load_config(write_config(serial_dir, sample, source)))
+    cfg = load_config(
+        write_config(dask_dir, sample, source, run={"executor": "local", "workers": 2})
+    )
+    dask = run(cfg)
+    assert (dask.written, dask.failed) == (serial.written, serial.failed) == (3, 1)
+    assert check_catalog(cfg.catalog_dir).problems == ()
+    a = CatalogStore(serial_dir / "catalog", cfg.output.collection_id)
+    b = CatalogStore(cfg.catalog_dir, cfg.output.collection_id)
+    assert sorted(a.item_ids()) == sorted(b.item_ids())
+    for item_id in a.item_ids():
+        ia, ib = a.read_item(item_id), b.read_item(item_id)
+        assert ia is not None and ib is not None
+        checksums = {k: v["file:checksum"] for k, v in ia["assets"].items()}
+        assert checksums == {k: v["file:checksum"] for k, v in ib["assets"].items()}
+    (failure,) = b.failures()
+    assert (failure.item_id, failure.stage, failure.error) == (
+        broken_id,
+        "read",
+        "MissingAssetError",
+    )
+    assert not list((cfg.catalog_dir / cfg.output.collection_id).glob(".staging-*"))

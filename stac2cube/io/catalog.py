@@ -343,7 +343,7 @@ class CatalogStore:
         rec = FailureRecord(
             item_id=item_id,
             stage=stage,
-            error=type(exc).__name__,
+            error=getattr(exc, "error_name", type(exc).__name__),
             message=str(exc),
             time=dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
             run_id=run_id,
