@@ -8,6 +8,7 @@ from pathlib import Path
 from rio_cogeo.cogeo import cog_validate
 
 from .cube.odc import catalog_items
+from .io.catalog import CatalogStore
 from .io.cog import file_checksum
 from .validation import validate_catalog_tree
 
@@ -19,6 +20,8 @@ class CheckReport:
     n_items: int
     n_assets: int
     problems: tuple[str, ...] = field(default_factory=tuple)
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+    """Not errors: files no item references (the next run removes its own leftovers)."""
 
 
 def check_catalog(catalog: str | Path) -> CheckReport:
@@ -30,6 +33,10 @@ def check_catalog(catalog: str | Path) -> CheckReport:
         f"{p.path}: {p.pointer or '/'}: {p.message} ({p.schema})"
         for p in validate_catalog_tree(root)
     ]
+    warnings = tuple(
+        f"{p}: not referenced by any item (leftover of an interrupted run, or added by hand)"
+        for p in CatalogStore.open(root).orphans()
+    )
     items = catalog_items(root)
     n_assets = 0
     for item in items:
@@ -51,4 +58,4 @@ def check_catalog(catalog: str | Path) -> CheckReport:
             want_size = asset.extra_fields.get("file:size")
             if want_size is not None and want_size != size:
                 problems.append(f"{item.id}: asset {key}: size {size} != file:size {want_size}")
-    return CheckReport(len(items), n_assets, tuple(problems))
+    return CheckReport(len(items), n_assets, tuple(problems), warnings)

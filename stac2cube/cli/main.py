@@ -8,6 +8,7 @@ from .. import __version__
 from .cube import cube_cmd
 from .demo import demo_cmd
 from .run import run_cmd
+from .status import status_cmd
 from .validate import validate_cmd
 
 
@@ -21,3 +22,4 @@ cli.add_command(run_cmd)
 cli.add_command(cube_cmd)
 cli.add_command(demo_cmd)
 cli.add_command(validate_cmd)
+cli.add_command(status_cmd)

@@ -17,7 +17,8 @@ from .options import handle_errors, verbosity
 @handle_errors
 def validate_cmd(catalog: Path) -> None:
     """Validate every catalog, collection and item against the STAC and extension schemas
-    (offline), every COG with rio-cogeo, and every checksum. Exit 1 on any problem."""
+    (offline), every COG with rio-cogeo, and every checksum. Exit 1 on any problem; files no
+    item references are listed as warnings."""
     report = check_catalog(catalog)
     click.echo(
         f"{report.n_items} item(s), {report.n_assets} asset(s) checked: "
@@ -25,4 +26,6 @@ def validate_cmd(catalog: Path) -> None:
     )
     for p in report.problems:
         click.secho(f"  {p}", fg="red")
+    for w in report.warnings:
+        click.secho(f"  warning: {w}", fg="yellow")
     sys.exit(1 if report.problems else 0)

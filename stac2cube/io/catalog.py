@@ -118,6 +118,43 @@ class CatalogStore:
             "license": license,
         }
 
+    @classmethod
+    def open(cls, catalog: Path | str) -> CatalogStore:
+        """An existing stac2cube catalog (its directory or ``catalog.json``)."""
+        root = Path(catalog)
+        if root.name == "catalog.json":
+            root = root.parent
+        try:
+            cat = json.loads((root / "catalog.json").read_text())
+        except FileNotFoundError:
+            raise CatalogError(f"{root} has no catalog.json: is it a stac2cube catalog?") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CatalogError(f"cannot read {root / 'catalog.json'}: {exc}") from exc
+        children = [ln["href"] for ln in cat.get("links", []) if ln.get("rel") == "child"]
+        if not children:
+            raise CatalogError(f"{root / 'catalog.json'} links no collection")
+        return cls(root, Path(children[0]).parent.name)
+
+    def orphans(self) -> list[Path]:
+        """Files and directories in the collection that no item references (a crash's leftovers
+        or files put there by hand); the next run's :meth:`recover` removes the run's own."""
+        coll_dir = self.root / self.collection_id
+        if not coll_dir.exists():
+            return []
+        linked = set(self.item_ids())
+        out: list[Path] = []
+        for p in sorted(coll_dir.iterdir()):
+            if p.name == "collection.json":
+                continue
+            if not p.is_dir() or p.name not in linked:
+                out.append(p)
+                continue
+            doc = self.read_item(p.name) or {}
+            used = {Path(a["href"]).name for a in doc.get("assets", {}).values()}
+            used.add(f"{p.name}.json")
+            out.extend(f for f in sorted(p.iterdir()) if f.name not in used)
+        return out
+
     # ---------------------------------------------------------------- paths
     @property
     def catalog_path(self) -> Path:

@@ -21,7 +21,7 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 
 def test_help_lists_the_commands() -> None:
     out = cli("--help").stdout
-    for cmd in ("run", "cube", "demo", "validate"):
+    for cmd in ("run", "cube", "demo", "validate", "status"):
         assert cmd in out
 
 
@@ -37,6 +37,8 @@ def test_run_cube_validate(sample: Sample, tmp_path: Path) -> None:
     assert res.returncode == 0 and "B04" in res.stdout and "time: 4" in res.stdout
     res = cli("validate", str(tmp_path / "catalog"))
     assert res.returncode == 0 and "0 problem(s)" in res.stdout
+    res = cli("status", str(tmp_path / "catalog"))
+    assert res.returncode == 0 and "4 written, 0 filtered, 0 failed" in res.stdout
     # a corrupted COG is caught by validate (checksum)
     tif = next((tmp_path / "catalog").rglob("B04.tif"))
     tif.write_bytes(tif.read_bytes()[:-10] + b"0123456789")

@@ -1,0 +1,29 @@
+"""``stac2cube status CATALOG``: scenes per state and the open failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..status import catalog_status
+from .options import handle_errors, verbosity
+
+
+@click.command("status")
+@click.argument("catalog", type=click.Path(exists=True, path_type=Path))
+@verbosity
+@handle_errors
+def status_cmd(catalog: Path) -> None:
+    """Count written, filtered and failed scenes of CATALOG and list the failures."""
+    st = catalog_status(catalog)
+    click.echo(
+        f"{st.root} (collection {st.collection}): {st.written} written, {st.filtered} filtered, "
+        f"{len(st.failures)} failed"
+    )
+    if st.steps:
+        click.echo("steps: " + ", ".join(f"{k} ×{v}" for k, v in sorted(st.steps.items())))
+    for f in st.failures:
+        click.secho(f"  {f.item_id} [{f.stage}, {f.error}, {f.time}]: {f.message}", fg="yellow")
+    if st.orphans:
+        click.echo(f"{len(st.orphans)} file(s) not referenced by any item (see `validate`)")
