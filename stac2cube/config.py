@@ -218,6 +218,61 @@ class StepsConfig:
 
 
 @dataclass(frozen=True)
+class SlurmConfig:
+    """A SLURM cluster through dask-jobqueue (``run.executor: slurm``). The catalog directory must
+    be on a filesystem the compute nodes share (workers write each scene's files there)."""
+
+    queue: str | None = doc("SLURM partition (`#SBATCH -p`).", None)
+    account: str | None = doc("Account/project to charge (`#SBATCH -A`).", None)
+    cores: int = doc("Cores per job.", 8)
+    processes: int | None = doc(
+        "Dask worker processes per job (default: one single-threaded worker per core).", None
+    )
+    memory: str = doc("Memory per job, e.g. `32GiB` (split between its worker processes).", "32GiB")
+    walltime: str = doc("Wall time per job, `HH:MM:SS`.", "02:00:00")
+    jobs: int = doc("Jobs to start; the cluster has `jobs × processes` workers.", 4)
+    job_extra_directives: tuple[str, ...] = doc(
+        "Extra `#SBATCH` options, e.g. `--gres=gpu:1` or `--constraint=...`.", ()
+    )
+    job_script_prologue: tuple[str, ...] = doc(
+        "Shell lines run before each worker starts (`module load ...`, "
+        "`source venv/bin/activate`).",
+        (),
+    )
+    local_directory: str | None = doc("Node-local scratch directory of the workers.", None)
+    log_directory: str | None = doc("Directory for the SLURM output/error files.", None)
+    python: str | None = doc(
+        "Python on the compute nodes (default: the interpreter running stac2cube).", None
+    )
+    interface: str | None = doc("Network interface of the scheduler, e.g. `ib0`.", None)
+
+    def __post_init__(self) -> None:
+        if self.cores < 1 or self.jobs < 1:
+            raise ConfigError("run.slurm.cores and run.slurm.jobs must be at least 1")
+        if self.processes is not None and not 1 <= self.processes <= self.cores:
+            raise ConfigError("run.slurm.processes must be between 1 and run.slurm.cores")
+
+    def cluster_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``dask_jobqueue.SLURMCluster``."""
+        import sys
+
+        kw: dict[str, Any] = {
+            "cores": self.cores,
+            "processes": self.processes or self.cores,
+            "memory": self.memory,
+            "walltime": self.walltime,
+            "job_extra_directives": list(self.job_extra_directives),
+            "job_script_prologue": list(self.job_script_prologue),
+            "python": self.python or sys.executable,
+            "scheduler_options": {"dashboard_address": None},
+        }
+        for key in ("queue", "account", "local_directory", "log_directory", "interface"):
+            if getattr(self, key) is not None:
+                kw[key] = getattr(self, key)
+        return kw
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """How a run behaves."""
 
@@ -227,23 +282,25 @@ class RunConfig:
     reprocess_failed: bool = doc("Retry scenes recorded as failed in earlier runs.", True)
     executor: str = doc(
         "Where scenes run: `serial` (one after the other in this process), `local` (a Dask "
-        "LocalCluster on this machine, one single-threaded worker process per core) or the "
-        "address of a running Dask scheduler (`tcp://host:8786`). The catalog is always written "
-        "by the client alone.",
+        "LocalCluster on this machine, one single-threaded worker process per core), `slurm` "
+        "(a SLURM cluster through dask-jobqueue, see `run.slurm`) or the address of a running "
+        "Dask scheduler (`tcp://host:8786`). The catalog is always written by the client alone.",
         "serial",
     )
     workers: int | None = doc("Workers of the `local` cluster (default: the CPU count).", None)
     memory_limit: str = doc(
         "Memory limit per `local` worker, in Dask's syntax (`4GiB`) or `auto`.", "auto"
     )
+    slurm: SlurmConfig = doc("The SLURM cluster (`executor: slurm`).", default_factory=SlurmConfig)
 
     def __post_init__(self) -> None:
-        ok = self.executor in ("serial", "local") or self.executor.startswith(
+        ok = self.executor in ("serial", "local", "slurm") or self.executor.startswith(
             ("tcp://", "tls://", "inproc://", "ucx://")
         )
         if not ok:
             raise ConfigError(
-                f"run.executor {self.executor!r}: use serial, local or a Dask scheduler address "
+                f"run.executor {self.executor!r}: use serial, local, slurm or a Dask scheduler "
+                "address "
                 "such as tcp://host:8786"
             )
         if self.workers is not None and self.workers < 1:

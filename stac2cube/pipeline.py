@@ -35,7 +35,14 @@ from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, Raster
 from . import __version__
 from .bands import S2_BANDS
 from .config import Config, config_from_dict, to_dict
-from .errors import EmptySearchError, ItemError, NoOverlapError, SearchError, Stac2CubeError
+from .errors import (
+    ConfigError,
+    EmptySearchError,
+    ItemError,
+    NoOverlapError,
+    SearchError,
+    Stac2CubeError,
+)
 from .grid import footprint_lonlat, load_aoi, target_geobox
 from .io.catalog import CatalogStore, load_template
 from .io.cog import CogFile, write_cog
@@ -414,9 +421,31 @@ def dask_client(config: Config) -> Iterator[Any]:
             Client(cluster) as client,
         ):
             yield client
+    elif rc.executor == "slurm":
+        with slurm_cluster(config) as cluster, Client(cluster) as client:
+            cluster.scale(jobs=rc.slurm.jobs)
+            yield client
     else:
         with Client(rc.executor) as client:
             yield client
+
+
+def slurm_cluster(config: Config) -> Any:
+    """The ``dask_jobqueue.SLURMCluster`` of ``run.slurm`` (no job is submitted until scaled)."""
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:
+        raise ConfigError(
+            "run.executor slurm needs dask-jobqueue: `pip install 'stac2cube[hpc]'`"
+        ) from None
+    return SLURMCluster(**config.run.slurm.cluster_kwargs())
+
+
+def slurm_job_script(config: Config) -> str:
+    """The ``sbatch`` script each SLURM job of ``run.slurm`` runs (to check before a big run)."""
+    with slurm_cluster(config) as cluster:
+        script: str = cluster.job_script()
+    return script
 
 
 def replaced_versions(existing: Mapping[str, Any], reason: str) -> list[dict[str, Any]]:

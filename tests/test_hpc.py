@@ -1,0 +1,71 @@
+"""The SLURM path: the job script dask-jobqueue generates from the YAML config.
+
+No SLURM controller runs in the test environment (slurmctld/slurmd need root services and a
+munge key), so the jobs themselves are not submitted here; what is checked is the script every
+job would run and that the config reaches dask-jobqueue unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stac2cube.config import load_config
+from stac2cube.errors import ConfigError
+from stac2cube.pipeline import slurm_job_script
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "hpc-slurm.yaml"
+
+
+def test_example_slurm_job_script() -> None:
+    assert load_config(EXAMPLE).run.slurm.interface == "ib0"
+    # the scheduler binds to the interface where it starts: this machine has no InfiniBand
+    cfg = load_config(EXAMPLE, ["run.slurm.interface=null"])
+    assert cfg.run.executor == "slurm" and cfg.run.slurm.jobs == 8
+    script = slurm_job_script(cfg)
+    for line in (
+        "#SBATCH -p hpda2_compute",
+        "#SBATCH -A pn12ab",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=32G",
+        "#SBATCH -t 04:00:00",
+        "#SBATCH --clusters=hpda2",
+        "module load slurm_setup",
+        "source /dss/project/s2-ard/venv/bin/activate",
+    ):
+        assert line in script, line
+    # one single-threaded worker per core, memory split between them
+    assert "--nthreads 1" in script and "--nworkers 8" in script
+    assert "--memory-limit 4.00GiB" in script and "--local-directory /tmp" in script
+
+
+def test_gpu_directive_and_defaults(tmp_path: Path) -> None:
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(
+        "source: {path: items.json}\naoi: {bbox: [1, 2, 3, 4]}\n"
+        "time: {start: 2020-01-01, end: 2020-02-01}\n"
+        "run: {executor: slurm, slurm: {cores: 4, processes: 1, memory: 16GiB, "
+        "job_extra_directives: ['--gres=gpu:1']}}\n"
+    )
+    script = slurm_job_script(load_config(cfg_path))
+    assert "#SBATCH --gres=gpu:1" in script and "--nthreads 4" in script
+    assert "--nworkers" not in script or "--nworkers 1" in script
+
+
+@pytest.mark.parametrize(
+    ("run", "match"),
+    [
+        ("{executor: kubernetes}", "use serial, local, slurm"),
+        ("{executor: slurm, slurm: {cores: 4, processes: 8}}", "between 1 and run.slurm.cores"),
+        ("{executor: slurm, slurm: {queues: x}}", "did you mean 'queue'"),
+    ],
+)
+def test_bad_run_config(tmp_path: Path, run: str, match: str) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text(
+        "source: {path: items.json}\naoi: {bbox: [1, 2, 3, 4]}\n"
+        f"time: {{start: 2020-01-01, end: 2020-02-01}}\nrun: {run}\n"
+    )
+    with pytest.raises(ConfigError, match=match):
+        load_config(p)
