@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
-from ..pipeline import ProgressEvent
 from .options import handle_errors, verbosity
-from .run import exit_code, report
+from .run import ProgressBar, exit_code, report
 
 
 @click.command("demo")
@@ -23,21 +20,12 @@ def demo_cmd(directory: Path) -> None:
     from ..demo import run_demo  # imports the sample generator only when needed
 
     click.echo(f"generating the sample in {directory / 'sample'} ...")
-    bar: tqdm | None = None  # type: ignore[type-arg]
-
-    def progress(ev: ProgressEvent) -> None:
-        nonlocal bar
-        if bar is None:
-            quiet = logging.getLogger("stac2cube").level >= logging.ERROR
-            bar = tqdm(total=ev.total, unit="scene", file=sys.stderr, disable=quiet)
-        if ev.outcome is not None:
-            bar.update(1)
+    bar = ProgressBar()
 
     try:
-        res = run_demo(directory, progress=progress)
+        res = run_demo(directory, progress=bar)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     click.echo(f"served the sample at {res.api_url} (rustac serve) and ran {res.config_path}")
     report(res.summary)
     click.echo(

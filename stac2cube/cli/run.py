@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -14,25 +15,36 @@ from ..pipeline import ProgressEvent, RunSummary, run
 from .options import EXIT_FAILED_SCENES, handle_errors, overrides, verbosity
 
 
+class ProgressBar:
+    """A tqdm bar on stderr fed by the pipeline's progress events: scenes done, counts per
+    status, ETA. Hidden with -q."""
+
+    def __init__(self) -> None:
+        self.quiet = logging.getLogger("stac2cube").level >= logging.ERROR
+        self.bar: tqdm | None = None  # type: ignore[type-arg]
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, ev: ProgressEvent) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=ev.total, unit="scene", disable=self.quiet, file=sys.stderr)
+        if ev.outcome is not None:
+            self.counts[ev.outcome.status] += 1
+            self.bar.set_postfix(dict(sorted(self.counts.items())), refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def run_with_progress(config_path: Path, sets: tuple[str, ...]) -> RunSummary:
     """Run the pipeline with a progress bar on stderr (hidden with -q)."""
     cfg = load_config(config_path, sets)
-    quiet = logging.getLogger("stac2cube").level >= logging.ERROR
-    bar: tqdm | None = None  # type: ignore[type-arg]
-
-    def progress(ev: ProgressEvent) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=ev.total, unit="scene", disable=quiet, file=sys.stderr)
-        if ev.outcome is not None:
-            bar.set_postfix_str(f"{ev.outcome.item_id}: {ev.outcome.status}")
-            bar.update(1)
-
+    bar = ProgressBar()
     try:
-        return run(cfg, progress=progress)
+        return run(cfg, progress=bar)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
 
 def report(summary: RunSummary) -> None:
@@ -40,7 +52,8 @@ def report(summary: RunSummary) -> None:
     click.echo(
         f"catalog: {summary.catalog}\n"
         f"scenes: {summary.written} written, {summary.skipped} up to date, "
-        f"{summary.failed} failed  (search: {summary.search_method}, run {summary.run_id})"
+        f"{summary.filtered} filtered, {summary.failed} failed  "
+        f"(search: {summary.search_method}, run {summary.run_id})"
     )
     for o in summary.outcomes:
         if o.status in ("failed", "rejected"):

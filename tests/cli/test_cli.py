@@ -31,7 +31,7 @@ def test_run_cube_validate(sample: Sample, tmp_path: Path) -> None:
     )
     res = cli("run", str(cfg), "-q")
     assert res.returncode == 0, res.stderr
-    assert "4 written, 0 up to date, 0 failed" in res.stdout
+    assert "4 written, 0 up to date, 0 filtered, 0 failed" in res.stdout
     assert "scene/s" not in res.stderr  # -q hides the progress bar
     res = cli("cube", str(tmp_path / "catalog"), "-b", "red")
     assert res.returncode == 0 and "B04" in res.stdout and "time: 4" in res.stdout
@@ -94,3 +94,17 @@ def test_demo_runs_offline_and_a_rerun_is_a_no_op(tmp_path: Path) -> None:
     res = cli("run", str(tmp_path / "demo" / "demo-offline.yaml"))
     assert res.returncode == 0 and "0 written, 4 up to date" in res.stdout
     assert cli("validate", str(tmp_path / "demo" / "catalog")).returncode == 0
+
+
+def test_progress_bar_counts_statuses(sample: Sample, tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path,
+        sample,
+        {"path": str(sample.l2a_items_path)},
+        bands=["B04", "SCL"],
+        steps={"cloudmask": None},
+    )
+    res = cli("run", str(cfg))
+    assert res.returncode == 0
+    last = res.stderr.replace("\r", "\n").strip().splitlines()[-1]
+    assert "4/4" in last and "written=4" in last
