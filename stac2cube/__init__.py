@@ -5,7 +5,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .config import Config, load_config
-from .cube import open_cube, reflectance
+from .cube import open_cube, open_virtual_cube, reflectance
 from .errors import Stac2CubeError
 from .pipeline import RunSummary, run
 
@@ -16,6 +16,7 @@ __all__ = [
     "__version__",
     "load_config",
     "open_cube",
+    "open_virtual_cube",
     "reflectance",
     "run",
 ]

@@ -194,6 +194,11 @@ class OutputConfig:
     cog_profile: str = doc("rio-cogeo profile name (deflate, zstd, lzw, ...).", "deflate")
     blocksize: int = doc("COG internal tile size in pixels.", 512)
     overview_resampling: str = doc("Resampling for the reflectance overviews.", "average")
+    kerchunk: bool = doc(
+        "Write kerchunk references per item (`<catalog>/_kerchunk/<item>.json`) for the virtual "
+        "Zarr view `stac2cube.open_virtual_cube`.",
+        True,
+    )
 
     def __post_init__(self) -> None:
         from rio_cogeo.profiles import cog_profiles

@@ -355,12 +355,21 @@ def _commit(
         source = next(it for it in items if it.id == result.item_id)
         store.record_filtered(source, config.config_hash, result.message, result.results or {})
         store.remove_item(result.item_id)
+        (store.root / "_kerchunk" / f"{result.item_id}.json").unlink(missing_ok=True)
     else:
         assert result.doc is not None
         doc = result.doc
         if existing is not None:
             doc["properties"]["stac2cube:replaces"] = replaced_versions(existing, task.reason)
         store.add_item(doc)
+        if config.output.kerchunk:
+            from .cube.kerchunk import write_item_references
+
+            try:
+                write_item_references(store, doc)
+            except Exception as exc:  # the item is fine; only its virtual-view entry is missing
+                log.warning("kerchunk references of %s failed: %s", result.item_id, exc)
+                store.record_failure(result.item_id, "kerchunk", exc, run_id=run_id)
     return outcome
 
 

@@ -11,7 +11,7 @@ from ..demo import demo_config
 from .sample import Sample
 
 
-def write_config(directory: Path, sample: Sample, source: dict[str, str], **sections: Any) -> Path:
+def write_config(directory: Path, sample: Sample, source: dict[str, Any], **sections: Any) -> Path:
     """Write ``directory/config.yaml`` over ``sample`` (catalog in ``directory/catalog``).
 
     ``sections`` replace top-level values; mappings are merged into the section
