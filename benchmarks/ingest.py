@@ -52,6 +52,7 @@ def worker_stac2cube(config: str) -> dict[str, float]:
     dt = time.perf_counter() - t0
     assert summary.failed == 0 and summary.written > 0, summary
     assert cfg.steps.cloudmask is None, "the ingest benchmark runs no science step"
+    assert cfg.run.executor == "serial", "compared with rio-cogeo in one process"
     return {"seconds": dt, "peak_rss_mb": _peak_rss_mb(), "scenes": summary.written}
 
 
@@ -169,6 +170,7 @@ def main() -> None:
             cfg = demo_config(sample, {"path": str(sample.l2a_items_path)}, cat)
             cfg["bands"] = BANDS
             cfg["steps"] = {}  # ingest only: no science step
+            cfg["run"] = {"executor": "serial"}  # one process, like rio-cogeo
             w, s, e, n = sample.bbox  # the whole scene: a 10 km x 10 km window
             cfg["aoi"] = {"bbox": [w, s, e, n]}
             path = tmp / f"cfg{r}.yaml"

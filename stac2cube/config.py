@@ -286,11 +286,12 @@ class RunConfig:
     )
     reprocess_failed: bool = doc("Retry scenes recorded as failed in earlier runs.", True)
     executor: str = doc(
-        "Where scenes run: `serial` (one after the other in this process), `local` (a Dask "
-        "LocalCluster on this machine, one single-threaded worker process per core), `slurm` "
+        "Where scenes run: `local` (a Dask LocalCluster on this machine: one single-threaded "
+        "worker process per core, never more than there are scenes; a single scene runs in this "
+        "process), `serial` (one after the other in this process), `slurm` "
         "(a SLURM cluster through dask-jobqueue, see `run.slurm`) or the address of a running "
         "Dask scheduler (`tcp://host:8786`). The catalog is always written by the client alone.",
-        "serial",
+        "local",
     )
     workers: int | None = doc("Workers of the `local` cluster (default: the CPU count).", None)
     memory_limit: str = doc(

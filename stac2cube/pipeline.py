@@ -386,13 +386,13 @@ def execute(config: Config, tasks: Sequence[SceneTask]) -> Iterator[SceneResult]
     results as they complete. A worker that dies (e.g. out of memory) fails only its scene."""
     if not tasks:
         return
-    if config.run.executor == "serial":
+    if config.run.executor == "serial" or (config.run.executor == "local" and len(tasks) == 1):
         for task in tasks:
             yield process_scene(task)
         return
     from distributed import as_completed
 
-    with dask_client(config) as client:
+    with dask_client(config, n_tasks=len(tasks)) as client:
         futures = {
             client.submit(process_scene, t, key=f"stac2cube-scene-{t.item_id}", pure=False): t
             for t in tasks
@@ -413,7 +413,7 @@ def execute(config: Config, tasks: Sequence[SceneTask]) -> Iterator[SceneResult]
 
 
 @contextlib.contextmanager
-def dask_client(config: Config) -> Iterator[Any]:
+def dask_client(config: Config, n_tasks: int | None = None) -> Iterator[Any]:
     """A Dask client: a LocalCluster (``local``) or the scheduler at ``run.executor``."""
     from distributed import Client, LocalCluster
 
@@ -421,7 +421,7 @@ def dask_client(config: Config) -> Iterator[Any]:
     if rc.executor == "local":
         with (
             LocalCluster(
-                n_workers=rc.workers or os.cpu_count() or 1,
+                n_workers=min(rc.workers or os.cpu_count() or 1, n_tasks or 1 << 16),
                 threads_per_worker=1,
                 processes=True,
                 memory_limit=rc.memory_limit,

@@ -256,6 +256,7 @@ def test_a_killed_run_leaves_a_valid_catalog_and_a_rerun_completes_it(
         sample,
         {"path": str(sample.l2a_items_path)},
         bands=["B02", "B04", "B08", "B11", "SCL"],
+        run={"executor": "serial"},  # the fault is injected into this process
     )
     proc = subprocess.run(
         [sys.executable, "-c", KILLER, str(path), str(kill_at)], capture_output=True, text=True
@@ -301,7 +302,7 @@ def test_a_local_dask_cluster_writes_the_same_catalog(sample: Sample, tmp_path: 
     serial_dir, dask_dir = tmp_path / "serial", tmp_path / "dask"
     serial_dir.mkdir()
     dask_dir.mkdir()
-    serial = run(load_config(write_config(serial_dir, sample, source)))
+    serial = run(load_config(write_config(serial_dir, sample, source, run={"executor": "serial"})))
     cfg = load_config(
         write_config(dask_dir, sample, source, run={"executor": "local", "workers": 2})
     )
