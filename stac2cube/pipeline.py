@@ -392,7 +392,24 @@ def execute(config: Config, tasks: Sequence[SceneTask]) -> Iterator[SceneResult]
         return
     from distributed import as_completed
 
-    with dask_client(config, n_tasks=len(tasks)) as client:
+    stack = contextlib.ExitStack()
+    try:
+        client = stack.enter_context(dask_client(config, n_tasks=len(tasks)))
+    except (RuntimeError, OSError, TimeoutError) as exc:
+        if config.run.executor != "local":
+            raise ConfigError(
+                f"cannot reach the Dask cluster of run.executor {config.run.executor!r}: {exc}"
+            ) from exc
+        log.warning(
+            "could not start a local Dask cluster (%s); running the scenes in this process. "
+            "Scripts that call stac2cube.run() need an `if __name__ == '__main__':` guard for "
+            "the cluster's worker processes (or set run.executor: serial)",
+            exc,
+        )
+        for task in tasks:
+            yield process_scene(task)
+        return
+    with stack:
         futures = {
             client.submit(process_scene, t, key=f"stac2cube-scene-{t.item_id}", pure=False): t
             for t in tasks
@@ -418,6 +435,10 @@ def dask_client(config: Config, n_tasks: int | None = None) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     rc = config.run
+    # the in-process scheduler logs its start-up at INFO (dask's default): keep it quiet
+    dlog = logging.getLogger("distributed")
+    if dlog.level in (logging.NOTSET, logging.INFO):
+        dlog.setLevel(logging.WARNING)
     if rc.executor == "local":
         with (
             LocalCluster(
@@ -426,6 +447,8 @@ def dask_client(config: Config, n_tasks: int | None = None) -> Iterator[Any]:
                 processes=True,
                 memory_limit=rc.memory_limit,
                 dashboard_address=None,
+                scheduler_kwargs={"dashboard": False},
+                silence_logs=logging.WARNING,
             ) as cluster,
             Client(cluster) as client,
         ):
