@@ -1,8 +1,8 @@
 """The SLURM path: the job script dask-jobqueue generates from the YAML config.
 
-No SLURM controller runs in the test environment (slurmctld/slurmd need root services and a
-munge key), so the jobs themselves are not submitted here; what is checked is the script every
-job would run and that the config reaches dask-jobqueue unchanged.
+No SLURM controller is started by the tests yet (a single-node slurm-wlm with munge on localhost
+has not been tried), so jobs are not submitted here; what is checked is the script every job
+would run and that the config reaches dask-jobqueue unchanged.
 """
 
 from __future__ import annotations
