@@ -169,20 +169,23 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
             if progress:
                 progress(ProgressEvent(done, total, outcome))
 
-        tasks: list[tuple[SceneTask, Mapping[str, Any] | None]] = []
+        planned: dict[str, tuple[SceneTask, pystac.Item, Mapping[str, Any] | None]] = {}
         failed_before = {f.item_id for f in store.failures()}
+        filtered_before = store.filtered()  # read the logs once, not once per scene
         for item in found.items:
             twin = twins.get(item.id)
-            skip, reason, existing = _plan(item, twin, config, store, failed_before)
+            skip, reason, existing = _plan(
+                item, twin, config, store, failed_before, filtered_before.get(item.id)
+            )
             if skip is not None:
                 report(skip)
             else:
                 assert reason is not None
-                tasks.append((SceneTask.create(item, twin, config, reason), existing))
-        by_id = {t.item_id: (t, existing) for t, existing in tasks}
-        for result in execute(config, [t for t, _ in tasks]):
-            task, existing = by_id[result.item_id]
-            report(_commit(result, task, existing, found.items, config, store, run_id))
+                task = SceneTask.create(item, twin, config, reason)
+                planned[item.id] = (task, item, existing)
+        for result in execute(config, [t for t, _, _ in planned.values()]):
+            task, item, existing = planned[result.item_id]
+            report(_commit(result, task, item, existing, config, store, run_id))
         return RunSummary(run_id, str(store.root), found.method, tuple(outcomes))
     finally:
         lock.release()
@@ -194,9 +197,9 @@ def _plan(
     config: Config,
     store: CatalogStore,
     failed_before: set[str],
+    filtered: Mapping[str, Any] | None,
 ) -> tuple[SceneOutcome | None, str | None, Mapping[str, Any] | None]:
     """Decide on the client whether a scene needs work: (skip outcome | None, reason, existing)."""
-    filtered = store.filtered().get(item.id)
     if filtered is not None and _same_source_and_config(item, filtered, config):
         return (
             SceneOutcome(item.id, "skipped", "plan", f"filtered: {filtered['reason']}"),
@@ -333,8 +336,8 @@ def process_scene(task: SceneTask) -> SceneResult:
 def _commit(
     result: SceneResult,
     task: SceneTask,
+    source: pystac.Item,
     existing: Mapping[str, Any] | None,
-    items: Sequence[pystac.Item],
     config: Config,
     store: CatalogStore,
     run_id: str,
@@ -352,10 +355,11 @@ def _commit(
         )
         shutil.rmtree(store.staging_dir(result.item_id), ignore_errors=True)
     elif result.status == "filtered":
-        source = next(it for it in items if it.id == result.item_id)
+        from .cube.kerchunk import remove_item_references
+
         store.record_filtered(source, config.config_hash, result.message, result.results or {})
         store.remove_item(result.item_id)
-        (store.root / "_kerchunk" / f"{result.item_id}.json").unlink(missing_ok=True)
+        remove_item_references(store, result.item_id)
     else:
         assert result.doc is not None
         doc = result.doc

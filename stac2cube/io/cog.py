@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from odc.geo.geobox import GeoBox
 from rasterio.io import MemoryFile
 from rio_cogeo.cogeo import cog_translate
@@ -107,9 +106,3 @@ def file_checksum(path: Path) -> tuple[int, str]:
             h.update(chunk)
             size += len(chunk)
     return size, "1220" + h.hexdigest()
-
-
-def read_cog(path: Path) -> np.ndarray:
-    """The first band of a raster (helper for tests and tools)."""
-    with rasterio.open(path) as src:
-        return np.asarray(src.read(1))
