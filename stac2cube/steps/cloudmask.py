@@ -16,6 +16,8 @@ What the step does, per scene
    every probability resolution: mean over a disk of radius ``average_over``, ``> threshold``,
    dilation by a disk of radius ``dilation_size`` (radii in pixels of the output grid are
    ``round(metres / pixel size)``).
+   With an L1C twin, pixels whose B10 TOA reflectance exceeds ``cirrus_threshold`` (Sen2Cor's
+   thin-cirrus threshold 0.012) join the s2cloudless mask, dilated the same way.
 3. **SCL clouds**: the SCL classes listed in ``scl_classes`` other than 3 count as cloud.
 4. **Combination** (``method``): ``s2cloudless``, ``scl``, ``union`` or ``intersection`` of the two.
 5. **Shadows** (``shadows``): SCL class 3 (when listed in ``scl_classes``) and/or a geometric
@@ -145,6 +147,14 @@ class CloudMaskConfig:
         "(8 cloud medium probability, 9 cloud high probability, 10 thin cirrus).",
         (3, 8, 9, 10),
     )
+    cirrus_threshold: float | None = doc(
+        "TOA reflectance of the L1C cirrus band B10 (1375 nm) above which a pixel is cirrus "
+        "cloud, added to the s2cloudless mask (after the same dilation). 0.012 is Sen2Cor's "
+        "lower thin-cirrus threshold: water vapour absorbs the surface signal at 1375 nm, so "
+        "clear skies stay below it except over high, dry terrain. Used only with an L1C twin "
+        "(L2A products carry no B10); None turns the test off.",
+        0.012,
+    )
     shadows: Shadows = doc(
         "Cloud shadows: `none`, `scl` (SCL class 3), `geometric` (the cloud mask projected "
         "away from the sun over `shadow_heights`, on dark-NIR pixels) or `both`.",
@@ -184,6 +194,11 @@ class CloudMaskConfig:
             )
         if self.l1c not in ("auto", "require", "never"):
             raise ConfigError(f"{k}.l1c {self.l1c!r} is not one of auto, require, never")
+        if self.cirrus_threshold is not None and not 0.0 < self.cirrus_threshold < 1.0:
+            raise ConfigError(
+                f"{k}.cirrus_threshold must be a TOA reflectance between 0 and 1 (or null), "
+                f"got {self.cirrus_threshold}"
+            )
         if not 0.0 < self.threshold < 1.0:
             raise ConfigError(
                 f"{k}.threshold must be between 0 and 1 (exclusive), got {self.threshold}"
@@ -638,6 +653,20 @@ class CloudMaskStep:
                 return out
 
             s2c_cloud = s2c_mask(cfg.threshold)
+            b10_toa = np.asarray(toa.data[_B10], np.float32)
+            if cfg.cirrus_threshold is not None and np.isfinite(b10_toa).any():
+                b10_up = upsample_bilinear(b10_toa, toa.geobox, gbox)
+                thin = np.greater(
+                    b10_up,
+                    cfg.cirrus_threshold,
+                    where=np.isfinite(b10_up) & prob_ok,
+                    out=np.zeros(shape, dtype=bool),
+                )
+                cirrus = _dilate(thin, r_dil) & prob_ok
+                results["cirrus_fraction"] = round(
+                    float(cirrus.sum()) / max(int(prob_ok.sum()), 1), 6
+                )
+                s2c_cloud = s2c_cloud | cirrus
             for t in cfg.thresholds:
                 name = threshold_layer_name(t)
                 layer = np.full(shape, THRESHOLD_LAYER_NODATA, dtype=np.uint8)

@@ -3,6 +3,7 @@ constructed scenes with a known answer."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -305,3 +306,27 @@ def test_config_from_yaml_mapping() -> None:
     assert cfg.threshold == 0.5 and cfg.thresholds == (0.3,)
     with pytest.raises(ConfigError, match=r"steps\.cloudmask\.treshold; did you mean 'threshold'"):
         _build(CloudMaskConfig, {"treshold": 0.5}, "steps.cloudmask")
+
+
+def test_b10_cirrus_test_adds_thin_cirrus(scenes: list[SampleScenePixels]) -> None:
+    """A patch of B10 TOA reflectance above ``cirrus_threshold`` becomes cloud (with an L1C twin),
+    and only with the test on."""
+    base = scenes[3].scene  # the clear date
+    toa = base.aux["toa"]
+    assert toa.source.startswith("l1c:")
+    data = np.array(toa.data, copy=True)
+    b10 = S2CLOUDLESS_BANDS.index("B10")
+    h, w = data.shape[1:]
+    data[b10, h // 3 : h // 2, w // 3 : w // 2] = 0.03  # thin cirrus: 3 % TOA at 1375 nm
+    scene = base.replace(aux={"toa": dataclasses.replace(toa, data=data)})
+    cfg = CloudMaskConfig(method="s2cloudless", shadows="none")
+    with_test = STEP.run(scene, cfg)
+    without = STEP.run(scene, dataclasses.replace(cfg, cirrus_threshold=None))
+    on = with_test.scene.classes["CLOUD_MASK"] == MASK_CLOUD
+    off = without.scene.classes["CLOUD_MASK"] == MASK_CLOUD
+    gy, gx = base.geobox.shape.yx
+    centre = (slice(gy * 2 // 5, gy * 9 // 20), slice(gx * 2 // 5, gx * 9 // 20))
+    assert on[centre].all() and off[centre].mean() < 0.5
+    assert (on & ~off).sum() > 0.8 * on[centre].size
+    assert with_test.record.results["cirrus_fraction"] > 0.01
+    assert "cirrus_fraction" not in without.record.results
