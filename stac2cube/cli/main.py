@@ -8,6 +8,7 @@ from .. import __version__
 from .cube import cube_cmd
 from .demo import demo_cmd
 from .run import run_cmd
+from .serve import serve_cmd
 from .status import status_cmd
 from .validate import validate_cmd
 
@@ -23,3 +24,4 @@ cli.add_command(cube_cmd)
 cli.add_command(demo_cmd)
 cli.add_command(validate_cmd)
 cli.add_command(status_cmd)
+cli.add_command(serve_cmd)
