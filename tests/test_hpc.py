@@ -1,9 +1,6 @@
-"""The SLURM path: the job script dask-jobqueue generates from the YAML config.
-
-No SLURM controller is started by the tests yet (a single-node slurm-wlm with munge on localhost
-has not been tried), so jobs are not submitted here; what is checked is the script every job
-would run and that the config reaches dask-jobqueue unchanged.
-"""
+"""The SLURM path: the job script dask-jobqueue generates from the YAML config, and a real run
+on a single-node SLURM (munged + slurmctld + slurmd on 127.0.0.1, started by the test from
+Debian's slurm-wlm and munge, which `make setup` installs)."""
 
 from __future__ import annotations
 
@@ -69,3 +66,53 @@ def test_bad_run_config(tmp_path: Path, run: str, match: str) -> None:
     )
     with pytest.raises(ConfigError, match=match):
         load_config(p)
+
+
+def test_live_single_node_slurm(sample, sample_api, tmp_path: Path) -> None:
+    """The dask-jobqueue path against a real SLURM: munged + slurmctld + slurmd on 127.0.0.1,
+    two jobs of one worker each; the catalog equals a serial run's, byte for byte."""
+    from stac2cube import run
+    from stac2cube.io.catalog import CatalogStore
+    from stac2cube.testing.configs import write_config
+    from stac2cube.testing.slurm import LocalSlurm, slurm_available
+
+    why = slurm_available()
+    if why is not None:
+        pytest.skip(why)
+    bands = ["B04", "B08", "SCL"]
+    for d in ("serial", "slurm", "scratch", "slurm-logs"):
+        (tmp_path / d).mkdir()
+    slurm = {
+        "queue": "debug",
+        "cores": 1,
+        "processes": 1,
+        "memory": "1GiB",
+        "walltime": "00:10:00",
+        "jobs": 2,
+        "local_directory": str(tmp_path / "scratch"),
+        "log_directory": str(tmp_path / "slurm-logs"),
+    }
+    serial = load_config(
+        write_config(
+            tmp_path / "serial", sample, {"api": sample_api.url}, bands=bands, steps={},
+            run={"executor": "serial"},
+        )
+    )  # fmt: skip
+    on_slurm = load_config(
+        write_config(
+            tmp_path / "slurm", sample, {"api": sample_api.url}, bands=bands, steps={},
+            run={"executor": "slurm", "slurm": slurm},
+        )
+    )  # fmt: skip
+    assert run(serial).written == 4
+    with LocalSlurm(cpus=2, memory_mb=4096):
+        summary = run(on_slurm)
+    assert summary.written == 4, summary
+    logs = list((tmp_path / "slurm-logs").glob("*"))
+    assert logs, "no SLURM job ran (no job output files)"
+    a = CatalogStore(serial.catalog_dir, serial.output.collection_id)
+    b = CatalogStore(on_slurm.catalog_dir, on_slurm.output.collection_id)
+    assert sorted(a.item_ids()) == sorted(b.item_ids())
+    for item_id in a.item_ids():
+        for tif in sorted(a.item_dir(item_id).glob("*.tif")):
+            assert tif.read_bytes() == (b.item_dir(item_id) / tif.name).read_bytes(), tif
