@@ -37,7 +37,7 @@ def check_catalog(catalog: str | Path) -> CheckReport:
         f"{p}: not referenced by any item (leftover of an interrupted run, or added by hand)"
         for p in CatalogStore.open(root).orphans()
     )
-    items = catalog_items(root)
+    items = catalog_items(root, use_index=False)  # check the JSON on disk, not the index
     n_assets = 0
     for item in items:
         for key, asset in item.assets.items():

@@ -28,6 +28,8 @@ import yaml
 from .errors import ConfigError
 from .fields import doc
 from .steps.cloudmask import CloudMaskConfig
+from .steps.coreg import CoregConfig
+from .steps.superres import SuperResConfig
 
 T = TypeVar("T")
 
@@ -220,6 +222,18 @@ class StepsConfig:
     cloudmask: CloudMaskConfig | None = doc(
         "Cloud and shadow masking with s2cloudless and/or SCL (see docs/cloudmask.md).", None
     )
+    coreg: CoregConfig | None = doc(
+        "Co-registration of every band and mask to the catalog's reference image with AROSICS "
+        "(see docs/coreg.md). Runs after cloud masking, whose mask keeps matching windows off "
+        "clouds.",
+        None,
+    )
+    superres: SuperResConfig | None = doc(
+        "Super-resolution with SEN2SR to 2.5 m (see docs/superres.md): adds `<band>_sr` assets "
+        "on a 4x finer grid beside the 10 m bands (`swir_x2`: its 20 m bands sharpened on the "
+        "10 m grid).",
+        None,
+    )
 
 
 @dataclass(frozen=True)
@@ -269,7 +283,7 @@ class SlurmConfig:
             "job_extra_directives": list(self.job_extra_directives),
             "job_script_prologue": list(self.job_script_prologue),
             "python": self.python or sys.executable,
-            "scheduler_options": {"dashboard_address": None},
+            "scheduler_options": {"dashboard": False, "dashboard_address": ":0"},
         }
         for key in ("queue", "account", "local_directory", "log_directory", "interface"):
             if getattr(self, key) is not None:
@@ -359,6 +373,13 @@ class Config:
             raise ConfigError(
                 f"steps.cloudmask: method {cm.method!r} with shadows {cm.shadows!r} needs SCL: "
                 "add SCL to `bands`, or use method: s2cloudless with shadows: geometric or none"
+            )
+
+        cr = self.steps.coreg
+        if cr is not None and cr.match_band not in self.bands:
+            raise ConfigError(
+                f"steps.coreg.match_band {cr.match_band} is not in `bands` {list(self.bands)}; "
+                "add it there or choose another matching band"
             )
 
     def resolve_path(self, p: str) -> Path:
@@ -598,4 +619,6 @@ def config_reference() -> str:
     section(Config, "", 2)
     section(RadiometryOverrideConfig, "radiometry.overrides.<collection>", 2)
     section(CloudMaskConfig, "steps.cloudmask", 2)
+    section(CoregConfig, "steps.coreg", 2)
+    section(SuperResConfig, "steps.superres", 2)
     return "\n".join(lines).rstrip() + "\n"

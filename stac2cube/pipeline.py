@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 import logging
 import os
 import re
@@ -19,7 +21,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pystac
@@ -35,6 +38,7 @@ from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, Raster
 from . import __version__
 from .bands import S2_BANDS
 from .config import Config, config_from_dict, to_dict
+from .cube.index import index_path, invalidate_index, write_index
 from .errors import (
     ConfigError,
     EmptySearchError,
@@ -44,13 +48,17 @@ from .errors import (
     Stac2CubeError,
 )
 from .grid import footprint_lonlat, load_aoi, target_geobox
-from .io.catalog import CatalogStore, load_template
-from .io.cog import CogFile, write_cog
+from .io.atomic import write_bytes_atomic
+from .io.catalog import REFERENCE_ASSET, REFERENCE_DIR, CatalogStore, load_template
+from .io.cog import CogFile, file_checksum, write_cog
 from .io.read import BandRead, read_band
 from .provenance import InputRecord, Provenance, SourceRecord, StepRecord, software_versions
 from .radiometry import RadiometryOverride, from_reflectance, processing_baseline, storage_encoding
 from .search import search
-from .steps.base import AuxLayer, LayerInfo, Scene, Step
+from .steps.base import AuxLayer, LayerInfo, Scene, Sidecar, Step
+
+if TYPE_CHECKING:
+    from .steps.coreg import CoregConfig
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +152,13 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
         recovered = store.recover()
         if recovered:
             log.info("cleaned up %d leftover(s) of an interrupted run", len(recovered))
+        if config.output.kerchunk:
+            from .cube.kerchunk import build_references
+
+            # a run killed between committing an item and writing its references
+            rebuilt = build_references(store.root)
+            if rebuilt:
+                log.info("wrote %d missing kerchunk reference file(s)", len(rebuilt))
         try:
             found = search(config.source, aoi, config.time, base_dir=config.base_dir)
         except SearchError as exc:
@@ -183,9 +198,20 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
                 assert reason is not None
                 task = SceneTask.create(item, twin, config, reason)
                 planned[item.id] = (task, item, existing)
+        if planned and config.steps.coreg is not None:
+            ensure_reference(config, [it for _, it, _ in planned.values()], twins, store, run_id)
+        if planned:
+            # the stac-geoparquet index is rewritten after the commits; until then (or after a
+            # crash) readers fall back to the item JSON files
+            invalidate_index(store)
         for result in execute(config, [t for t, _, _ in planned.values()]):
             task, item, existing = planned[result.item_id]
             report(_commit(result, task, item, existing, config, store, run_id))
+        if planned or not index_path(store).exists():
+            try:
+                write_index(store)
+            except Stac2CubeError as exc:  # a missing index only slows reading
+                log.warning("catalog index not written: %s", exc)
         return RunSummary(run_id, str(store.root), found.method, tuple(outcomes))
     finally:
         lock.release()
@@ -513,6 +539,22 @@ def active_steps(config: Config) -> list[tuple[Step[Any], Any]]:
         from .steps.cloudmask import CloudMaskStep
 
         steps.append((CloudMaskStep(), config.steps.cloudmask))
+    if config.steps.coreg is not None:
+        from .steps.coreg import CoregStep
+
+        steps.append((CoregStep(), config.steps.coreg))
+    if config.steps.superres is not None:
+        from .steps.superres import SuperResStep
+
+        sr = config.steps.superres
+
+        def local(p: str | None) -> str | None:
+            return p if p is None or "://" in p else str(config.resolve_path(p))
+
+        sr = dataclasses.replace(
+            sr, bundle=local(sr.bundle), weights=local(sr.weights), cache_dir=local(sr.cache_dir)
+        )
+        steps.append((SuperResStep(), sr))
     return steps
 
 
@@ -539,7 +581,9 @@ def needs_processing(
     if src.get("processing_baseline") != processing_baseline(source):
         return "stale: new processing baseline"
     if twin is not None:
-        used = {i["item"] for i in props.get("stac2cube:inputs", []) if ":" in i["band"]}
+        used = {
+            i["item"] for i in props.get("stac2cube:inputs", []) if i["band"].startswith("toa:")
+        }
         if used != {twin.id}:
             return "stale: L1C twin now available"
     return None
@@ -683,9 +727,20 @@ def read_aux(
     crs = scene.geobox.crs
     for step, cfg in steps:
         for name, req in step.required_aux(cfg).items():
-            gbox = GeoBox.from_bbox(
-                scene.geobox.extent.boundingbox, crs, resolution=req.resolution, tight=False
-            )
+            if req.resolution <= 0 or req.resolution == scene.geobox.resolution.x:
+                gbox = scene.geobox
+            else:
+                gbox = GeoBox.from_bbox(
+                    scene.geobox.extent.boundingbox, crs, resolution=req.resolution, tight=False
+                )
+            if req.level == "reference":
+                ref = read_reference(config, gbox, req.bands)
+                if ref is not None:
+                    aux[name] = ref
+                    inputs.append(
+                        InputRecord(f"{name}:{req.bands[0]}", REFERENCE_ASSET, *_ref_src(ref))
+                    )
+                continue
             if req.level == "l1c" and twin is not None:
                 src_item, source = twin, f"l1c:{twin.id}"
             else:
@@ -704,7 +759,208 @@ def read_aux(
     return scene.replace(aux=aux), tuple(inputs)
 
 
+# ---------------------------------------------------------------------- coreg reference
+
+
+def _ref_src(ref: AuxLayer) -> tuple[str, str]:
+    href, _, ident = ref.source.partition("#")
+    return href, ident or "coreg-reference"
+
+
+def read_reference(config: Config, geobox: GeoBox, bands: Sequence[str]) -> AuxLayer | None:
+    """The catalog's co-registration reference on ``geobox`` (None if it has none yet).
+
+    ``AuxLayer.source`` is ``<href>#<sources>``: the reference file and the scenes (or user file)
+    it was built from, for the scene's provenance."""
+    from .reference import reproject_reference
+
+    store = CatalogStore(config.catalog_dir, config.output.collection_id)
+    asset = store.reference_asset()
+    path = store.reference_path()
+    if asset is None or path is None:
+        return None
+    data = reproject_reference(str(path), geobox, resampling="nearest")
+    meta = asset.get("stac2cube:reference", {})
+    sources = ",".join(meta.get("sources", [])) or "coreg-reference"
+    return AuxLayer(data[None], geobox, tuple(bands), f"{path}#{sources}")
+
+
+def _bad_pixels(scene: Scene) -> np.ndarray | None:
+    """Pixels a reference must not use: not clear in ``CLOUD_MASK`` or cloud/shadow/snow in SCL."""
+    if "CLOUD_MASK" in scene.classes:
+        bad: np.ndarray = scene.classes["CLOUD_MASK"] != 1
+        return bad
+    if "SCL" in scene.classes:
+        bad = np.isin(scene.classes["SCL"], (0, 1, 3, 8, 9, 10, 11))
+        return bad
+    return None
+
+
+def reference_parameters(cfg: CoregConfig, geobox: GeoBox) -> dict[str, Any]:
+    """What determines the reference image; a catalog reference with other parameters is
+    rebuilt (and the items are then stale anyway, through the configuration hash)."""
+    return {
+        "mode": cfg.reference,
+        "band": cfg.match_band,
+        "path": cfg.reference_path,
+        "band_index": cfg.reference_band_index,
+        "scenes": cfg.reference_scenes,
+        "grid": {
+            "crs": str(geobox.crs),
+            "transform": list(geobox.transform)[:6],
+            "shape": list(geobox.shape.yx),
+        },
+    }
+
+
+def ensure_reference(
+    config: Config,
+    items: Sequence[pystac.Item],
+    twins: Mapping[str, pystac.Item],
+    store: CatalogStore,
+    run_id: str,
+) -> None:
+    """Make sure the catalog holds the co-registration reference of ``steps.coreg``.
+
+    A reference already stored with the same parameters is kept, so every later update
+    co-registers to the same image and history never needs reprocessing. Otherwise it is built
+    on the client, before the scenes are dispatched: ``file`` reprojects the user's raster onto
+    the target grid; ``clearest`` and ``median`` read the match band of the candidates with the
+    lowest provider cloud cover (twice ``reference_scenes`` of them), mask clouds with the cloud
+    step (or SCL), and keep the clearest textured scene or the median of the clearest. A failure
+    is logged (stage ``coreg-reference``); the co-registration step then applies its
+    ``on_failure`` policy to every scene.
+    """
+    from .reference import choose_reference, clear_fraction, reproject_reference, texture_score
+
+    cfg = config.steps.coreg
+    if cfg is None:
+        return
+    geobox = target_geobox(load_aoi(config.aoi, config.base_dir), config.grid)
+    params = reference_parameters(cfg, geobox)
+    asset = store.reference_asset()
+    if asset is not None and asset.get("stac2cube:reference", {}).get("parameters") == params:
+        return
+    try:
+        if cfg.reference == "file":
+            assert cfg.reference_path is not None
+            path = cfg.reference_path
+            if "://" not in path and not Path(path).is_absolute():
+                path = str(config.base_dir / path)
+            data = reproject_reference(path, geobox, cfg.reference_band_index)
+            sources: tuple[str, ...] = (cfg.reference_path,)
+        else:
+            data, sources = choose_reference(
+                _reference_candidates(config, cfg, items, twins, geobox),
+                cfg.reference,
+                cfg.reference_scenes,
+            )
+    except Stac2CubeError as exc:
+        log.warning("cannot build the co-registration reference: %s", exc)
+        store.record_failure("<coreg-reference>", "coreg-reference", exc, run_id=run_id)
+        return
+    store.reference_dir().mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    name = f"reference-{cfg.match_band}-{digest}.tif"
+    out = config.output
+    cog = write_cog(
+        data,
+        geobox,
+        store.reference_dir() / name,
+        nodata=float("nan"),
+        profile=out.cog_profile,
+        blocksize=out.blocksize,
+        overview_resampling="average",
+        description=f"co-registration reference ({cfg.match_band})",
+    )
+    crs = geobox.crs
+    assert crs is not None
+    asset_doc = {
+        "href": f"./{REFERENCE_DIR}/{name}",
+        "type": pystac.MediaType.COG,
+        "title": f"Co-registration reference ({cfg.match_band}, {cfg.reference})",
+        "roles": ["data", "reference"],
+        "proj:code": f"EPSG:{crs.epsg}" if crs.epsg else None,
+        "proj:shape": list(geobox.shape.yx),
+        "proj:transform": list(geobox.transform)[:6],
+        "raster:bands": [
+            {
+                "data_type": "float32",
+                "nodata": "nan",
+                "spatial_resolution": float(geobox.resolution.x),
+            }
+        ],
+        "file:size": cog.size,
+        "file:checksum": cog.checksum,
+        "stac2cube:reference": {
+            "mode": cfg.reference,
+            "band": cfg.match_band,
+            "sources": list(sources),
+            "parameters": params,
+            "clear_fraction": round(clear_fraction(data), 6),
+            "texture": round(texture_score(data), 6),
+            "created": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+            "software": software_versions(),
+            "run_id": run_id,
+        },
+    }
+    store.set_reference(
+        asset_doc,
+        extensions=(
+            ProjectionExtension.get_schema_uri(),
+            RasterExtension.get_schema_uri(),
+            FileExtension.get_schema_uri(),
+        ),
+    )
+    log.info("co-registration reference (%s) built from %s", cfg.reference, ", ".join(sources))
+
+
+def _reference_candidates(
+    config: Config,
+    cfg: CoregConfig,
+    items: Sequence[pystac.Item],
+    twins: Mapping[str, pystac.Item],
+    geobox: GeoBox,
+) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """``(id, match band, bad pixels)`` of the least cloudy items (by the provider's number)."""
+    cloud_steps = [(s, c) for s, c in active_steps(config) if s.name == "cloudmask"]
+    ranked = sorted(items, key=lambda it: float(it.properties.get("eo:cloud_cover", 100.0)))
+    out: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+    for item in ranked[: max(2 * cfg.reference_scenes, 3)]:
+        try:
+            scene, _, _ = read_scene(item, config, geobox)
+            if cloud_steps:
+                scene, _ = read_aux(item, twins.get(item.id), scene, cloud_steps, config)
+                for step, step_cfg in cloud_steps:
+                    scene = step.run(scene, step_cfg).scene
+        except Stac2CubeError as exc:
+            log.info("reference candidate %s skipped: %s", item.id, exc)
+            continue
+        if cfg.match_band not in scene.bands:
+            raise ConfigError(
+                f"steps.coreg.match_band {cfg.match_band} is not in `bands`; add it there"
+            )
+        out.append((item.id, scene.bands[cfg.match_band], _bad_pixels(scene)))
+    return out
+
+
 # -------------------------------------------------------------------------------- write
+
+
+@dataclass(frozen=True)
+class WrittenAsset:
+    """One COG written for a scene, as :func:`build_item` describes it."""
+
+    cog: CogFile
+    dtype: str
+    scale: float
+    offset: float
+    nodata: float | None
+    geobox: GeoBox
+    band: str | None
+    """The Sentinel-2 band of a reflectance asset (``eo:bands``); None for class layers."""
+    info: LayerInfo | None = None
+    """How a class layer is described (classification extension); None for reflectance."""
 
 
 def write_scene(
@@ -717,45 +973,59 @@ def write_scene(
     *,
     started: float,
 ) -> dict[str, Any]:
-    """Write the scene's COGs into its item directory and return the output item's JSON."""
+    """Write the scene's COGs (and step sidecars) into its staging directory and return the
+    output item's JSON."""
     t_start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=time.perf_counter() - started)
     out = config.output
     item_dir = store.new_staging_dir(scene.item_id)  # swapped into place by store.add_item
     scale, offset, nodata = storage_encoding(out.dtype)
-    cogs: dict[str, tuple[CogFile, str, float, float, float | None]] = {}
-    for band, refl in scene.bands.items():
-        dn = from_reflectance(refl, dtype=out.dtype)
-        cogs[band] = (
-            write_cog(
-                dn,
-                scene.geobox,
-                item_dir / f"{band}.tif",
-                nodata=nodata,
-                scale=scale,
-                offset=offset,
-                profile=out.cog_profile,
-                blocksize=out.blocksize,
-                overview_resampling=out.overview_resampling,
-                description=band,
-            ),
-            out.dtype,
-            scale,
-            offset,
-            nodata,
+    written: dict[str, WrittenAsset] = {}
+
+    def reflectance(key: str, refl: np.ndarray, gbox: GeoBox, band: str, desc: str) -> None:
+        cog = write_cog(
+            from_reflectance(refl, dtype=out.dtype),
+            gbox,
+            item_dir / f"{key}.tif",
+            nodata=nodata,
+            scale=scale,
+            offset=offset,
+            profile=out.cog_profile,
+            blocksize=out.blocksize,
+            overview_resampling=out.overview_resampling,
+            description=desc,
         )
-    for name, layer in scene.classes.items():
-        info = layer_info(scene, name)
+        written[key] = WrittenAsset(cog, out.dtype, scale, offset, nodata, gbox, band)
+
+    def classes(key: str, layer: np.ndarray, gbox: GeoBox, info: LayerInfo) -> None:
         cog = write_cog(
             layer,
-            scene.geobox,
-            item_dir / f"{name}.tif",
+            gbox,
+            item_dir / f"{key}.tif",
             nodata=info.nodata,
             profile=out.cog_profile,
             blocksize=out.blocksize,
             overview_resampling=info.overview_resampling,
-            description=info.description or name,
+            description=info.description or key,
         )
-        cogs[name] = (cog, str(layer.dtype), 1.0, 0.0, info.nodata)
+        written[key] = WrittenAsset(cog, str(layer.dtype), 1.0, 0.0, info.nodata, gbox, None, info)
+
+    for band, refl in scene.bands.items():
+        reflectance(band, refl, scene.geobox, band, band)
+    for name, layer in scene.classes.items():
+        classes(name, layer, scene.geobox, layer_info(scene, name))
+    for key, grid_layer in scene.layers.items():
+        if grid_layer.band is not None:
+            desc = grid_layer.description or key
+            reflectance(key, grid_layer.data, grid_layer.geobox, grid_layer.band, desc)
+        else:
+            info = grid_layer.info or LayerInfo(description=grid_layer.description)
+            classes(key, grid_layer.data, grid_layer.geobox, info)
+    sidecars: dict[str, tuple[Sidecar, CogFile]] = {}
+    for key, car in scene.sidecars.items():
+        path = item_dir / car.filename
+        write_bytes_atomic(path, car.data)
+        size, checksum = file_checksum(path)
+        sidecars[key] = (car, CogFile(path, size, checksum))
     prov = Provenance(
         source=SourceRecord(
             id=source.id,
@@ -771,7 +1041,7 @@ def write_scene(
         started=t_start,
         finished=dt.datetime.now(dt.UTC),
     )
-    return build_item(scene, source, cogs, prov)
+    return build_item(scene, source, written, prov, sidecars=sidecars)
 
 
 def layer_info(scene: Scene, name: str) -> LayerInfo:
@@ -791,10 +1061,16 @@ def eo_common_name(name: str | None) -> str | None:
 def build_item(
     scene: Scene,
     source: pystac.Item,
-    cogs: Mapping[str, tuple[CogFile, str, float, float, float | None]],
+    written: Mapping[str, WrittenAsset],
     prov: Provenance,
+    *,
+    sidecars: Mapping[str, tuple[Sidecar, CogFile]] | None = None,
 ) -> dict[str, Any]:
-    """The output STAC item (proj, eo, raster, file, classification, processing, stac2cube)."""
+    """The output STAC item (proj, eo, raster, file, classification, processing, stac2cube).
+
+    Assets on a grid other than the scene's (e.g. 2.5 m super-resolved bands) carry their own
+    ``proj:shape`` and ``proj:transform``, so odc-stac loads each on its own grid.
+    """
     gbox = scene.geobox
     footprint = footprint_lonlat(gbox)
     if source.geometry is not None:
@@ -841,49 +1117,64 @@ def build_item(
     proj.shape = list(gbox.shape.yx)
     proj.transform = list(gbox.transform)[:6]
     proj.bbox = list(gbox.extent.boundingbox)
-    for band, (cog, dtype, scale, offset, nodata) in cogs.items():
-        info = S2_BANDS.get(band)
-        is_class = band in scene.classes
-        linfo = layer_info(scene, band) if is_class else None
+    for key, w in written.items():
+        info = S2_BANDS.get(w.band) if w.band is not None else None
         if info is not None:
-            title = band + (f" ({info.common_name})" if info.common_name else "")
+            title = key + (f" ({info.common_name})" if info.common_name else "")
+            if key != w.band:
+                title = f"{title}, {w.geobox.resolution.x:g} m"
         else:
-            title = linfo.description if linfo and linfo.description else band
+            title = w.info.description if w.info and w.info.description else key
         asset = pystac.Asset(
-            href=f"./{band}.tif",
+            href=f"./{key}.tif",
             media_type=pystac.MediaType.COG,
             title=title,
-            roles=list(linfo.roles) if linfo else ["data", "reflectance"],
+            roles=list(w.info.roles) if w.info else ["data", "reflectance"],
         )
-        item.add_asset(band, asset)
+        item.add_asset(key, asset)
+        if w.geobox != gbox:
+            aproj = ProjectionExtension.ext(asset)
+            aproj.shape = list(w.geobox.shape.yx)
+            aproj.transform = list(w.geobox.transform)[:6]
         rb = RasterBand.create(
-            nodata=nodata if nodata is None or not np.isnan(nodata) else NoDataStrings.NAN,
-            data_type=DataType(dtype),
-            spatial_resolution=float(gbox.resolution.x),
+            nodata=w.nodata if w.nodata is None or not np.isnan(w.nodata) else NoDataStrings.NAN,
+            data_type=DataType(w.dtype),
+            spatial_resolution=float(w.geobox.resolution.x),
         )
-        if not is_class:
-            rb.scale, rb.offset = scale, offset
+        if w.info is None:
+            rb.scale, rb.offset = w.scale, w.offset
         RasterExtension.ext(asset, add_if_missing=True).bands = [rb]
-        if linfo is not None:
-            if linfo.classes:
-                classes = dict(linfo.classes)
-                classes.setdefault(linfo.nodata, "no_data")
+        if w.info is not None:
+            if w.info.classes:
+                classes = dict(w.info.classes)
+                classes.setdefault(w.info.nodata, "no_data")
                 ClassificationExtension.ext(asset, add_if_missing=True).classes = [
-                    Classification.create(value=v, name=n, nodata=v == linfo.nodata or None)
+                    Classification.create(value=v, name=n, nodata=v == w.info.nodata or None)
                     for v, n in sorted(classes.items())
                 ]
-        elif info is not None:
+        elif info is not None and w.band is not None:
             EOExtension.ext(asset, add_if_missing=True).bands = [
                 Band.create(
-                    name=band,
+                    name=w.band,
                     common_name=eo_common_name(info.common_name),
                     center_wavelength=info.center_wavelength,
                     full_width_half_max=info.fwhm,
                 )
             ]
         fe = FileExtension.ext(asset, add_if_missing=True)
-        fe.size = cog.size
-        fe.checksum = cog.checksum
+        fe.size = w.cog.size
+        fe.checksum = w.cog.checksum
+    for key, (car, f) in (sidecars or {}).items():
+        asset = pystac.Asset(
+            href=f"./{car.filename}",
+            media_type=car.media_type,
+            title=car.title,
+            roles=list(car.roles),
+        )
+        item.add_asset(key, asset)
+        fe = FileExtension.ext(asset, add_if_missing=True)
+        fe.size = f.size
+        fe.checksum = f.checksum
     for uri in prov.schema_uris():
         if uri not in item.stac_extensions:
             item.stac_extensions.append(uri)

@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import xarray as xr
@@ -51,13 +51,22 @@ def item_references(store: CatalogStore, item: Mapping[str, Any]) -> dict[str, A
             continue
         path = item_dir / Path(asset["href"]).name
         refs = tiff_to_zarr(str(path))
+        # a COG with internal overviews is a pyramid: its full resolution is level "0/"
+        level = "" if ".zarray" in refs else "0/"
         rel = path.relative_to(store.root).as_posix()
         chunks = {
-            k: [rel, int(v[1]), int(v[2])]
+            k[len(level) :]: [rel, int(v[1]), int(v[2])]
             for k, v in refs.items()
-            if not k.startswith(".") and isinstance(v, list)
+            if k.startswith(level)
+            and "/" not in k[len(level) :]
+            and not k[len(level) :].startswith(".")
+            and isinstance(v, list)
         }
-        assets[key] = {"zarray": json.loads(refs[".zarray"]), "chunks": chunks}
+        assets[key] = {
+            "zarray": json.loads(refs[f"{level}.zarray"]),
+            "chunks": chunks,
+            "proj:transform": asset.get("proj:transform", item["properties"].get("proj:transform")),
+        }
     return {
         "id": item["id"],
         "datetime": item["properties"]["datetime"],
@@ -92,16 +101,46 @@ def build_references(catalog: str | Path, *, overwrite: bool = False) -> list[Pa
     return written
 
 
+BAND_VAR = "bands"
+"""Name of the stacked variable (``time, band, y, x``) that ``band_dim=True`` returns."""
+
+
+@overload
 def open_virtual_cube(
     catalog: str | Path,
     bands: Sequence[str] | None = None,
     *,
     chunks: Mapping[str, int] | None = None,
-) -> xr.Dataset:
+    band_dim: Literal[False] = False,
+) -> xr.Dataset: ...
+
+
+@overload
+def open_virtual_cube(
+    catalog: str | Path,
+    bands: Sequence[str] | None = None,
+    *,
+    chunks: Mapping[str, int] | None = None,
+    band_dim: Literal[True],
+) -> xr.DataArray: ...
+
+
+def open_virtual_cube(
+    catalog: str | Path,
+    bands: Sequence[str] | None = None,
+    *,
+    chunks: Mapping[str, int] | None = None,
+    band_dim: bool = False,
+) -> xr.Dataset | xr.DataArray:
     """Open the catalog's COGs as one lazy virtual Zarr dataset (``time, y, x`` per band).
 
     Values are the stored ones (as :func:`~stac2cube.cube.odc.open_cube` gives them on the
     catalog's grid); ``nodata`` is in each variable's attributes.
+
+    ``band_dim=True`` returns one :class:`xarray.DataArray` (named ``bands``) with dims
+    ``time, band, y, x`` instead, still read lazily tile by tile; the bands must share one grid,
+    tile size, dtype, codec and nodata (say the reflectance bands, without ``SCL``), otherwise a
+    :class:`~stac2cube.errors.CatalogError` names the groups that could be stacked.
     """
     store = CatalogStore.open(catalog)
     items = sorted(store.iter_items(), key=lambda i: (i["properties"]["datetime"], i["id"]))
@@ -117,9 +156,25 @@ def open_virtual_cube(
                 f"{path} is missing: build the references with "
                 "`stac2cube.cube.kerchunk.build_references(catalog)`"
             ) from None
-    names = list(bands) if bands else list(refs[0]["assets"])
+    item_grid = refs[0]["proj:transform"]
+
+    def grid(ref: Mapping[str, Any], name: str) -> Any:
+        return ref["assets"][name].get("proj:transform", ref["proj:transform"])
+
+    # by default the assets on the item's grid (not, e.g., 2.5 m super-resolved bands)
+    names = (
+        list(bands) if bands else [n for n in refs[0]["assets"] if grid(refs[0], n) == item_grid]
+    )
+    grids = {n: grid(refs[0], n) for n in names if n in refs[0]["assets"]}
+    if len({json.dumps(g) for g in grids.values()}) > 1:
+        by_res = sorted({f"{n} ({abs(g[0]):g} m)" for n, g in grids.items()})
+        raise CatalogError(
+            f"bands on different grids cannot share one virtual cube: {', '.join(by_res)}; "
+            "open each resolution with its own bands=[...]"
+        )
     group: dict[str, Any] = {".zgroup": json.dumps({"zarr_format": 2})}
     attrs: dict[str, dict[str, Any]] = {}
+    layouts: dict[str, dict[str, Any]] = {}
     for name in names:
         metas = [r["assets"].get(name) for r in refs]
         if any(m is None for m in metas):
@@ -132,6 +187,9 @@ def open_virtual_cube(
                     f"band {name}: item {r['id']} has another array layout (grid, dtype or "
                     "codec) than the others; the virtual view needs one grid"
                 )
+        layouts[name] = za
+        if band_dim:
+            continue
         group[f"{name}/.zarray"] = json.dumps(
             {**za, "shape": [len(refs), *za["shape"]], "chunks": [1, *za["chunks"]]}
         )
@@ -140,6 +198,17 @@ def open_virtual_cube(
             for key, (rel, offset, size) in m["chunks"].items():  # type: ignore[index]
                 group[f"{name}/{t}.{key}"] = [str(store.root / rel), offset, size]
         attrs[name] = {"nodata": za["fill_value"]}
+    if band_dim:
+        za = _common_layout(layouts)
+        group[f"{BAND_VAR}/.zarray"] = json.dumps(
+            {**za, "shape": [len(refs), len(names), *za["shape"]], "chunks": [1, 1, *za["chunks"]]}
+        )
+        group[f"{BAND_VAR}/.zattrs"] = json.dumps({"_ARRAY_DIMENSIONS": ["time", "band", "y", "x"]})
+        for t, r in enumerate(refs):
+            for b, name in enumerate(names):
+                for key, (rel, offset, size) in r["assets"][name]["chunks"].items():
+                    group[f"{BAND_VAR}/{t}.{b}.{key}"] = [str(store.root / rel), offset, size]
+        attrs[BAND_VAR] = {"nodata": za["fill_value"]}
     _register_codecs()
     ds = xr.open_dataset(
         "reference://",
@@ -154,8 +223,8 @@ def open_virtual_cube(
     )
     for name, a in attrs.items():
         ds[name].attrs.update(a)
-    height, width = json.loads(group[f"{names[0]}/.zarray"])["shape"][1:]
-    a, _, c, _, e, f = refs[0]["proj:transform"][:6]
+    height, width = layouts[names[0]]["shape"]
+    a, _, c, _, e, f = grids.get(names[0], item_grid)[:6]
     times = [np.datetime64(r["datetime"].replace("Z", ""), "ns") for r in refs]
     ds = ds.assign_coords(
         time=times,
@@ -163,4 +232,32 @@ def open_virtual_cube(
         x=c + a * (np.arange(width) + 0.5),
     )
     ds.attrs.update(stac2cube_catalog=str(catalog), crs=refs[0]["proj:code"])
+    if band_dim:
+        da = ds[BAND_VAR].assign_coords(band=names)
+        da.attrs.update(ds.attrs)
+        return da
     return ds
+
+
+def _common_layout(layouts: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """The zarr layout all ``layouts`` share, or a CatalogError naming the groups that do."""
+    groups: dict[str, list[str]] = {}
+    for name, za in layouts.items():
+        groups.setdefault(json.dumps(za, sort_keys=True), []).append(name)
+    if len(groups) > 1:
+        described = "; ".join(
+            f"{names} ({_describe(json.loads(key))})" for key, names in groups.items()
+        )
+        raise CatalogError(
+            "band_dim=True stacks bands that share one grid, tile size, dtype, codec and nodata, "
+            f"but these differ: {described}. Open one group at a time with bands=[...]"
+        )
+    return next(iter(layouts.values()))
+
+
+def _describe(za: Mapping[str, Any]) -> str:
+    shape = "x".join(str(v) for v in za.get("shape", []))
+    tiles = "x".join(str(v) for v in za.get("chunks", []))
+    codec = (za.get("compressor") or {}).get("id", "none")
+    dtype = np.dtype(za.get("dtype")).name
+    return f"{dtype}, {shape} px in {tiles} tiles, {codec}, nodata {za.get('fill_value')}"

@@ -17,24 +17,44 @@ from ..errors import CatalogError
 log = logging.getLogger(__name__)
 
 
-def catalog_items(catalog: str | Path, *, collection: str | None = None) -> list[pystac.Item]:
-    """All items of a catalog (directory, ``catalog.json`` or ``collection.json``), by time."""
+def catalog_items(
+    catalog: str | Path, *, collection: str | None = None, use_index: bool = True
+) -> list[pystac.Item]:
+    """All items of a catalog (directory, ``catalog.json`` or ``collection.json``), by time.
+
+    With ``use_index`` (default) the items come from the collection's stac-geoparquet index
+    (:mod:`stac2cube.cube.index`) when it is current, so thousands of items cost one file read;
+    otherwise, or when the index is missing or stale, every item JSON is read.
+    """
     path = Path(catalog)
     if path.is_dir():
         path = path / "catalog.json"
     if not path.exists():
         raise CatalogError(f"{path} does not exist: give a stac2cube catalog directory or file")
+    if use_index:
+        from .index import read_index
+
+        indexed = read_index(path, collection=collection)
+        if indexed is not None:
+            return _by_time(
+                [it for it in indexed if collection is None or it.collection_id == collection]
+            )
     try:
         root = pystac.read_file(str(path))
     except Exception as exc:  # pystac raises several types for broken JSON
         raise CatalogError(f"cannot read the STAC catalog {path}: {exc}") from exc
     if not isinstance(root, pystac.Catalog):
         raise CatalogError(f"{path} is a {type(root).__name__}, not a catalog or collection")
-    items = [
-        it
-        for it in root.get_items(recursive=True)
-        if collection is None or it.collection_id == collection
-    ]
+    return _by_time(
+        [
+            it
+            for it in root.get_items(recursive=True)
+            if collection is None or it.collection_id == collection
+        ]
+    )
+
+
+def _by_time(items: list[pystac.Item]) -> list[pystac.Item]:
     items.sort(key=lambda it: (it.datetime or it.common_metadata.start_datetime, it.id))
     return items
 

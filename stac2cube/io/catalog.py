@@ -4,8 +4,12 @@ Layout (all links relative, so the directory can be moved or served as it is)::
 
     <root>/catalog.json                         Catalog  -> child collection
     <root>/<collection>/collection.json         Collection -> items
+    <root>/<collection>/items.parquet           stac-geoparquet index of the items (rewritten
+                                                after each run; readers check it is current)
     <root>/<collection>/<item>/<item>.json      Item
     <root>/<collection>/<item>/<band>.tif       COGs of the item
+    <root>/<collection>/_coreg-reference/       the co-registration reference (a collection
+                                                asset, ``coreg-reference``), if steps.coreg runs
     <root>/_stac2cube/failures.jsonl            failure log (one JSON object per line)
     <root>/_stac2cube/lock                      held while a run writes
 
@@ -19,6 +23,7 @@ finished or undone by :meth:`CatalogStore.recover` at the start of the next run.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import json
@@ -27,7 +32,7 @@ import os
 import shutil
 import socket
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -44,6 +49,11 @@ FILTERED_LOG = "filtered.jsonl"
 STAGING_PREFIX = ".staging-"
 OLD_PREFIX = ".replaced-"
 CATALOG_ID = "stac2cube"
+REFERENCE_ASSET = "coreg-reference"
+"""Key of the collection asset that holds the co-registration reference image."""
+REFERENCE_DIR = "_coreg-reference"
+INDEX_FILE = "items.parquet"
+"""The collection's stac-geoparquet index (:mod:`stac2cube.cube.index`), next to its JSON."""
 
 
 def load_template(name: str, **values: str) -> dict[str, Any]:
@@ -142,9 +152,14 @@ class CatalogStore:
         if not coll_dir.exists():
             return []
         linked = set(self.item_ids())
+        ref = self.reference_asset()
+        ref_file = Path(ref["href"]).name if ref else None
         out: list[Path] = []
         for p in sorted(coll_dir.iterdir()):
-            if p.name == "collection.json":
+            if p.name in ("collection.json", INDEX_FILE):
+                continue
+            if p.name == REFERENCE_DIR and ref_file is not None and p.is_dir():
+                out.extend(f for f in sorted(p.iterdir()) if f.name != ref_file)
                 continue
             if not p.is_dir() or p.name not in linked:
                 out.append(p)
@@ -194,15 +209,22 @@ class CatalogStore:
         """Create the catalog and collection from the templates if they do not exist."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            if not self.catalog_path.exists():
+            # the collection first, then the catalog that links it, each in one atomic write:
+            # a run killed in between leaves no catalog.json without its child link
+            if not self.collection_path.exists():
+                self.collection_path.parent.mkdir(parents=True, exist_ok=True)
+                coll = load_template("collection.json", **self._meta)
+                coll["links"] = self._collection_base_links()
+                write_json_atomic(self.collection_path, coll)
+            if self.catalog_path.exists():
+                cat = json.loads(self.catalog_path.read_text())
+            else:
                 cat = load_template(
                     "catalog.json", catalog_id=CATALOG_ID, title="stac2cube catalog"
                 )
                 cat["links"] = [
                     {"rel": "root", "href": "./catalog.json", "type": "application/json"},
                 ]
-                write_json_atomic(self.catalog_path, cat)
-            cat = json.loads(self.catalog_path.read_text())
             child = f"./{self.collection_id}/collection.json"
             if not any(ln.get("href") == child for ln in cat.get("links", [])):
                 cat["links"].append(
@@ -214,10 +236,6 @@ class CatalogStore:
                     }
                 )
                 write_json_atomic(self.catalog_path, cat)
-            if not self.collection_path.exists():
-                coll = load_template("collection.json", **self._meta)
-                coll["links"] = self._collection_base_links()
-                write_json_atomic(self.collection_path, coll)
         except OSError as exc:
             raise CatalogError(f"cannot create the catalog in {self.root}: {exc}") from exc
 
@@ -238,6 +256,40 @@ class CatalogStore:
         except (OSError, json.JSONDecodeError) as exc:
             raise CatalogError(f"cannot read {self.collection_path}: {exc}") from exc
         return coll
+
+    def reference_asset(self) -> dict[str, Any] | None:
+        """The collection's co-registration reference asset (``coreg-reference``), or None."""
+        try:
+            coll = self.read_collection()
+        except CatalogError:
+            return None
+        asset: dict[str, Any] | None = coll.get("assets", {}).get(REFERENCE_ASSET)
+        return asset
+
+    def reference_path(self) -> Path | None:
+        """The file of the co-registration reference, or None when the catalog has none yet."""
+        asset = self.reference_asset()
+        if asset is None:
+            return None
+        return (self.root / self.collection_id / str(asset["href"])).resolve()
+
+    def reference_dir(self) -> Path:
+        """Where the co-registration reference COG is written."""
+        return self.root / self.collection_id / REFERENCE_DIR
+
+    def set_reference(self, asset: Mapping[str, Any], extensions: Iterable[str] = ()) -> None:
+        """Link a reference COG (already written under :meth:`reference_dir`) as the collection
+        asset ``coreg-reference``, replacing a previous one; its file is removed after."""
+        coll = self.read_collection()
+        old = coll.get("assets", {}).get(REFERENCE_ASSET)
+        coll.setdefault("assets", {})[REFERENCE_ASSET] = dict(asset)
+        for uri in extensions:
+            if uri not in coll.setdefault("stac_extensions", []):
+                coll["stac_extensions"].append(uri)
+        write_json_atomic(self.collection_path, coll)
+        if old and Path(old["href"]).name != Path(asset["href"]).name:
+            with contextlib.suppress(OSError):
+                (self.root / self.collection_id / old["href"]).unlink()
 
     def item_ids(self) -> list[str]:
         """Ids of the items the collection links to."""

@@ -49,6 +49,35 @@ class AuxLayer:
 
 
 @dataclass(frozen=True)
+class GridLayer:
+    """A layer written on a grid of its own, e.g. 2.5 m super-resolved reflectance.
+
+    Reflectance layers (``band`` set) are float32 with NaN for nodata and are written with the
+    output encoding; class layers (``band`` None) are uint8 and written as described by ``info``.
+    """
+
+    data: np.ndarray
+    geobox: GeoBox
+    band: str | None
+    """The Sentinel-2 band it derives from (``B04``), for the asset's ``eo:bands``."""
+    description: str = ""
+    info: LayerInfo | None = None
+    """How a class layer is written (nodata, classes); None for reflectance layers."""
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """A small non-raster file a step wants written beside the scene's COGs as an asset,
+    e.g. the co-registration tie-point table as GeoJSON."""
+
+    filename: str
+    data: bytes
+    media_type: str
+    title: str
+    roles: tuple[str, ...] = ("metadata",)
+
+
+@dataclass(frozen=True)
 class Scene:
     """The pixels of one scene on the target grid.
 
@@ -67,6 +96,10 @@ class Scene:
     """How each ``classes`` layer is written (default: nodata 0, SCL classes for ``SCL``)."""
     aux: Mapping[str, AuxLayer] = field(default_factory=dict)
     """Inputs for steps that are not written (e.g. ``"toa"``: L1C bands)."""
+    layers: Mapping[str, GridLayer] = field(default_factory=dict)
+    """Layers on other grids, by asset key (e.g. ``"B04_sr"``: 2.5 m reflectance)."""
+    sidecars: Mapping[str, Sidecar] = field(default_factory=dict)
+    """Non-raster assets by asset key (e.g. ``"coreg_tiepoints"``)."""
 
     def replace(self, **changes: Any) -> Scene:
         """A copy with some fields changed (steps never mutate their input)."""
@@ -93,13 +126,15 @@ class StepResult:
 
 @dataclass(frozen=True)
 class AuxRequest:
-    """What a step asks the pipeline to read: bands of the L1C twin (falling back to L2A when the
-    provider has no L1C), on a grid of ``resolution`` over the scene's extent."""
+    """What a step asks the pipeline to read, on a grid of ``resolution`` over the scene's extent:
+    bands of the L1C twin (falling back to L2A when the provider has no L1C), of the L2A item, or
+    of the catalog's co-registration reference image."""
 
     bands: tuple[str, ...]
     resolution: float
     level: str = "l1c"
-    """``l1c`` (TOA; L2A fallback where no twin exists) or ``l2a``."""
+    """``l1c`` (TOA; L2A fallback where no twin exists), ``l2a``, or ``reference`` (the catalog's
+    stored reference image; ``bands`` names the reference band)."""
 
 
 @runtime_checkable

@@ -75,3 +75,23 @@ def test_missing_references_are_explained_and_rebuilt(catalog: Path, tmp_path: P
         open_virtual_cube(copy)
     assert build_references(copy) == [victim]
     assert open_virtual_cube(copy).sizes["time"] == 4
+
+
+def test_band_dimension_stacks_bands_of_one_grid(catalog: Path) -> None:
+    names = ["B02", "B04", "B08"]
+    per_band = open_virtual_cube(catalog, names)
+    stacked = open_virtual_cube(catalog, names, band_dim=True, chunks={"band": 1})
+    assert stacked.dims == ("time", "band", "y", "x") and stacked.chunks is not None
+    assert stacked.band.values.tolist() == names and stacked.dtype == per_band.B04.dtype
+    assert stacked.sizes["time"] == 4 and stacked.attrs["nodata"] == -32768
+    assert stacked.attrs["crs"] == per_band.attrs["crs"]
+    for name in names:
+        np.testing.assert_array_equal(stacked.sel(band=name).values, per_band[name].values)
+    np.testing.assert_array_equal(stacked.x.values, per_band.x.values)
+    assert (stacked.time.values == per_band.time.values).all()
+
+
+def test_band_dimension_refuses_bands_of_other_layouts(catalog: Path) -> None:
+    with pytest.raises(CatalogError, match=r"share one grid.*\['SCL'\] \(uint8") as err:
+        open_virtual_cube(catalog, ["B04", "SCL"], band_dim=True)
+    assert "['B04'] (int16" in str(err.value) and "bands=[...]" in str(err.value)

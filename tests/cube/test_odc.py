@@ -4,9 +4,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shapely.geometry
+import xarray as xr
+from affine import Affine
+from odc.geo.geobox import GeoBox
+from pyproj import Transformer
 
 from stac2cube import load_config, open_cube, reflectance, run
 from stac2cube.errors import CatalogError
+from stac2cube.grid import footprint_lonlat
+from stac2cube.io.catalog import CatalogStore
+from stac2cube.io.cog import write_cog
 from stac2cube.testing.configs import write_config
 from stac2cube.testing.sample import Sample
 
@@ -53,3 +61,135 @@ def test_errors_name_what_is_wrong(catalog: Path, tmp_path: Path) -> None:
         open_cube(catalog, ["B11"])
     with pytest.raises(CatalogError, match="does not exist"):
         open_cube(tmp_path / "nope")
+
+
+# ------------------------------------------------------------- hand-made items on chosen grids
+NODATA = -32768
+
+
+def _commit_item(
+    store: CatalogStore, item_id: str, when: str, epsg: int, x0: float, y0: float, data: np.ndarray
+) -> None:
+    """Write ``data`` (int16, 10 m, upper-left corner ``x0, y0``) as the B04 COG of one item and
+    commit it the way the pipeline does (staging directory, then ``add_item``)."""
+    gbox = GeoBox(data.shape, Affine(10.0, 0.0, x0, 0.0, -10.0, y0), f"EPSG:{epsg}")
+    cog = write_cog(data, gbox, store.new_staging_dir(item_id) / "B04.tif", nodata=NODATA)
+    footprint = footprint_lonlat(gbox)
+    store.add_item(
+        {
+            "type": "Feature",
+            "stac_version": "1.1.0",
+            "stac_extensions": [
+                "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+                "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+                "https://stac-extensions.github.io/file/v2.1.0/schema.json",
+            ],
+            "id": item_id,
+            "geometry": shapely.geometry.mapping(footprint),
+            "bbox": list(footprint.bounds),
+            "properties": {
+                "datetime": when,
+                "proj:code": f"EPSG:{epsg}",
+                "proj:shape": list(data.shape),
+                "proj:transform": list(gbox.transform)[:6],
+            },
+            "links": [],
+            "assets": {
+                "B04": {
+                    "href": "./B04.tif",
+                    "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                    "roles": ["data", "reflectance"],
+                    "raster:bands": [
+                        {"nodata": NODATA, "data_type": "int16", "scale": 1e-4, "offset": 0.0}
+                    ],
+                    "file:size": cog.size,
+                    "file:checksum": cog.checksum,
+                }
+            },
+        }
+    )
+
+
+def _value_at(da: xr.DataArray, x: float, y: float) -> int:
+    return int(da.sel(x=x, y=y, method="nearest"))
+
+
+def test_same_day_tiles_fuse_valid_pixels_of_either(tmp_path: Path) -> None:
+    """Two tiles of one solar day overlap by 20 columns, each with nodata in other parts: the
+    fused day takes a valid pixel from either (the earlier item's first) and is nodata only where
+    both are."""
+    store = CatalogStore(tmp_path / "fuse", "tiles")
+    store.create()
+    a = np.full((40, 40), 100, np.int16)
+    a[:20, :] = NODATA  # A: top half missing
+    b = np.full((40, 40), 200, np.int16)
+    b[:10, :10] = NODATA  # B: two blocks on its left edge missing
+    b[20:, :10] = NODATA
+    x0, y0 = 500000.0, 5300000.0
+    _commit_item(store, "A", "2023-06-01T10:00:00Z", 32633, x0, y0, a)
+    _commit_item(store, "B", "2023-06-01T10:00:05Z", 32633, x0 + 200, y0, b)
+    ds = open_cube(store.root, ["B04"], groupby="solar_day")
+    assert ds.sizes == {"time": 1, "y": 40, "x": 60}
+    fused = ds.B04.isel(time=0).values
+    # expected: the union of both grids (60 columns), A where valid, else B, else nodata
+    want = np.full((40, 60), NODATA, np.int16)
+    want[:, 20:60] = np.where(b != NODATA, b, want[:, 20:60])
+    want[:, 0:40] = np.where(a != NODATA, a, want[:, 0:40])
+    np.testing.assert_array_equal(fused, want)
+    # the overlap (columns 20-40, B's columns 0-20) has every case:
+    overlap = fused[:, 20:40]
+    assert (overlap[:10, :10] == NODATA).all()  # missing in both: nodata
+    assert (overlap[10:20, :10] == 200).all() and (overlap[:20, 10:] == 200).all()  # only B
+    assert (overlap[20:, :10] == 100).all()  # only A
+    assert (overlap[20:, 10:] == 100).all()  # both valid: the earlier item (A) wins
+    per_scene = open_cube(store.root, ["B04"])
+    assert per_scene.sizes["time"] == 2
+
+
+def test_an_aoi_across_two_utm_zones_loads_onto_one_grid(tmp_path: Path) -> None:
+    """Tiles in UTM 32N and 33N on both sides of 12°E, one constant each, reprojected onto one
+    EPSG:32633 grid: each keeps its value over its own footprint, nothing else appears."""
+    store = CatalogStore(tmp_path / "zones", "zones")
+    store.create()
+    # 64 x 64 px at 10 m; zone 32 ends just west of 12°E (x 732293 there), zone 33 starts east
+    _commit_item(
+        store,
+        "west",
+        "2023-06-01T10:00:00Z",
+        32632,
+        731600,
+        5098800,
+        np.full((64, 64), 1000, np.int16),
+    )
+    _commit_item(
+        store,
+        "east",
+        "2023-06-01T10:00:00Z",
+        32633,
+        267720,
+        5098800,
+        np.full((64, 64), 2000, np.int16),
+    )
+    ds = open_cube(store.root, ["B04"], groupby="solar_day", crs="EPSG:32633", resolution=10)
+    assert ds.odc.geobox.crs.epsg == 32633 and ds.sizes["time"] == 1
+    day = ds.B04.isel(time=0)
+    to33 = Transformer.from_crs("EPSG:32632", "EPSG:32633", always_xy=True)
+    wx, wy = to33.transform(731600 + 320, 5098800 - 320)  # centre of the western tile
+    assert _value_at(day, wx, wy) == 1000
+    assert _value_at(day, 267720 + 320, 5098800 - 320) == 2000
+    values, counts = np.unique(day.values, return_counts=True)
+    assert set(values.tolist()) <= {1000, 2000, NODATA}
+    n = dict(zip(values.tolist(), counts.tolist(), strict=True))
+    assert n[2000] == 64 * 64  # on its own grid: copied exactly
+    assert abs(n[1000] - 64 * 64) <= 0.05 * 64 * 64  # reprojected (grid convergence ~2.9°)
+    # every western pixel lies on the western tile (back in its own zone, within one pixel)
+    yy, xx = np.meshgrid(day.y.values, day.x.values, indexing="ij")
+    west = day.values == 1000
+    to32 = Transformer.from_crs("EPSG:32633", "EPSG:32632", always_xy=True)
+    x32, y32 = to32.transform(xx[west], yy[west])
+    assert x32.min() > 731600 - 10 and x32.max() < 732240 + 10
+    assert y32.min() > 5098160 - 10 and y32.max() < 5098800 + 10
+    east = day.values == 2000
+    assert xx[east].min() == 267725 and xx[east].max() == 268355
+    refl = reflectance(ds).B04.isel(time=0)
+    assert float(refl.max()) == pytest.approx(0.2) and float(refl.min()) == pytest.approx(0.1)

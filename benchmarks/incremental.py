@@ -1,0 +1,636 @@
+"""Incremental updates, memory, Dask scaling, opening large catalogs, and crash safety.
+
+Figures written to ``benchmarks/results/incremental.json`` (targets from issue #6):
+
+* ``update_ratio`` (<= 1.2): ``stac2cube.run`` adding 1 new scene to a catalog of N processed
+  scenes, over processing that 1 scene alone into an empty catalog (serial executor, each run in
+  a fresh subprocess, median of repeats). N = 200 (``--quick``: 40), recorded as
+  ``update_catalog_scenes``.
+* ``old_cogs_rewritten`` (must be 0): existing COGs whose sha256 or mtime changed in the update.
+* ``memory_ratio`` (<= 1.2): peak RSS (VmHWM) of a fresh process running 50 scenes (quick: 10)
+  over one running 1 scene (serial executor).
+* ``dask_speedup`` (>= 1.8): 8 scenes on a 2-worker LocalCluster vs a 1-worker one (wall time of
+  ``run``, cluster start included). The load average of the machine is recorded next to it.
+* ``open_1000_items_s``: ``open_cube`` (lazy) of a 1,000-item catalog, without and with the
+  stac-geoparquet index (:mod:`stac2cube.cube.index`); the items are clones of one processed item
+  (new ids and datetimes) pointing at the same COGs.
+* ``kerchunk_vs_odc_read_ratio`` (>= 0.8): throughput of reading the same pixels through the
+  kerchunk view over that of the odc-stac view (catalog grid, warm file cache, median).
+* ``crash_trials`` / ``crash_trials_passed``: ``stac2cube run`` (12 scenes) in a subprocess
+  killed with SIGKILL at a random point of its working window (uniform between the creation of
+  the catalog and the end of a reference run), then run again to completion; a trial passes when
+  the catalog validates right after the kill and after the re-run (no leftovers), and the final
+  items (minus timestamps), COG checksums and kerchunk references equal those of an
+  uninterrupted reference run (two reference runs are compared first, to show the comparison
+  itself holds).
+
+    python benchmarks/incremental.py --quick    # a few minutes on 2 cores
+    python benchmarks/incremental.py            # ~15-20 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results" / "incremental.json"
+BANDS = ["B02", "B03", "B04", "B05", "B08", "B8A", "B11", "B12", "SCL"]
+VOLATILE = ("created", "updated", "processing:datetime", "stac2cube:started", "stac2cube:finished")
+"""Item properties that hold the time of processing (excluded when runs are compared)."""
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process image (VmHWM, not the parent's peak that ru_maxrss carries)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")  # pragma: no cover
+
+
+# ------------------------------------------------------------------------------ workers
+def worker_run(config: str) -> dict[str, Any]:
+    """``stac2cube.run`` of one config in this (fresh) process."""
+    from stac2cube import load_config, run
+
+    cfg = load_config(config)
+    t0 = time.perf_counter()
+    summary = run(cfg)
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": _peak_rss_mb(),
+        "written": summary.written,
+        "skipped": summary.skipped,
+        "failed": summary.failed,
+        "index_written_by_run": (
+            Path(summary.catalog) / cfg.output.collection_id / "items.parquet"
+        ).exists(),
+    }
+
+
+def worker_open(catalog: str) -> dict[str, Any]:
+    """Time ``catalog_items`` and a lazy ``open_cube`` of a catalog (imports warmed first)."""
+    import odc.stac  # noqa: F401  (import cost is not what is measured)
+
+    from stac2cube import open_cube
+    from stac2cube.cube.index import read_index
+    from stac2cube.cube.odc import catalog_items
+
+    indexed = read_index(catalog) is not None
+    t0 = time.perf_counter()
+    n = len(catalog_items(catalog))
+    t_items = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ds = open_cube(catalog, ["B04", "B08"])
+    t_open = time.perf_counter() - t0
+    assert ds.sizes["time"] == n, (ds.sizes, n)
+    return {"items": n, "indexed": indexed, "catalog_items_s": t_items, "open_cube_s": t_open}
+
+
+def worker_read(catalog: str, repeat: int) -> dict[str, Any]:
+    """Read the same pixels through both views; medians of ``repeat`` warm reads."""
+    import dask
+    import numpy as np
+
+    from stac2cube import open_cube, open_virtual_cube
+
+    bands = [b for b in BANDS if b != "SCL"]
+    dask.config.set(scheduler="threads")
+
+    def odc_read() -> Any:
+        return open_cube(catalog, bands).load()
+
+    def kerchunk_read() -> Any:
+        return open_virtual_cube(catalog, bands).load()
+
+    a, b = odc_read(), kerchunk_read()  # warm the file cache and imports; check equality
+    for name in bands:
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+    nbytes = int(sum(a[name].nbytes for name in bands))
+    t_odc, t_kc = [], []
+    for _ in range(repeat):
+        for fn, out in ((odc_read, t_odc), (kerchunk_read, t_kc)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return {
+        "bytes": nbytes,
+        "shape": [a.sizes["time"], len(bands), a.sizes["y"], a.sizes["x"]],
+        "odc_s": t_odc,
+        "kerchunk_s": t_kc,
+        "cpus": len(os.sched_getaffinity(0)),
+    }
+
+
+def _child(args: list[str]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"worker {args} failed:\n{proc.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+# ------------------------------------------------------------------------------ helpers
+def _subset(items: list[dict[str, Any]], path: Path) -> Path:
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    return path
+
+
+def _config(sample: Any, items_file: Path, catalog: Path, path: Path, **run: Any) -> Path:
+    import yaml
+
+    from stac2cube.demo import demo_config
+
+    cfg: dict[str, Any] = demo_config(sample, {"path": str(items_file)}, catalog)
+    cfg["bands"] = BANDS
+    cfg["steps"] = {}  # no science step: the figures are about the pipeline
+    cfg["aoi"] = {"bbox": list(sample.bbox)}
+    cfg["run"] = {"executor": "serial", **run}
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _cog_states(catalog: Path) -> dict[str, tuple[str, int]]:
+    return {
+        str(p.relative_to(catalog)): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mtime_ns,
+        )
+        for p in sorted(catalog.rglob("*.tif"))
+    }
+
+
+def _loadavg() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+# ------------------------------------------------------------------------------ sections
+def bench_update(sample: Any, tmp: Path, n_cat: int, repeat: int) -> dict[str, Any]:
+    from stac2cube.cube.index import write_index
+
+    feats = json.loads(sample.l2a_items_path.read_text())["features"]
+    assert len(feats) >= n_cat + 1
+    base_items = _subset(feats[:n_cat], tmp / "base.json")
+    all_items = _subset(feats[: n_cat + 1], tmp / "all.json")
+    one_item = _subset(feats[n_cat : n_cat + 1], tmp / "one.json")
+    base = tmp / "base-catalog"
+    t0 = time.perf_counter()
+    built = _child(
+        ["--worker", "run", "--config", str(_config(sample, base_items, base, tmp / "b.yaml"))]
+    )
+    assert built["written"] == n_cat and built["failed"] == 0, built
+    build_s = time.perf_counter() - t0
+    updates, singles, rewritten, index_s = [], [], [], []
+    for r in range(repeat):
+        cat = tmp / f"update{r}"
+        shutil.copytree(base, cat)
+        before = _cog_states(cat)
+        up = _child(
+            [
+                "--worker",
+                "run",
+                "--config",
+                str(_config(sample, all_items, cat, tmp / f"u{r}.yaml")),
+            ]
+        )
+        assert up["written"] == 1 and up["skipped"] == n_cat and up["failed"] == 0, up
+        after = _cog_states(cat)
+        rewritten.append(sum(1 for k, v in before.items() if after.get(k) != v))
+        assert len(after) == len(before) + len(BANDS)
+        t0 = time.perf_counter()
+        if not up["index_written_by_run"]:
+            write_index(cat)
+        index_s.append(time.perf_counter() - t0)
+        one = _child(
+            [
+                "--worker",
+                "run",
+                "--config",
+                str(_config(sample, one_item, tmp / f"single{r}", tmp / f"s{r}.yaml")),
+            ]
+        )
+        assert one["written"] == 1 and one["failed"] == 0, one
+        updates.append(up)
+        singles.append(one)
+        shutil.rmtree(tmp / f"single{r}")
+        shutil.rmtree(cat)
+    t_up = _median([u["seconds"] for u in updates])
+    t_one = _median([s["seconds"] for s in singles])
+    index_in_run = bool(updates[0]["index_written_by_run"])
+    return {
+        "update_ratio": round(t_up / t_one, 3),
+        "update_ratio_goal": 1.2,
+        "update_catalog_scenes": n_cat,
+        "update_seconds": round(t_up, 3),
+        "single_scene_seconds": round(t_one, 3),
+        "update_runs_seconds": [round(u["seconds"], 3) for u in updates],
+        "single_runs_seconds": [round(s["seconds"], 3) for s in singles],
+        "update_run_writes_index": index_in_run,
+        "write_index_seconds": None if index_in_run else round(_median(index_s), 3),
+        "update_ratio_with_index": (
+            None if index_in_run else round((t_up + _median(index_s)) / t_one, 3)
+        ),
+        "old_cogs_rewritten": max(rewritten),
+        "old_cogs_checked": n_cat * len(BANDS),
+        "catalog_build_seconds": round(build_s, 1),
+        "catalog_build_peak_rss_mb": round(built["peak_rss_mb"], 1),
+        "_base": str(base),
+    }
+
+
+def bench_memory(sample: Any, tmp: Path, n_many: int) -> dict[str, Any]:
+    feats = json.loads(sample.l2a_items_path.read_text())["features"]
+    many = _subset(feats[:n_many], tmp / "mem-many.json")
+    one = _subset(feats[:1], tmp / "mem-one.json")
+    r_one = _child(
+        ["--worker", "run", "--config", str(_config(sample, one, tmp / "mem1", tmp / "m1.yaml"))]
+    )
+    r_many = _child(
+        ["--worker", "run", "--config", str(_config(sample, many, tmp / "memN", tmp / "mN.yaml"))]
+    )
+    assert r_one["written"] == 1 and r_many["written"] == n_many, (r_one, r_many)
+    return {
+        "memory_ratio": round(r_many["peak_rss_mb"] / r_one["peak_rss_mb"], 3),
+        "memory_ratio_goal": 1.2,
+        "memory_scenes": n_many,
+        "peak_rss_mb_one_scene": round(r_one["peak_rss_mb"], 1),
+        "peak_rss_mb_many_scenes": round(r_many["peak_rss_mb"], 1),
+    }
+
+
+def bench_dask(sample: Any, tmp: Path, repeat: int) -> dict[str, Any]:
+    items = sample.l2a_items_path
+    t = {1: [], 2: []}  # type: dict[int, list[float]]
+    loads = [_loadavg()]
+    keep = None
+    for r in range(repeat):
+        for workers in (1, 2):
+            cat = tmp / f"dask{workers}-{r}"
+            cfg = _config(
+                sample, items, cat, tmp / f"d{workers}{r}.yaml", executor="local", workers=workers
+            )
+            res = _child(["--worker", "run", "--config", str(cfg)])
+            assert res["written"] == len(sample.scenes) and res["failed"] == 0, res
+            t[workers].append(res["seconds"])
+            loads.append(_loadavg())
+            if keep is None:
+                keep = cat
+            else:
+                shutil.rmtree(cat)
+    t1, t2 = _median(t[1]), _median(t[2])
+    return {
+        "dask_speedup": round(t1 / t2, 3),
+        "dask_speedup_goal": 1.8,
+        "dask_scenes": len(sample.scenes),
+        "dask_scene_shape_px": [sample.spec.height, sample.spec.width],
+        "dask_seconds_1_worker": [round(v, 2) for v in t[1]],
+        "dask_seconds_2_workers": [round(v, 2) for v in t[2]],
+        "dask_loadavg_during": loads,
+        "_catalog": str(keep),
+    }
+
+
+def bench_read(catalog: str, repeat: int) -> dict[str, Any]:
+    res = _child(["--worker", "read", "--catalog", catalog, "--repeat", str(repeat)])
+    t_odc, t_kc = _median(res["odc_s"]), _median(res["kerchunk_s"])
+    mb = res["bytes"] / 1e6
+    return {
+        "kerchunk_vs_odc_read_ratio": round(t_odc / t_kc, 3),
+        "kerchunk_vs_odc_read_ratio_goal": 0.8,
+        "read_shape_time_band_y_x": res["shape"],
+        "read_mb": round(mb, 1),
+        "odc_read_mb_per_s": round(mb / t_odc, 1),
+        "kerchunk_read_mb_per_s": round(mb / t_kc, 1),
+        "odc_read_seconds": [round(v, 3) for v in res["odc_s"]],
+        "kerchunk_read_seconds": [round(v, 3) for v in res["kerchunk_s"]],
+    }
+
+
+def make_clone_catalog(base: Path, out: Path, n: int) -> Path:
+    """A catalog of ``n`` items cloned from the first item of ``base`` (new ids and datetimes,
+    asset hrefs pointing at the original item's COGs), committed in one collection write."""
+    import datetime as dt
+
+    from stac2cube.io.atomic import write_json_atomic
+    from stac2cube.io.catalog import CatalogStore
+
+    src = CatalogStore.open(base)
+    store = CatalogStore(out, src.collection_id)
+    store.create()
+    orig_id = src.item_ids()[0]
+    shutil.copytree(src.item_dir(orig_id), store.item_dir(orig_id))
+    doc = src.read_item(orig_id)
+    assert doc is not None
+    t0 = dt.datetime.fromisoformat(doc["properties"]["datetime"].replace("Z", "+00:00"))
+    coll = store.read_collection()
+    coll["links"] = [ln for ln in coll["links"] if ln["rel"] != "item"]
+    for k in range(n):
+        item_id = orig_id if k == 0 else f"{orig_id}-clone{k:04d}"
+        if k:
+            clone = json.loads(json.dumps(doc))
+            clone["id"] = item_id
+            when = t0 + dt.timedelta(hours=k)
+            clone["properties"]["datetime"] = when.isoformat().replace("+00:00", "Z")
+            for asset in clone["assets"].values():
+                asset["href"] = f"../{orig_id}/{Path(asset['href']).name}"
+            path = store.item_path(item_id)
+            path.parent.mkdir(parents=True)
+            path.write_text(json.dumps(clone))
+        coll["links"].append(
+            {"rel": "item", "href": f"./{item_id}/{item_id}.json", "type": "application/geo+json"}
+        )
+    write_json_atomic(store.collection_path, coll)
+    return out
+
+
+def bench_open(base: Path, tmp: Path, n: int, repeat: int) -> dict[str, Any]:
+    from stac2cube.cube.index import index_path, invalidate_index, write_index
+
+    cat = make_clone_catalog(base, tmp / "clones", n)
+    t0 = time.perf_counter()
+    write_index(cat)
+    t_index = time.perf_counter() - t0
+    size = index_path(cat).stat().st_size
+    runs: dict[str, list[dict[str, Any]]] = {"json": [], "index": []}
+    for _ in range(repeat):
+        invalidate_index(cat)
+        runs["json"].append(_child(["--worker", "open", "--catalog", str(cat)]))
+        write_index(cat)
+        runs["index"].append(_child(["--worker", "open", "--catalog", str(cat)]))
+    assert not any(r["indexed"] for r in runs["json"]) and all(r["indexed"] for r in runs["index"])
+    assert all(r["items"] == n for rs in runs.values() for r in rs)
+
+    def med(kind: str, key: str) -> float:
+        return round(_median([r[key] for r in runs[kind]]), 3)
+
+    return {
+        "open_1000_items_s": {
+            "without_index": med("json", "open_cube_s"),
+            "with_index": med("index", "open_cube_s"),
+        },
+        "open_1000_catalog_items_s": {
+            "without_index": med("json", "catalog_items_s"),
+            "with_index": med("index", "catalog_items_s"),
+        },
+        "open_items": n,
+        "write_index_1000_items_s": round(t_index, 3),
+        "index_file_kb": round(size / 1024, 1),
+    }
+
+
+def _catalog_state(catalog: Path) -> dict[str, Any]:
+    """What must equal between runs: items minus timestamps, file checksums, kerchunk refs."""
+    from stac2cube.io.catalog import CatalogStore
+
+    store = CatalogStore.open(catalog)
+    items = {}
+    for doc in store.iter_items():
+        props = {k: v for k, v in doc["properties"].items() if k not in VOLATILE}
+        items[doc["id"]] = {**doc, "properties": props}
+    files = {
+        str(p.relative_to(catalog)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(catalog.rglob("*"))
+        if p.is_file() and (p.suffix == ".tif" or "_kerchunk" in p.parts)
+    }
+    return {"items": items, "files": files}
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    out = []
+    for kind in ("items", "files"):
+        ka, kb = set(a[kind]), set(b[kind])
+        if ka != kb:
+            out.append(f"{kind}: only in one: {sorted(ka ^ kb)[:5]}")
+        out += [f"{kind}: {k} differs" for k in sorted(ka & kb) if a[kind][k] != b[kind][k]][:5]
+    return out
+
+
+def _cli(config: Path) -> list[str]:
+    exe = Path(sys.executable).parent / "stac2cube"
+    return [str(exe if exe.exists() else shutil.which("stac2cube")), "run", "-q", str(config)]
+
+
+def _start_run(config: Path, catalog: Path) -> tuple[subprocess.Popen[bytes], float]:
+    """Start ``stac2cube run`` and wait until it has created the catalog (its working window
+    starts there; before it a kill cannot leave anything behind). Returns the process and
+    the seconds it took to get there."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(_cli(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (catalog / "catalog.json").exists() and proc.poll() is None:
+        time.sleep(0.005)
+    return proc, time.perf_counter() - t0
+
+
+def bench_crash(sample: Any, tmp: Path, n_scenes: int, trials: int, seed: int) -> dict[str, Any]:
+    import yaml
+
+    from stac2cube.check import check_catalog
+    from stac2cube.io.catalog import STAGING_PREFIX, CatalogStore
+
+    feats = json.loads(sample.l2a_items_path.read_text())["features"]
+    items = _subset(feats[:n_scenes], tmp / "crash.json")
+    refs = []
+    windows = []
+    for r in range(2):
+        cat = tmp / f"crash-ref{r}"
+        proc, _ = _start_run(_config(sample, items, cat, tmp / f"cr{r}.yaml"), cat)
+        t0 = time.perf_counter()
+        assert proc.wait() == 0
+        windows.append(time.perf_counter() - t0)
+        refs.append(_catalog_state(cat))
+    ref_diff = _diff(refs[0], refs[1])
+    window = max(windows)
+    rng = random.Random(seed)
+    results = []
+    for i in range(trials):
+        cat = tmp / f"crash{i}"
+        cfg = _config(sample, items, cat, tmp / f"c{i}.yaml")
+        delay = rng.uniform(0.0, window)
+        proc, _ = _start_run(cfg, cat)
+        time.sleep(delay)
+        finished_first = proc.poll() is not None
+        if not finished_first:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        store = CatalogStore(cat, yaml.safe_load(cfg.read_text())["output"]["collection_id"])
+        coll_dir = store.collection_path.parent
+        mid_scene = coll_dir.exists() and any(
+            p.name.startswith(STAGING_PREFIX) for p in coll_dir.iterdir()
+        )
+        committed = len(store.item_ids()) if store.collection_path.exists() else 0
+        try:
+            after_kill = list(check_catalog(cat).problems)
+        except Exception as exc:  # a catalog too broken to check is what a trial looks for
+            after_kill = [f"{type(exc).__name__}: {exc}"]
+        rerun = subprocess.run(_cli(cfg), capture_output=True, text=True, check=False)
+        report = check_catalog(cat)
+        diff = _diff(refs[0], _catalog_state(cat))
+        ok = (
+            not after_kill
+            and rerun.returncode == 0
+            and not report.problems
+            and not report.warnings
+            and not diff
+        )
+        results.append(
+            {
+                "delay_after_catalog_created_s": round(delay, 2),
+                "killed": not finished_first,
+                "items_committed_at_kill": committed,
+                "staging_dir_at_kill": mid_scene,
+                "valid_after_kill": not after_kill,
+                "valid_after_rerun": not report.problems,
+                "leftovers_after_rerun": len(report.warnings),
+                "equal_to_reference": not diff,
+                "passed": ok,
+                "problems": (after_kill + list(report.problems) + diff)[:5]
+                + ([rerun.stderr[-500:]] if rerun.returncode else []),
+            }
+        )
+        shutil.rmtree(cat)
+    return {
+        "crash_trials": len(results),
+        "crash_trials_passed": sum(r["passed"] for r in results),
+        "crash_trials_killed_mid_run": sum(r["killed"] for r in results),
+        "crash_trials_killed_mid_scene": sum(r["staging_dir_at_kill"] for r in results),
+        "crash_scenes": n_scenes,
+        "crash_kill_window_s": round(window, 2),
+        "crash_reference_runs_identical": not ref_diff,
+        "crash_reference_diff": ref_diff,
+        "crash_trial_details": results,
+    }
+
+
+# ------------------------------------------------------------------------------ main
+SECTIONS = ("update", "memory", "open", "crash", "dask", "read")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller catalogs, fewer trials")
+    ap.add_argument("--seed", type=int, default=6, help="seed of the kill delays")
+    ap.add_argument("--only", help=f"comma-separated sections: {','.join(SECTIONS)}")
+    ap.add_argument("--worker", choices=["run", "open", "read"], help=argparse.SUPPRESS)
+    ap.add_argument("--config", help=argparse.SUPPRESS)
+    ap.add_argument("--catalog", help=argparse.SUPPRESS)
+    ap.add_argument("--repeat", type=int, default=3, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker == "run":
+        print(json.dumps(worker_run(a.config)))
+        return
+    if a.worker == "open":
+        print(json.dumps(worker_open(a.catalog)))
+        return
+    if a.worker == "read":
+        print(json.dumps(worker_read(a.catalog, a.repeat)))
+        return
+
+    from stac2cube.testing.sample import SampleSpec, generate_sample
+
+    quick = a.quick
+    only = set(a.only.split(",")) if a.only else set(SECTIONS)
+    if not only <= set(SECTIONS):
+        raise SystemExit(f"--only takes a comma-separated subset of {','.join(SECTIONS)}")
+    n_cat = 40 if quick else 200
+    small = 120  # px: 1.2 km x 1.2 km scenes keep a 200-scene catalog affordable
+    big = 400 if quick else 600
+    results: dict[str, Any] = {}
+    if a.only and RESULTS.exists():  # a partial run updates the figures it measures
+        results = json.loads(RESULTS.read_text())
+    results.update(quick=quick, loadavg_start=_loadavg(), complete=False)
+    timings: dict[str, float] = dict(results.get("section_seconds", {}))
+
+    def save() -> None:
+        results["scene_shape_px"] = [small, small]
+        results["bands"] = BANDS
+        results["section_seconds"] = {k: round(v, 1) for k, v in timings.items()}
+        results["loadavg_end"] = _loadavg()
+        results["machine"] = {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        }
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+    with tempfile.TemporaryDirectory(prefix="stac2cube-incr-") as tmpdir:
+        tmp = Path(tmpdir)
+        t0 = time.perf_counter()
+        spec = SampleSpec(
+            n_dates=n_cat + 1,
+            width=small,
+            height=small,
+            seed=2,
+            cloud_cover=(0.1,),
+            nodata_date=None,
+        )
+        sample = generate_sample(tmp / "sample", spec)
+        timings["sample_small"] = time.perf_counter() - t0
+
+        if only & {"update", "open"}:
+            t0 = time.perf_counter()
+            upd = bench_update(sample, tmp, n_cat, 2 if quick else 3)
+            base = Path(upd.pop("_base"))
+            results.update(upd)
+            timings["update"] = time.perf_counter() - t0
+            save()
+        if "memory" in only:
+            t0 = time.perf_counter()
+            results.update(bench_memory(sample, tmp, 10 if quick else 50))
+            timings["memory"] = time.perf_counter() - t0
+            save()
+        if "open" in only:
+            t0 = time.perf_counter()
+            results.update(bench_open(base, tmp, 1000, 2 if quick else 3))
+            timings["open"] = time.perf_counter() - t0
+            save()
+        if "crash" in only:
+            t0 = time.perf_counter()
+            results.update(bench_crash(sample, tmp, 12, 5 if quick else 20, a.seed))
+            timings["crash"] = time.perf_counter() - t0
+            save()
+        if only & {"dask", "read"}:
+            t0 = time.perf_counter()
+            big_spec = SampleSpec(
+                n_dates=8, width=big, height=big, seed=3, cloud_cover=(0.1,), nodata_date=None
+            )
+            big_sample = generate_sample(tmp / "sample-big", big_spec)
+            timings["sample_big"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            dask_res = bench_dask(big_sample, tmp, 1 if quick else 2)
+            read_cat = dask_res.pop("_catalog")
+            if "dask" in only:
+                results.update(dask_res)
+                timings["dask"] = time.perf_counter() - t0
+                save()
+            if "read" in only:
+                t0 = time.perf_counter()
+                results.update(bench_read(read_cat, 3 if quick else 5))
+                timings["read"] = time.perf_counter() - t0
+                save()
+    results["complete"] = only == set(SECTIONS)
+    save()
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The stac-geoparquet index: the JSON items in one file, stale once the catalog moves on."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+from stac2cube import load_config, open_cube, run
+from stac2cube.cube.index import INDEX_NAME, index_path, invalidate_index, read_index, write_index
+from stac2cube.cube.odc import catalog_items
+from stac2cube.export import drop_nulls
+from stac2cube.io.catalog import CatalogStore
+from stac2cube.testing.configs import write_config
+from stac2cube.testing.sample import Sample
+
+
+@pytest.fixture(scope="module")
+def catalog(sample: Sample, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("index")
+    cfg = write_config(
+        tmp,
+        sample,
+        {"path": str(sample.l2a_items_path)},
+        bands=["B04", "B08", "SCL"],
+        steps={"cloudmask": None},
+        run={"executor": "serial"},
+    )
+    assert run(load_config(cfg)).written == 4
+    write_index(tmp / "catalog")
+    return tmp / "catalog"
+
+
+def _content(item_dict: dict[str, object]) -> dict[str, object]:
+    keep = ("id", "geometry", "bbox", "properties", "assets", "stac_extensions", "collection")
+    return drop_nulls({k: item_dict.get(k) for k in keep})
+
+
+def test_index_round_trips_the_json_items(catalog: Path) -> None:
+    path = index_path(catalog)
+    assert path == catalog / "sentinel-2-l2a-ard" / INDEX_NAME and path.exists()
+    indexed = read_index(catalog)
+    assert indexed is not None
+    from_json = {it.id: it for it in catalog_items(catalog, use_index=False)}
+    assert sorted(it.id for it in indexed) == sorted(from_json)
+    for item in indexed:
+        ref = from_json[item.id]
+        assert item.datetime == ref.datetime and item.datetime is not None
+        assert item.collection_id == ref.collection_id == "sentinel-2-l2a-ard"
+        for field in ("proj:code", "proj:shape", "proj:transform", "proj:bbox"):
+            assert item.properties[field] == ref.properties[field], field
+        assert set(item.assets) == set(ref.assets) == {"B04", "B08", "SCL"}
+        for key, asset in item.assets.items():
+            href = asset.get_absolute_href()
+            assert href == ref.assets[key].get_absolute_href() and Path(href).is_file()
+        assert _content(item.to_dict(transform_hrefs=False)) == _content(
+            ref.to_dict(transform_hrefs=False)
+        )
+
+
+def test_catalog_items_uses_a_current_index_and_survives_a_move(
+    catalog: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "moved"
+    shutil.copytree(catalog, copy)  # hrefs are relative: the index moves with the catalog
+    items = read_index(copy)
+    assert items is not None and len(items) == 4
+    assert all(
+        Path(a.get_absolute_href() or "").is_relative_to(copy) for a in items[0].assets.values()
+    )
+    times = [it.datetime for it in catalog_items(copy)]
+    assert times == sorted(times)  # type: ignore[type-var]
+
+
+def test_index_is_stale_after_adding_an_item(catalog: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "grown"
+    shutil.copytree(catalog, copy)
+    store = CatalogStore.open(copy)
+    source = store.read_item(store.item_ids()[0])
+    assert source is not None
+    new_id = "S2B_33TWN_20230701_0_L2A"
+    shutil.copytree(store.item_dir(source["id"]), store.staging_dir(new_id))
+    (store.staging_dir(new_id) / f"{source['id']}.json").unlink()
+    store.add_item({**source, "id": new_id})  # commits like the pipeline does
+    assert read_index(copy) is None  # collection.json moved on: the index is stale
+    assert len(catalog_items(copy)) == 5  # ... so the JSON files are read
+    write_index(store)
+    indexed = read_index(copy)
+    assert indexed is not None and new_id in {it.id for it in indexed} and len(indexed) == 5
+    store.remove_item(new_id)
+    assert read_index(copy) is None
+
+
+def test_missing_or_broken_index_falls_back_to_json(
+    catalog: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    copy = tmp_path / "broken"
+    shutil.copytree(catalog, copy)
+    index_path(copy).write_bytes(b"not parquet")
+    with caplog.at_level(logging.WARNING, logger="stac2cube.cube.index"):
+        assert read_index(copy) is None
+    assert "unreadable" in caplog.text
+    assert len(catalog_items(copy)) == 4
+    assert invalidate_index(copy) and not index_path(copy).exists()
+    assert read_index(copy) is None and not invalidate_index(copy)
+
+
+def test_index_of_an_empty_collection(tmp_path: Path) -> None:
+    store = CatalogStore(tmp_path / "empty", "coll")
+    store.create()
+    write_index(store)
+    assert read_index(store) == []
+    coll = json.loads(store.collection_path.read_text())
+    assert not [ln for ln in coll["links"] if ln["rel"] == "item"]
+
+
+def test_open_cube_is_the_same_with_and_without_the_index(catalog: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "cube"
+    shutil.copytree(catalog, copy)
+    assert read_index(copy) is not None
+    with_index = open_cube(copy, ["B04", "SCL"], groupby="solar_day").load()
+    invalidate_index(copy)
+    without = open_cube(copy, ["B04", "SCL"], groupby="solar_day").load()
+    xr.testing.assert_identical(with_index, without)
+    assert int((with_index.B04 != -32768).sum()) > 0
