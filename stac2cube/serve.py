@@ -5,11 +5,11 @@
     client ──HTTP──▶ front (host:port, 127.0.0.1 unless told otherwise; a threaded HTTP server
                       │     in a child Python process)
                       ├─ /catalog/<path>  the catalog's files: GET/HEAD, single Range → 206
-                      └─ anything else    proxied to `rustac serve` on 127.0.0.1:<internal port>
+                      └─ anything else    proxied to the STAC API backend (127.0.0.1 only)
 
 At start the catalog is read once (:func:`stac2cube.export.read_catalog`): its collections and
 items, with every asset href rewritten to ``<internal>/catalog/<catalog-relative path>``, are
-loaded into ``rustac serve`` (in-memory backend), which listens on a loopback port only. The front
+handed to the STAC API backend, which listens on a loopback port only. The front
 rewrites that internal base URL in every proxied response to the public one (``public_url``, or
 the ``Host`` the client used), so the landing page's ``self``/``root`` links, paging links and
 asset hrefs all point at the port the client used. Files are served live; the API is a snapshot
@@ -25,10 +25,22 @@ The file server never leaves the catalog root: URL paths are percent-decoded onc
 ``_stac2cube/`` state directory; the resolved path (symlinks followed) must still lie inside the
 root, and only regular files are served (404 otherwise, directories are never listed).
 
-rustac's in-memory backend searches by ``bbox``, ``intersects``, ``datetime``, ``ids`` and
-``collections``. It has no ``filter`` (CQL2), ``query`` or ``sortby``: it would silently answer
-such a search with *no* items, so the front refuses those parameters with 400 and a message.
-Only ``GET``/``HEAD`` (and ``POST /search``, ``OPTIONS``) are allowed: the API is read-only.
+Two STAC API backends answer behind the front (``backend``):
+
+* ``rustac`` (default): ``rustac serve`` (in-memory backend). It searches by ``bbox``,
+  ``intersects``, ``datetime``, ``ids`` and ``collections``, with paging, but has no ``filter``.
+* ``static``: `stac-fastapi-static <https://pypi.org/project/stac-fastapi-static/>`_, a
+  stac-fastapi application over a static catalog, run by uvicorn on a snapshot of the catalog
+  written at start. It adds the **CQL2 filter** extension (``filter`` as text or JSON, e.g.
+  ``eo:cloud_cover < 20``). Known upstream limitation (stac-fastapi-static 1.0.1): pages after the
+  first of a paged search ignore ``datetime`` (``filter`` and ``bbox`` are kept), so combine
+  ``datetime`` with a ``limit`` that holds every result (a CQL2 filter on ``datetime`` matches
+  nothing there), or use ``rustac`` for time searches.
+
+Neither implements the ``query`` or ``sortby`` extensions; rather than answer such a search with
+an unfiltered or empty page, the front refuses the parameters its backend cannot honour with 400
+and a message. Only ``GET``/``HEAD`` (and ``POST /search``, ``OPTIONS``) are allowed: the API is
+read-only.
 """
 
 from __future__ import annotations
@@ -51,13 +63,16 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Literal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from .errors import CatalogError, ConfigError, Stac2CubeError
@@ -71,8 +86,12 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 FILES_PREFIX = "/catalog/"
 """URL prefix under which the catalog directory's files are served."""
-UNSUPPORTED_SEARCH_PARAMS = ("filter", "query", "sortby")
-"""Search parameters rustac's in-memory backend cannot honour (refused with 400)."""
+Backend = Literal["static", "rustac"]
+UNSUPPORTED_SEARCH_PARAMS: dict[str, tuple[str, ...]] = {
+    "static": ("query", "sortby"),
+    "rustac": ("filter", "query", "sortby"),
+}
+"""Search parameters each backend cannot honour (refused with 400)."""
 MAX_BODY = 1 << 20
 COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 _CHUNK = 1 << 20
@@ -115,6 +134,7 @@ def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     public_url: str | None = None,
+    backend: Backend = "rustac",
 ) -> CatalogServer:
     """A STAC API plus the catalog's files over HTTP, on ``host:port`` (not yet started).
 
@@ -123,8 +143,11 @@ def serve(
     give another address (``0.0.0.0`` for every interface) only to serve other machines.
     ``port=0`` picks a free port. ``public_url`` fixes the base URL written into links and asset
     hrefs (say behind a reverse proxy); by default it follows the ``Host`` the client used.
+    ``backend`` picks the STAC API: ``rustac`` (``rustac serve``, no filter) or ``static``
+    (stac-fastapi-static, with the CQL2 filter extension; see the module docs for its paging
+    limitation).
     """
-    return CatalogServer(catalog, host=host, port=port, public_url=public_url)
+    return CatalogServer(catalog, host=host, port=port, public_url=public_url, backend=backend)
 
 
 class CatalogServer:
@@ -144,8 +167,11 @@ class CatalogServer:
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         public_url: str | None = None,
+        backend: Backend = "rustac",
         startup_timeout: float = 30.0,
     ) -> None:
+        if backend not in UNSUPPORTED_SEARCH_PARAMS:
+            raise ConfigError(f"backend must be one of static, rustac, not {backend!r}")
         root = Path(catalog)
         if root.name == "catalog.json":
             root = root.parent
@@ -161,7 +187,8 @@ class CatalogServer:
         self.port = port
         self.public_url = public_url.rstrip("/") if public_url else None
         self.startup_timeout = startup_timeout
-        self._api: _RustacBackend | None = None
+        self.backend: Backend = backend
+        self._api: _RustacBackend | _StaticBackend | None = None
         self._front: subprocess.Popen[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
@@ -255,6 +282,16 @@ class CatalogServer:
         internal = f"http://127.0.0.1:{internal_port}"
         base = internal + FILES_PREFIX
         contents = read_catalog(self.root, lambda rel: base + quote(rel))
+        if self.backend == "static":
+            catalog_json = _write_snapshot(contents, tmp / "snapshot")
+            log.info(
+                "serving %d collection(s) and %d item(s) with stac-fastapi-static",
+                len(contents.collections),
+                len(contents.items),
+            )
+            self._api = _StaticBackend(catalog_json, internal_port, self.startup_timeout)
+            self._api.start()
+            return internal
         hrefs: list[Path] = []
         for i, coll in enumerate(contents.collections):
             hrefs.append(tmp / f"collection-{i}.json")
@@ -287,6 +324,8 @@ class CatalogServer:
             "url": self.url,
             "access_log": str(tmp / _ACCESS_LOG),
             "api_pid": self._api.pid if self._api is not None else None,
+            "unsupported": list(UNSUPPORTED_SEARCH_PARAMS[self.backend]),
+            "backend": self.backend,
         }
         package_dir = str(Path(__file__).resolve().parent)
         self._front = subprocess.Popen(
@@ -426,6 +465,118 @@ class _RustacBackend(RustacServer):
         return self
 
 
+def _write_snapshot(contents: Any, root: Path) -> Path:
+    """A static catalog (best-practice layout) of ``contents`` under ``root``, for
+    stac-fastapi-static: the served asset hrefs are absolute, the links relative."""
+    json_type = "application/json"
+    cat: dict[str, Any] = {
+        "type": "Catalog",
+        "stac_version": "1.1.0",
+        "id": "stac2cube",
+        "description": "stac2cube catalog",
+        "links": [{"rel": "root", "href": "./catalog.json", "type": json_type}],
+    }
+    by_coll: dict[str, list[Mapping[str, Any]]] = {}
+    for item in contents.items:
+        by_coll.setdefault(str(item.get("collection", "")), []).append(item)
+    for coll in contents.collections:
+        cid = str(coll["id"])
+        cdir = root / cid
+        cdir.mkdir(parents=True, exist_ok=True)
+        doc = dict(coll)
+        doc["links"] = [
+            {"rel": "root", "href": "../catalog.json", "type": json_type},
+            {"rel": "parent", "href": "../catalog.json", "type": json_type},
+        ]
+        for item in by_coll.get(cid, []):
+            iid = str(item["id"])
+            (cdir / iid).mkdir(exist_ok=True)
+            idoc = dict(item)
+            idoc["links"] = [
+                {"rel": "root", "href": "../../catalog.json", "type": json_type},
+                {"rel": "parent", "href": "../collection.json", "type": json_type},
+                {"rel": "collection", "href": "../collection.json", "type": json_type},
+            ]
+            (cdir / iid / f"{iid}.json").write_text(json.dumps(idoc))
+            doc["links"].append({"rel": "item", "href": f"./{iid}/{iid}.json", "type": json_type})
+        (cdir / "collection.json").write_text(json.dumps(doc))
+        cat["links"].append({"rel": "child", "href": f"./{cid}/collection.json", "type": json_type})
+    (root / "catalog.json").write_text(json.dumps(cat))
+    return root / "catalog.json"
+
+
+class _StaticBackend:
+    """stac-fastapi-static (a stac-fastapi application over a static catalog) run by uvicorn on
+    a loopback port, with its log relayed."""
+
+    def __init__(self, catalog_json: Path, port: int, startup_timeout: float) -> None:
+        self.catalog_json = catalog_json
+        self.port = port
+        self.startup_timeout = startup_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> _StaticBackend:
+        import importlib.util
+
+        if importlib.util.find_spec("stac_fastapi.static") is None:
+            raise ServeError(
+                "the static backend needs stac-fastapi-static: `pip install 'stac2cube[serve]'` "
+                "(or serve with backend rustac)"
+            )
+        env = {
+            **os.environ,
+            "CATALOG_HREF": str(self.catalog_json),
+            "ASSUME_BEST_PRACTICE_LAYOUT": "true",
+            "RELOAD": "false",
+            "LOG_LEVEL": "warning",
+            "STAC_FASTAPI_TITLE": "stac2cube",
+            "STAC_FASTAPI_DESCRIPTION": "Analysis-ready Sentinel-2 scenes written by stac2cube",
+            "STAC_FASTAPI_LANDING_ID": "stac2cube",
+        }
+        cmd = [sys.executable, "-m", "uvicorn", "stac_fastapi.static.app:app", "--host",
+               "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+               "--no-access-log"]  # fmt: skip
+        self._proc = subprocess.Popen(
+            cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{self.port}/"
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                self._proc = None
+                raise ServeError(f"stac-fastapi-static exited at start: {err.strip()[-2000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.2)
+        else:
+            self.stop()
+            raise ServeError(f"stac-fastapi-static did not answer on {url} in time")
+        if self._proc.stderr is not None:
+            threading.Thread(
+                target=_relay_log, args=(self._proc.stderr, "stac-fastapi-static"), daemon=True
+            ).start()
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+
 def _relay_log(stream: IO[bytes], source: str = "front") -> None:
     """Log the lines a child process writes to stderr (``LEVEL message`` from the front)."""
     with contextlib.suppress(OSError, ValueError):
@@ -455,6 +606,8 @@ class _FrontConfig:
     public_url: str | None
     url: str
     access_log: IO[str]
+    unsupported: tuple[str, ...] = UNSUPPORTED_SEARCH_PARAMS["rustac"]
+    backend: str = "rustac"
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @functools.cached_property
@@ -491,6 +644,8 @@ def _front_main() -> None:
                 public_url=cfg["public_url"],
                 url=cfg["url"],
                 access_log=access,
+                unsupported=tuple(cfg["unsupported"]),
+                backend=cfg["backend"],
             ),
         )
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
@@ -692,12 +847,13 @@ class _Handler(BaseHTTPRequestHandler):
                 names = set(doc)
         elif parts.path.rstrip("/") == "/search" or _ITEMS_ROUTE.match(parts.path):
             names = set(parse_qs(parts.query, keep_blank_values=True))
-        return sorted(names.intersection(UNSUPPORTED_SEARCH_PARAMS))
+        return sorted(names.intersection(self.cfg.unsupported))
 
     def _proxy(self, method: str) -> None:
         body = self._read_body()
         if body is None:
             return
+        cfg = self.cfg
         bad = self._unsupported(method, body)
         if bad:
             self._send_json(
@@ -705,10 +861,12 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "code": "BadRequest",
                     "description": (
-                        f"this server (rustac's in-memory backend) does not support "
+                        f"this server (backend {cfg.backend}) does not support "
                         f"{', '.join(bad)}; search by bbox, intersects, datetime, ids and "
-                        "collections and filter the items on the client, or query a "
-                        "stac-geoparquet export (stac2cube.export.export_geoparquet)"
+                        "collections"
+                        + (" and filter with CQL2 (`filter`)" if cfg.backend == "static" else "")
+                        + ", and filter the rest on the client or query a stac-geoparquet "
+                        "export (stac2cube.export.export_geoparquet)"
                     ),
                 },
             )

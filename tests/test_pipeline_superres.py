@@ -19,7 +19,7 @@ from stac2cube.testing.stac_api import RustacServer
 pytest.importorskip("torch")
 pytest.importorskip("sen2sr")
 
-from stac2cube.steps import superres_models as sm  # noqa: E402
+from stac2cube.steps import superres_models as sm
 
 BANDS = ["B02", "B03", "B04", "B08", "SCL"]
 

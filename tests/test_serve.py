@@ -371,3 +371,36 @@ def test_geoparquet_export_round_trips(catalog: Path, tmp_path: Path) -> None:
     export_geoparquet(catalog, out, base_url="https://data.example/cat/", overwrite=True)
     hrefs = [a["href"] for i in read_geoparquet(out) for a in i["assets"].values()]
     assert all(h.startswith(f"https://data.example/cat/{COLLECTION}/") for h in hrefs)
+
+
+@pytest.mark.filterwarnings("ignore:Server does not conform to QUERY")
+def test_static_backend_filters_with_cql2(catalog: Path, items: list[dict[str, Any]]) -> None:
+    """backend="static" (stac-fastapi-static) answers CQL2 filters on our provenance fields and
+    on any item property, through pystac-client, with the same public hrefs."""
+    pytest.importorskip("stac_fastapi.static")
+    by_sun = sorted(items, key=lambda i: i["properties"]["view:sun_elevation"])
+    cut = (
+        by_sun[1]["properties"]["view:sun_elevation"]
+        + by_sun[2]["properties"]["view:sun_elevation"]
+    ) / 2
+    config_hash = items[0]["properties"]["stac2cube:config_hash"]
+    with serve(catalog, port=0, backend="static") as srv:
+        client = Client.open(srv.url)
+        assert [c.id for c in client.get_collections()] == [COLLECTION]
+        everything = client.search(collections=[COLLECTION]).item_collection()
+        assert sorted(i.id for i in everything) == sorted(i["id"] for i in items)
+        high = client.search(filter=f'"view:sun_elevation" > {cut}').item_collection()
+        assert sorted(i.id for i in high) == sorted(i["id"] for i in by_sun[2:])
+        same = client.search(
+            filter={"op": "=", "args": [{"property": "stac2cube:config_hash"}, config_hash]},
+            filter_lang="cql2-json",
+        ).item_collection()
+        assert len(same) == len(items)
+        other = client.search(filter="\"stac2cube:config_hash\" = 'sha256:0'").item_collection()
+        assert len(other) == 0
+        href = next(iter(high)).assets["B04"].href
+        assert href.startswith(srv.url + "/catalog/")
+        with rasterio.open(href) as src:
+            assert src.read(1).shape == (src.height, src.width)
+        with pytest.raises(APIError, match="does not support query"):
+            client.search(query={"eo:cloud_cover": {"lt": 10}}).item_collection()

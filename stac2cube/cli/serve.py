@@ -9,7 +9,7 @@ from types import FrameType
 
 import click
 
-from ..serve import DEFAULT_HOST, DEFAULT_PORT, serve
+from ..serve import DEFAULT_HOST, DEFAULT_PORT, Backend, serve
 from .options import handle_errors, verbosity
 
 
@@ -36,13 +36,23 @@ from .options import handle_errors, verbosity
     help="Base URL written into links and asset hrefs, e.g. behind a reverse proxy "
     "(default: the address each client used).",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["rustac", "static"]),
+    default="rustac",
+    show_default=True,
+    help="STAC API behind the server: rustac (rustac serve) or static (stac-fastapi-static, "
+    "adds CQL2 `filter`, e.g. on eo:cloud_cover; see docs/serve.md for its paging limit).",
+)
 @verbosity
 @handle_errors
-def serve_cmd(catalog: Path, host: str, port: int, public_url: str | None) -> None:
+def serve_cmd(
+    catalog: Path, host: str, port: int, public_url: str | None, backend: Backend
+) -> None:
     """Serve CATALOG as a STAC API (search with pystac-client, load with odc-stac) and its
     files, COGs included, with HTTP range requests (GDAL /vsicurl), until Ctrl-C."""
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    with serve(catalog, host=host, port=port, public_url=public_url) as srv:
+    with serve(catalog, host=host, port=port, public_url=public_url, backend=backend) as srv:
         click.echo(f"STAC API        {srv.url}/")
         click.echo(f"item search     {srv.url}/search")
         click.echo(f"static catalog  {srv.catalog_url}")
@@ -55,4 +65,4 @@ def serve_cmd(catalog: Path, host: str, port: int, public_url: str | None) -> No
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    sys.exit(0)  # unwinds the `with`, which stops rustac as well
+    sys.exit(0)  # unwinds the `with`, which stops the STAC API backend as well
