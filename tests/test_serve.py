@@ -45,7 +45,11 @@ COLLECTION = "sentinel-2-l2a-ard"
 def catalog(sample: Sample, tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("serve")
     cfg = write_config(
-        tmp, sample, {"path": str(sample.l2a_items_path)}, bands=BANDS, run={"executor": "serial"}
+        tmp,
+        sample,
+        {"path": str(sample.l2a_items_path)},
+        bands=BANDS,
+        run={"executor": "serial"},
     )
     assert run(load_config(cfg)).written == 4
     return tmp / "catalog"
@@ -398,6 +402,10 @@ def test_static_backend_filters_with_cql2(catalog: Path, items: list[dict[str, A
         assert len(same) == len(items)
         other = client.search(filter="\"stac2cube:config_hash\" = 'sha256:0'").item_collection()
         assert len(other) == 0
+        covers = sorted(i["properties"]["eo:cloud_cover"] for i in items)
+        limit = (covers[1] + covers[2]) / 2
+        clear = client.search(filter=f"eo:cloud_cover < {limit}").item_collection()
+        assert sorted(i.properties["eo:cloud_cover"] for i in clear) == covers[:2]
         href = next(iter(high)).assets["B04"].href
         assert href.startswith(srv.url + "/catalog/")
         with rasterio.open(href) as src:
