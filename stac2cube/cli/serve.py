@@ -52,6 +52,9 @@ def serve_cmd(
     """Serve CATALOG as a STAC API (search with pystac-client, load with odc-stac) and its
     files, COGs included, with HTTP range requests (GDAL /vsicurl), until Ctrl-C."""
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # Ctrl-C stops the server even when started from a non-interactive shell's background job,
+    # which starts its children with SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with serve(catalog, host=host, port=port, public_url=public_url, backend=backend) as srv:
         click.echo(f"STAC API        {srv.url}/")
         click.echo(f"item search     {srv.url}/search")
