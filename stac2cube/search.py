@@ -269,7 +269,13 @@ def item_from_dict(feat: Mapping[str, Any]) -> pystac.Item:
     if not isinstance(props, Mapping) or not (props.get("datetime") or props.get("start_datetime")):
         raise ItemError(f"item {fid}: has neither properties.datetime nor start_datetime")
     try:
-        it = pystac.Item.from_dict(dict(feat), preserve_dict=True)
+        # no deep copy of the (freshly parsed, not reused) feature, and no migration pass for
+        # items already at pystac's STAC version: parsing was most of a large search's time
+        it = pystac.Item.from_dict(
+            dict(feat),
+            preserve_dict=False,
+            migrate=feat.get("stac_version") != pystac.get_stac_version(),
+        )
         shapely.geometry.shape(it.geometry)
     except ItemError:
         raise

@@ -95,9 +95,11 @@ def build_references(catalog: str | Path, *, overwrite: bool = False) -> list[Pa
     """Write the reference files that are missing (all with ``overwrite``); returns them."""
     store = CatalogStore.open(catalog)
     written = []
-    for item in store.iter_items():
-        if overwrite or not references_path(store, str(item["id"])).exists():
-            written.append(write_item_references(store, item))
+    for item_id in store.item_ids():  # item JSON is read only where references are missing
+        if overwrite or not references_path(store, item_id).exists():
+            item = store.read_item(item_id)
+            if item is not None:
+                written.append(write_item_references(store, item))
     return written
 
 
