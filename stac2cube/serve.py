@@ -78,7 +78,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from .errors import CatalogError, ConfigError, Stac2CubeError
 from .export import read_catalog
 from .io.catalog import STATE_DIR
-from .testing.stac_api import RustacServer, StacApiServerError, free_port
+from .testing.stac_api import RustacServer, StacApiServerError, free_port, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -567,13 +567,7 @@ class _StaticBackend:
         return self
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                self._proc.kill()
-                self._proc.wait()
+        stop_process(self._proc)
         self._proc = None
 
 

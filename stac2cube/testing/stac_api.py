@@ -31,6 +31,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """Terminate a server subprocess (kill it if it does not exit in ``timeout`` s) and close
+    its stderr pipe."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            proc.kill()
+            proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
 def rustac_executable() -> str:
     """Path of the ``rustac`` CLI (installed by the ``server`` extra)."""
     beside = Path(sys.executable).with_name("rustac")
@@ -92,15 +108,7 @@ class RustacServer:
         raise StacApiServerError(f"rustac serve did not answer on {self.url} in time")
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                self._proc.kill()
-                self._proc.wait()
-        if self._proc is not None and self._proc.stderr is not None:
-            self._proc.stderr.close()
+        stop_process(self._proc)
         self._proc = None
 
     def __enter__(self) -> RustacServer:
