@@ -360,3 +360,20 @@ def test_reproject_reference_from_another_crs(tmp_path: Path) -> None:
     with pytest.raises(NoOverlapError):
         reproject_reference(path, far)
     assert math.isfinite(float(out.mean()))
+
+
+@pytest.mark.parametrize("shift", [(1.7, -0.4), (-0.6, 2.3)])
+def test_reference_with_cloud_holes_and_a_cloudy_scene(shift: tuple[float, float]) -> None:
+    """A `clearest` reference has NaN where its own clouds were, and the scene has clouds of its
+    own: both must be kept out of the correlation without biasing the shift towards zero (a
+    -9999 fill made AROSICS fail; filling the union of both masks in both images pulled cloudy
+    scenes' shifts to ~0)."""
+    cs = make_coreg_scene(size=SIZE, warp=Warp(shift=shift), seed=11, cloud_cover=0.3)
+    ref = np.array(cs.reference.data, copy=True)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    ref[0][(yy - 120) ** 2 + (xx - 260) ** 2 < 60**2] = np.nan  # a cloud hole in the reference
+    scene = cs.scene.replace(aux={"reference": cs.reference.__class__(
+        ref, cs.reference.geobox, cs.reference.bands, cs.reference.source)})  # fmt: skip
+    r = STEP.run(scene, CoregConfig()).record.results
+    assert r["status"] == "ok", r
+    assert float(np.hypot(*np.subtract(r["shift_px"], shift))) < 0.2, (shift, r["shift_px"])
