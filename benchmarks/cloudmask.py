@@ -29,10 +29,7 @@ import dataclasses
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterable
@@ -40,18 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import peak_rss_mb, run_worker
 
 RESULTS = Path(__file__).parent / "results" / "cloudmask.json"
 CURVE = tuple(round(0.1 * i, 1) for i in range(1, 10))
 CLOUD_F1_TARGET = 0.9
-
-
-def _peak_rss_mb() -> float:
-    """Peak RSS of this process image (VmHWM; ru_maxrss would carry the parent's peak)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # pragma: no cover
 
 
 class Counts:
@@ -245,21 +235,14 @@ def worker_speed(root: str, resolution: float, repeat: int) -> dict[str, float]:
         times.append(time.perf_counter() - t0)
     return {
         "seconds": statistics.median(times),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "cloud_fraction": res.record.results["cloud_fraction"],
         "pixels": int(px.truth.size),
     }
 
 
-def _run_worker(root: Path, resolution: float, repeat: int) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", str(root), str(resolution), str(repeat)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+def _run_worker(root: Path, resolution: float, repeat: int) -> dict[str, Any]:
+    return run_worker(__file__, ["--worker", root, resolution, repeat])
 
 
 def main() -> None:

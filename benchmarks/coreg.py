@@ -38,26 +38,16 @@ import argparse
 import json
 import os
 import platform
-import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import peak_rss_mb, run_worker
 
 RESULTS = Path(__file__).parent / "results" / "coreg.json"
 GLOBAL_TARGET_PX = 0.1
 LOCAL_TARGET_PX = 0.2
-
-
-def _peak_rss_mb() -> float:
-    """Peak RSS of this process image (VmHWM; ru_maxrss would carry the parent's peak)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # pragma: no cover
 
 
 def _reset_peak_rss() -> bool:
@@ -240,14 +230,14 @@ def worker_speed(mode: str, size: int, cloud_cover: float) -> dict[str, float]:
     step, cfg = CoregStep(), CoregConfig(mode=mode)  # type: ignore[arg-type]
     small = make_coreg_scene(size=256, warp=Warp(shift=(0.5, 0.5)), seed=401)
     step.run(small.scene, CoregConfig())  # imports, not timed
-    rss0 = _peak_rss_mb()
+    rss0 = peak_rss_mb()
     reset = _reset_peak_rss()
     t = time.perf_counter()
     res = step.run(cs.scene, cfg)
     dt = time.perf_counter() - t
     return {
         "seconds": round(dt, 3),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_rss_mb_before_step": round(rss0, 1),
         "peak_rss_reset_before_step": float(reset),
         "status_ok": float(res.record.results["status"] == "ok"),
@@ -258,16 +248,9 @@ def worker_speed(mode: str, size: int, cloud_cover: float) -> dict[str, float]:
     }
 
 
-def _run_worker(mode: str, size: int, cloud_cover: float) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", mode, str(size), str(cloud_cover)],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
-    )
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+def _run_worker(mode: str, size: int, cloud_cover: float) -> dict[str, Any]:
+    threads = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return run_worker(__file__, ["--worker", mode, size, cloud_cover], env=threads)
 
 
 def main() -> None:

@@ -46,18 +46,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import peak_rss_mb, run_worker
+
 RESULTS = Path(__file__).parent / "results" / "incremental.json"
 BANDS = ["B02", "B03", "B04", "B05", "B08", "B8A", "B11", "B12", "SCL"]
 VOLATILE = ("created", "updated", "processing:datetime", "stac2cube:started", "stac2cube:finished")
 """Item properties that hold the time of processing (excluded when runs are compared)."""
-
-
-def _peak_rss_mb() -> float:
-    """Peak RSS of this process image (VmHWM, not the parent's peak that ru_maxrss carries)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")  # pragma: no cover
 
 
 # ------------------------------------------------------------------------------ workers
@@ -71,7 +65,7 @@ def worker_run(config: str) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     return {
         "seconds": seconds,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "written": summary.written,
         "skipped": summary.skipped,
         "failed": summary.failed,
@@ -136,13 +130,7 @@ def worker_read(catalog: str, repeat: int) -> dict[str, Any]:
 
 
 def _child(args: list[str]) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, __file__, *args], capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"worker {args} failed:\n{proc.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return run_worker(__file__, args)
 
 
 # ------------------------------------------------------------------------------ helpers

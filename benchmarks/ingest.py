@@ -22,25 +22,16 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from _common import peak_rss_mb, run_worker
 
 BANDS = ["B02", "B03", "B04", "B08", "B05", "B8A", "B11", "B12", "SCL"]
 RESULTS = Path(__file__).parent / "results" / "ingest.json"
-
-
-def _peak_rss_mb() -> float:
-    """Peak RSS of this process image (VmHWM; ru_maxrss would include the parent's peak, which
-    Linux carries across fork and exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # pragma: no cover
 
 
 def worker_stac2cube(config: str) -> dict[str, float]:
@@ -53,7 +44,7 @@ def worker_stac2cube(config: str) -> dict[str, float]:
     assert summary.failed == 0 and summary.written > 0, summary
     assert cfg.steps.cloudmask is None, "the ingest benchmark runs no science step"
     assert cfg.run.executor == "serial", "compared with rio-cogeo in one process"
-    return {"seconds": dt, "peak_rss_mb": _peak_rss_mb(), "scenes": summary.written}
+    return {"seconds": dt, "peak_rss_mb": peak_rss_mb(), "scenes": summary.written}
 
 
 def worker_cogeo(config: str, out: str) -> dict[str, float]:
@@ -114,17 +105,11 @@ def worker_cogeo(config: str, out: str) -> dict[str, float]:
                     )
                 n += 1
     dt = time.perf_counter() - t0
-    return {"seconds": dt, "peak_rss_mb": _peak_rss_mb(), "cogs": n}
+    return {"seconds": dt, "peak_rss_mb": peak_rss_mb(), "cogs": n}
 
 
-def _child(args: list[str]) -> dict[str, float]:
-    proc = subprocess.run(
-        [sys.executable, __file__, *args], capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"worker {args} failed:\n{proc.stderr}")
-    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+def _child(args: list[str]) -> dict[str, Any]:
+    return run_worker(__file__, args)
 
 
 def main() -> None:

@@ -30,26 +30,17 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import peak_rss_mb, run_worker
 
 RESULTS = Path(__file__).parent / "results" / "superres.json"
 KINDS = ("rgbn_x4", "swir_x2", "full_x4")
-
-
-def _peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # pragma: no cover
 
 
 def _scene(root: str, size: int | None = None) -> Any:
@@ -151,20 +142,13 @@ def worker_speed(
         "mpx_per_s": round(h * w / 1e6 / sec, 5),
         "tiles": res.record.results["tiles"],
         "scene_px": [h, w],
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "torch_threads": torch.get_num_threads(),
     }
 
 
 def _run_worker(*args: Any) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", *map(str, args)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return run_worker(__file__, ["--worker", *args])
 
 
 # ------------------------------------------------------------------------------ GPU

@@ -1,0 +1,40 @@
+"""Helpers the benchmark scripts share: peak memory of a process, and running a script's own
+worker mode in a fresh subprocess (so each measurement has its own memory peak)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS of this process image (VmHWM; ru_maxrss would carry the parent's peak, which
+    Linux keeps across fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # pragma: no cover
+
+
+def run_worker(
+    script: str, args: Sequence[Any], env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Run ``python script *args`` and return the JSON object on the last line of its stdout;
+    a failing worker stops the benchmark with its stderr."""
+    proc = subprocess.run(
+        [sys.executable, script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"worker {list(args)} failed:\n{proc.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
