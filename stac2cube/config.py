@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
+import functools
 import hashlib
 import json
 import types
@@ -399,9 +400,11 @@ class Config:
             "output": {k: d["output"][k] for k in ("dtype", "cog_profile", "blocksize")}
         }
 
-    @property
+    @functools.cached_property
     def config_hash(self) -> str:
-        """sha256 of :meth:`processing_dict`; an item built with other parameters is stale."""
+        """sha256 of :meth:`processing_dict`; an item built with other parameters is stale.
+
+        Computed once per config (it is frozen): a run compares it with every catalog item."""
         blob = json.dumps(self.processing_dict(), sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 

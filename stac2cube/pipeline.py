@@ -38,7 +38,7 @@ from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, Raster
 from . import __version__
 from .bands import S2_BANDS
 from .config import Config, config_from_dict, to_dict
-from .cube.index import index_path, invalidate_index, write_index
+from .cube.index import index_path, invalidate_index, read_index_table, write_index
 from .errors import (
     ConfigError,
     EmptySearchError,
@@ -53,7 +53,13 @@ from .io.catalog import REFERENCE_ASSET, REFERENCE_DIR, CatalogStore, load_templ
 from .io.cog import CogFile, file_checksum, write_cog
 from .io.read import BandRead, read_band
 from .provenance import InputRecord, Provenance, SourceRecord, StepRecord, software_versions
-from .radiometry import RadiometryOverride, from_reflectance, processing_baseline, storage_encoding
+from .radiometry import (
+    RadiometryOverride,
+    baseline_from_properties,
+    from_reflectance,
+    processing_baseline,
+    storage_encoding,
+)
 from .search import search
 from .steps.base import AuxLayer, LayerInfo, Scene, Sidecar, Step
 
@@ -159,8 +165,18 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
             rebuilt = build_references(store.root)
             if rebuilt:
                 log.info("wrote %d missing kerchunk reference file(s)", len(rebuilt))
+        steps = active_steps(config)
+        need_twins = any(r.level == "l1c" for s, c in steps for r in s.required_aux(c).values())
         try:
-            found = search(config.source, aoi, config.time, base_dir=config.base_dir)
+            found = search(
+                config.source,
+                aoi,
+                config.time,
+                base_dir=config.base_dir,
+                # items the catalog holds up to date are not even parsed (an update of a large
+                # catalog); the L1C twin search needs every item parsed
+                unchanged=None if need_twins else _unchanged_check(config, store),
+            )
         except SearchError as exc:
             store.record_failure("<search>", "search", exc, run_id=run_id)
             raise
@@ -168,11 +184,10 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
         for rej in found.rejected:
             store.record_failure(rej.item_id, rej.stage, ItemError(rej.message), run_id=run_id)
             outcomes.append(SceneOutcome(rej.item_id, "rejected", rej.stage, rej.message))
-        steps = active_steps(config)
         twins: dict[str, pystac.Item] = {}
-        if any(r.level == "l1c" for s, c in steps for r in s.required_aux(c).values()):
+        if need_twins:
             twins = find_l1c_twins(config, aoi, found.items, store, run_id)
-        total = len(found.items)
+        total = len(found.items) + len(found.unchanged)
         if progress:
             progress(ProgressEvent(0, total, None))
         done = 0
@@ -184,6 +199,8 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
             if progress:
                 progress(ProgressEvent(done, total, outcome))
 
+        for item_id in found.unchanged:
+            report(SceneOutcome(item_id, "skipped", "plan", "up to date"))
         planned: dict[str, tuple[SceneTask, pystac.Item, Mapping[str, Any] | None]] = {}
         failed_before = {f.item_id for f in store.failures()}
         filtered_before = store.filtered()  # read the logs once, not once per scene
@@ -198,6 +215,8 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
                 assert reason is not None
                 task = SceneTask.create(item, twin, config, reason)
                 planned[item.id] = (task, item, existing)
+        # the rows of the items this run leaves alone are carried over into the next index
+        previous_index = read_index_table(store) if planned else None
         if planned and config.steps.coreg is not None:
             ensure_reference(config, [it for _, it, _ in planned.values()], twins, store, run_id)
         if planned:
@@ -209,7 +228,7 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
             report(_commit(result, task, item, existing, config, store, run_id))
         if planned or not index_path(store).exists():
             try:
-                write_index(store)
+                write_index(store, reuse=previous_index, changed=planned)
             except Stac2CubeError as exc:  # a missing index only slows reading
                 log.warning("catalog index not written: %s", exc)
         return RunSummary(run_id, str(store.root), found.method, tuple(outcomes))
@@ -570,16 +589,10 @@ def needs_processing(
     ``twin`` is the L1C twin found in this run (if a step needs one): an item built without it
     (L2A fallback) or with another twin is stale.
     """
-    if existing is None:
-        return "new"
+    reason = _staleness(source.id, source.properties, existing, config)
+    if reason is not None or existing is None:
+        return reason
     props = existing.get("properties", {})
-    if props.get("stac2cube:config_hash") != config.config_hash:
-        return "stale: other processing configuration"
-    src = props.get("stac2cube:source", {})
-    if src.get("updated") != source.properties.get("updated"):
-        return "stale: source item updated"
-    if src.get("processing_baseline") != processing_baseline(source):
-        return "stale: new processing baseline"
     if twin is not None:
         used = {
             i["item"] for i in props.get("stac2cube:inputs", []) if i["band"].startswith("toa:")
@@ -587,6 +600,42 @@ def needs_processing(
         if used != {twin.id}:
             return "stale: L1C twin now available"
     return None
+
+
+def _staleness(
+    source_id: str,
+    source_props: Mapping[str, Any],
+    existing: Mapping[str, Any] | None,
+    config: Config,
+) -> str | None:
+    """:func:`needs_processing` without the L1C twin, from the source's id and properties."""
+    if existing is None:
+        return "new"
+    props = existing.get("properties", {})
+    if props.get("stac2cube:config_hash") != config.config_hash:
+        return "stale: other processing configuration"
+    src = props.get("stac2cube:source", {})
+    if src.get("updated") != source_props.get("updated"):
+        return "stale: source item updated"
+    if src.get("processing_baseline") != baseline_from_properties(source_id, source_props):
+        return "stale: new processing baseline"
+    return None
+
+
+def _unchanged_check(config: Config, store: CatalogStore) -> Callable[[Mapping[str, Any]], bool]:
+    """What ``search(unchanged=...)`` asks about each raw source item: does the catalog already
+    hold it, up to date? (Only used when no step needs an L1C twin, whose search needs the
+    parsed items.)"""
+
+    def check(feat: Mapping[str, Any]) -> bool:
+        item_id = str(feat["id"])
+        existing = store.read_item(item_id)
+        return (
+            existing is not None
+            and _staleness(item_id, feat["properties"], existing, config) is None
+        )
+
+    return check
 
 
 # --------------------------------------------------------------------------------- read

@@ -50,6 +50,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -68,6 +69,7 @@ __all__ = [
     "RadiometryOverride",
     "StorageDtype",
     "band_radiometry",
+    "baseline_from_properties",
     "baseline_has_offset",
     "from_reflectance",
     "processing_baseline",
@@ -187,12 +189,16 @@ def processing_baseline(item: pystac.Item) -> str | None:
     ``processing:version`` (CDSE, STAC 1.1), ``sentinel:processing_baseline``, then parsed from the
     ``_Nxxyy_`` part of ``s2:product_uri`` / ``sentinel:product_id`` / the item id.
     """
-    props = item.properties
+    return baseline_from_properties(item.id, item.properties)
+
+
+def baseline_from_properties(item_id: str, props: Mapping[str, Any]) -> str | None:
+    """:func:`processing_baseline` of an item given as its id and properties (raw JSON)."""
     for name in _BASELINE_PROPERTIES:
         baseline = _normalise_baseline(props.get(name))
         if baseline is not None:
             return baseline
-    for text in [*(props.get(n) for n in _PRODUCT_ID_PROPERTIES), item.id]:
+    for text in [*(props.get(n) for n in _PRODUCT_ID_PROPERTIES), item_id]:
         if isinstance(text, str):
             match = _BASELINE_IN_ID.search(text)
             if match is not None:

@@ -161,6 +161,34 @@ def test_rerun_touches_nothing_and_a_new_config_reprocesses(
     assert check_catalog(tmp_path / "catalog").problems == ()
 
 
+def test_a_reprocessed_source_is_found_stale_among_unchanged_ones(
+    sample: Sample, tmp_path: Path
+) -> None:
+    """An update reads the source items raw: the unchanged ones are skipped unparsed, an item
+    with a new ``updated`` or processing baseline is replaced."""
+    doc = _local_items(sample, tmp_path)
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps(doc))
+    path = write_config(
+        tmp_path, sample, {"path": str(items)}, bands=["B04"], steps={"cloudmask": None}
+    )
+    assert run(load_config(path)).written == 4
+    f = doc["features"]
+    f[1]["properties"]["updated"] = "2030-01-01T00:00:00Z"
+    old = f[2]["properties"]["s2:processing_baseline"]
+    f[2]["properties"]["s2:processing_baseline"] = f"{old[:3]}{int(old[3:]) + 1:02d}"
+    items.write_text(json.dumps(doc))
+    again = run(load_config(path))
+    reasons = {o.item_id: o.message for o in again.outcomes}
+    assert reasons == {
+        f[0]["id"]: "up to date",
+        f[1]["id"]: "stale: source item updated",
+        f[2]["id"]: "stale: new processing baseline",
+        f[3]["id"]: "up to date",
+    }
+    assert (again.written, again.skipped) == (2, 2)
+
+
 def _local_items(sample: Sample, tmp_path: Path) -> dict:
     return json.loads(sample.l2a_items_path.read_text())
 

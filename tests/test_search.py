@@ -199,3 +199,56 @@ def test_local_static_catalog(shared: Path, tmp_path: Path) -> None:
     assert len(res.items) == 4 and res.method == "local"
     with pytest.raises(SearchError, match="does not exist"):
         search(SourceConfig(path=str(tmp_path / "nope.json")), AOI, time)
+
+
+def test_unchanged_items_are_counted_not_parsed(pc_api: RustacServer, tmp_path: Path) -> None:
+    """``unchanged`` is asked only about items within the search (AOI, time, cloud limit); the
+    ones it accepts come back by id, and a search where all are accepted is not empty."""
+    asked: list[str] = []
+
+    def every_other(feat: object) -> bool:
+        assert isinstance(feat, dict)
+        asked.append(feat["id"])
+        return len(asked) % 2 == 1
+
+    full = search(SourceConfig(api=pc_api.url), AOI, JUNE)
+    res = search(SourceConfig(api=pc_api.url), AOI, JUNE, unchanged=every_other)
+    assert sorted(asked) == sorted(it.id for it in full.items)
+    assert len(res.unchanged) == 3 and len(res.items) == 3
+    assert set(res.unchanged) | {it.id for it in res.items} == set(asked)
+    assert all(isinstance(it, pystac.Item) for it in res.items)
+
+    asked.clear()
+    res = search(
+        SourceConfig(api=pc_api.url, max_cloud_cover=5), AOI, JUNE, unchanged=lambda f: True
+    )
+    assert res.items == () and len(res.unchanged) == 4  # the cloud limit applies first
+    capped = search(SourceConfig(api=pc_api.url, max_items=2), AOI, JUNE, unchanged=lambda f: True)
+    assert len(capped.items) == 2 and capped.unchanged == ()  # max_items counts parsed items
+
+
+def test_unchanged_check_on_a_local_file(shared: Path, tmp_path: Path) -> None:
+    """The AOI and time filters apply before the check; malformed items are parsed (and
+    rejected) whatever it would say."""
+    doc = json.loads((shared / PC_SITE2).read_text())
+    doc["features"] = doc["features"][:5] + [
+        {"type": "Feature", "stac_version": "1.0.0", "id": "bad", "properties": {}, "assets": {}}
+    ]
+    p = tmp_path / "items.json"
+    p.write_text(json.dumps(doc))
+    time = TimeConfig(dt.date(2020, 7, 1), dt.date(2020, 7, 31))
+    asked: list[str] = []
+
+    def yes(feat: object) -> bool:
+        assert isinstance(feat, dict)
+        asked.append(feat["id"])
+        return True
+
+    res = search(SourceConfig(path=str(p)), AOI, time, unchanged=yes)
+    plain = search(SourceConfig(path=str(p)), AOI, time)
+    assert sorted(res.unchanged) == sorted(asked) == sorted(it.id for it in plain.items)
+    assert res.items == () and [r.item_id for r in res.rejected] == ["bad"]
+    with pytest.raises(EmptySearchError):
+        search(
+            SourceConfig(path=str(p)), shapely.geometry.box(10, 45, 10.1, 45.1), time, unchanged=yes
+        )

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,21 +68,41 @@ def _read_items(coll_dir: Path, hrefs: Iterable[str]) -> list[dict[str, Any]]:
     return docs
 
 
-def write_index(catalog: str | Path | CatalogStore) -> Path:
+def write_index(
+    catalog: str | Path | CatalogStore,
+    *,
+    reuse: Any = None,
+    changed: Iterable[str] = (),
+) -> Path:
     """Write (or replace) the stac-geoparquet index of the catalog's collection; returns its path.
 
     ``catalog`` is a catalog directory, its ``catalog.json`` or a :class:`CatalogStore`. The file
     is written beside its final name and renamed into place, so readers see the old index or the
     new one; a leftover of a crash is removed by the next run's recovery. Call it while holding
     the catalog's lock (the pipeline does, at the end of a run).
+
+    ``reuse`` is the index as :func:`read_index_table` returned it before the items ``changed``
+    were committed (added or replaced): its rows of the other linked items are kept as they are
+    and only the item JSON files of the rest are read, so an update that adds one scene to a
+    large catalog reads one item, not all of them. Without it every item is read.
     """
+    import pyarrow as pa
     import stac_geoparquet.arrow as sga
 
     store = _store(catalog)
     coll_dir = store.collection_path.parent
+    skip = set(changed)
     for _ in range(3):  # the collection must not change while its items are read
         coll = store.read_collection()
-        docs = _read_items(coll_dir, _item_links(coll))
+        links = _item_links(coll)
+        ids = [Path(h).stem for h in links]
+        kept: Any = None
+        if reuse is not None and reuse.num_rows:
+            wanted = set(ids) - skip
+            keep = [i for i, v in enumerate(reuse.column("id").to_pylist()) if v in wanted]
+            kept = reuse.take(keep) if keep else None
+        have = set(kept.column("id").to_pylist()) if kept is not None else set()
+        docs = _read_items(coll_dir, [h for h, i in zip(links, ids, strict=True) if i not in have])
         if store.read_collection() == coll:
             break
     else:
@@ -93,11 +113,14 @@ def write_index(catalog: str | Path | CatalogStore) -> Path:
     path = coll_dir / INDEX_NAME
     tmp = temp_path_for(path)
     try:
+        parts = [kept] if kept is not None else []
         if docs:
-            table: Any = sga.parse_stac_items_to_arrow(docs, schema="FullFile")
+            parts.append(sga.parse_stac_items_to_arrow(docs, schema="FullFile").read_all())
+        if parts:
+            table = pa.concat_tables(parts, promote_options="permissive")
+            pos = {v: i for i, v in enumerate(table.column("id").to_pylist())}
+            table = table.take([pos[i] for i in ids])  # the collection's link order
         else:
-            import pyarrow as pa
-
             table = pa.table(
                 {"id": pa.array([], pa.string()), "geometry": pa.array([], pa.binary())}
             )
@@ -105,11 +128,13 @@ def write_index(catalog: str | Path | CatalogStore) -> Path:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, pa.ArrowException) as exc:
         raise CatalogError(f"cannot write the catalog index {path}: {exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
-    log.info("indexed %d item(s) of %s in %s", len(docs), coll["id"], path)
+    log.info(
+        "indexed %d item(s) of %s in %s (%d read from JSON)", len(ids), coll["id"], path, len(docs)
+    )
     return path
 
 
@@ -139,22 +164,24 @@ def _collection_paths(catalog: str | Path | CatalogStore) -> list[Path]:
     ]
 
 
-def read_index(
-    catalog: str | Path | CatalogStore, *, collection: str | None = None
-) -> list[pystac.Item] | None:
-    """The items of the catalog from its index, or None when an index is missing or stale.
+def read_index_table(catalog: str | Path | CatalogStore) -> Any:
+    """The index of the catalog's collection as a :class:`pyarrow.Table` while it is current
+    (it holds exactly the linked items and the collection equals the one it was written with),
+    else None. What :func:`write_index` takes as ``reuse``."""
+    store = _store(catalog)
+    tables = _current_tables([store.collection_path], None)
+    return None if tables is None else tables[0][2]
 
-    ``catalog`` is a catalog directory, its ``catalog.json``, a ``collection.json`` or a
-    :class:`CatalogStore`; with several collections, every one must have a current index
-    (``collection`` restricts this to one id). Items come back in the collection's link order,
-    each with its self href set to its JSON file, so relative asset hrefs resolve.
-    """
+
+def _current_tables(
+    coll_paths: list[Path], collection: str | None
+) -> list[tuple[Path, dict[str, Path], Any]] | None:
+    """(collection path, {item id: JSON path}, index table) of each collection, or None as soon
+    as one index is missing, unreadable or stale."""
     import pyarrow.parquet as pq
-    import stac_geoparquet.arrow as sga
 
-    current = pystac.get_stac_version()
-    items: list[pystac.Item] = []
-    for coll_path in _collection_paths(catalog):
+    out = []
+    for coll_path in coll_paths:
         try:
             coll = json.loads(coll_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
@@ -174,25 +201,89 @@ def read_index(
         if stored.get(coll.get("id")) != coll:
             log.info("the catalog index %s is stale; reading the item JSON files", path)
             return None
-        hrefs = {Path(h).stem: coll_path.parent / h for h in _item_links(coll)}
+        base = coll_path.parent.resolve()
+        hrefs = {Path(h).stem: base / h for h in _item_links(coll)}
         try:
-            rows = list(sga.stac_table_to_items(pq.read_table(path))) if hrefs else []
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as exc:
             log.warning("ignoring the unreadable catalog index %s: %s", path, exc)
             return None
-        if sorted(str(r["id"]) for r in rows) != sorted(hrefs):
+        ids = table.column("id").to_pylist() if "id" in table.column_names else []
+        if sorted(str(i) for i in ids) != sorted(hrefs):
             log.warning("the catalog index %s does not hold the linked items; ignoring it", path)
+            return None
+        out.append((coll_path, hrefs, table))
+    return out
+
+
+def read_index(
+    catalog: str | Path | CatalogStore,
+    *,
+    collection: str | None = None,
+    assets: Sequence[str] | None = None,
+    drop_properties: Sequence[str] = (),
+) -> list[pystac.Item] | None:
+    """The items of the catalog from its index, or None when an index is missing or stale.
+
+    ``catalog`` is a catalog directory, its ``catalog.json``, a ``collection.json`` or a
+    :class:`CatalogStore`; with several collections, every one must have a current index
+    (``collection`` restricts this to one id). Items come back in the collection's link order,
+    each with its self href set to its JSON file, so relative asset hrefs resolve.
+
+    ``assets`` keeps only those asset keys in the items (the ones a load asks for): most of the
+    cost of turning rows into items is in the assets, so a cube of two bands opens faster.
+    ``drop_properties`` leaves out the properties whose names start with one of these prefixes
+    (say the provenance, ``"stac2cube:"``, which a lazy load does not need).
+    """
+    import stac_geoparquet.arrow as sga
+
+    paths = [catalog.collection_path] if isinstance(catalog, CatalogStore) else None
+    tables = _current_tables(paths or _collection_paths(catalog), collection)
+    if tables is None:
+        return None
+    current = pystac.get_stac_version()
+    items: list[pystac.Item] = []
+    for _, hrefs, table in tables:
+        if not hrefs:
+            continue
+        if assets is not None:
+            table = _select_assets(table, assets)
+        if drop_properties:
+            prefixes = tuple(drop_properties)
+            table = table.drop_columns([c for c in table.column_names if c.startswith(prefixes)])
+        try:
+            rows = list(sga.stac_table_to_items(table))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring the unreadable catalog index: %s", exc)
             return None
         for raw in rows:
             geometry = raw.pop("geometry", None)  # GeoJSON from WKB: no nulls to drop
             doc: dict[str, Any] = _drop_nulls(raw)
             doc["geometry"] = geometry
             doc.setdefault("properties", {}).setdefault("datetime", None)
+            doc.setdefault("assets", {})
             migrate = doc.get("stac_version") != current  # our own items need no migration
             item = pystac.Item.from_dict(doc, preserve_dict=False, migrate=migrate)
-            item.set_self_href(str(hrefs[item.id].resolve()))
+            item.set_self_href(os.path.normpath(hrefs[item.id]))
             items.append(item)
     return items
+
+
+def _select_assets(table: Any, keys: Sequence[str]) -> Any:
+    """``table`` with its ``assets`` struct column reduced to the fields ``keys`` (those it has)."""
+    import pyarrow as pa
+
+    if "assets" not in table.column_names:
+        return table
+    col = table.column("assets").combine_chunks()
+    names = [f.name for f in col.type]
+    keep = [k for k in dict.fromkeys(keys) if k in names]
+    if not keep:
+        return table.drop_columns(["assets"])
+    sub = pa.StructArray.from_arrays(
+        [col.field(k) for k in keep], names=keep, mask=col.is_null() if col.null_count else None
+    )
+    return table.set_column(table.column_names.index("assets"), "assets", sub)
 
 
 def _drop_nulls(value: Any) -> Any:

@@ -11,7 +11,14 @@ import pytest
 import xarray as xr
 
 from stac2cube import load_config, open_cube, run
-from stac2cube.cube.index import INDEX_NAME, index_path, invalidate_index, read_index, write_index
+from stac2cube.cube.index import (
+    INDEX_NAME,
+    index_path,
+    invalidate_index,
+    read_index,
+    read_index_table,
+    write_index,
+)
 from stac2cube.cube.odc import catalog_items
 from stac2cube.export import drop_nulls
 from stac2cube.io.catalog import CatalogStore
@@ -127,3 +134,68 @@ def test_open_cube_is_the_same_with_and_without_the_index(catalog: Path, tmp_pat
     without = open_cube(copy, ["B04", "SCL"], groupby="solar_day").load()
     xr.testing.assert_identical(with_index, without)
     assert int((with_index.B04 != -32768).sum()) > 0
+
+
+def _grow(copy: Path, new_id: str) -> CatalogStore:
+    """Commit a copy of the first item under ``new_id`` (as the pipeline commits)."""
+    store = CatalogStore.open(copy)
+    source = store.read_item(store.item_ids()[0])
+    assert source is not None
+    shutil.copytree(store.item_dir(source["id"]), store.staging_dir(new_id))
+    (store.staging_dir(new_id) / f"{source['id']}.json").unlink()
+    store.add_item({**source, "id": new_id})
+    return store
+
+
+def _rows(copy: Path) -> list[dict[str, object]]:
+    items = read_index(copy)
+    assert items is not None
+    return [_content(it.to_dict(transform_hrefs=False)) for it in items]
+
+
+def test_incremental_index_equals_a_full_rebuild(catalog: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "incremental"
+    shutil.copytree(catalog, copy)
+    previous = read_index_table(copy)
+    assert previous is not None and previous.num_rows == 4
+    store = _grow(copy, "S2B_33TWN_20230701_0_L2A")
+    assert read_index_table(copy) is None  # stale: not reusable by itself
+    # an item replaced in place (its JSON changed, its id still linked) is listed as changed
+    replaced_id = store.item_ids()[1]
+    doc = store.read_item(replaced_id)
+    assert doc is not None
+    doc["properties"]["eo:cloud_cover"] = 99.5
+    (store.item_path(replaced_id)).write_text(json.dumps(doc))
+    write_index(store, reuse=previous, changed=["S2B_33TWN_20230701_0_L2A", replaced_id])
+    incremental = _rows(copy)
+    assert [r["id"] for r in incremental] == store.item_ids()  # the collection's link order
+    changed = {str(r["id"]): r for r in incremental}[replaced_id]["properties"]
+    assert changed["eo:cloud_cover"] == 99.5  # type: ignore[index]
+    write_index(store)  # every item read from JSON
+    assert incremental == _rows(copy)
+
+
+def test_incremental_index_drops_rows_of_unlinked_items(catalog: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "shrunk"
+    shutil.copytree(catalog, copy)
+    previous = read_index_table(copy)
+    store = CatalogStore.open(copy)
+    gone = store.item_ids()[0]
+    store.remove_item(gone)
+    write_index(store, reuse=previous)  # nothing "changed", but the link is gone
+    rows = _rows(copy)
+    assert len(rows) == 3 and gone not in {r["id"] for r in rows}
+
+
+def test_read_index_keeps_only_the_assets_and_properties_asked_for(catalog: Path) -> None:
+    items = read_index(catalog, assets=["B08", "NOPE"], drop_properties=["stac2cube:"])
+    assert items is not None and len(items) == 4
+    for item in items:
+        assert set(item.assets) == {"B08"}
+        assert not [k for k in item.properties if k.startswith("stac2cube:")]
+        assert "proj:transform" in item.properties and item.datetime is not None
+    bare = read_index(catalog, assets=[])
+    assert bare is not None and all(not it.assets for it in bare)
+    lean = catalog_items(catalog, use_index=False, assets=["B04"], drop_properties=["stac2cube:"])
+    assert [set(it.assets) for it in lean] == [{"B04"}] * 4
+    assert not [k for it in lean for k in it.properties if k.startswith("stac2cube:")]
