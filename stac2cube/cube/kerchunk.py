@@ -112,7 +112,7 @@ def open_virtual_cube(
     catalog: str | Path,
     bands: Sequence[str] | None = None,
     *,
-    chunks: Mapping[str, int] | None = None,
+    chunks: Mapping[str, int | str] | None = None,
     band_dim: Literal[False] = False,
 ) -> xr.Dataset: ...
 
@@ -122,7 +122,7 @@ def open_virtual_cube(
     catalog: str | Path,
     bands: Sequence[str] | None = None,
     *,
-    chunks: Mapping[str, int] | None = None,
+    chunks: Mapping[str, int | str] | None = None,
     band_dim: Literal[True],
 ) -> xr.DataArray: ...
 
@@ -131,7 +131,7 @@ def open_virtual_cube(
     catalog: str | Path,
     bands: Sequence[str] | None = None,
     *,
-    chunks: Mapping[str, int] | None = None,
+    chunks: Mapping[str, int | str] | None = None,
     band_dim: bool = False,
 ) -> xr.Dataset | xr.DataArray:
     """Open the catalog's COGs as one lazy virtual Zarr dataset (``time, y, x`` per band).
@@ -139,18 +139,22 @@ def open_virtual_cube(
     Values are the stored ones (as :func:`~stac2cube.cube.odc.open_cube` gives them on the
     catalog's grid); ``nodata`` is in each variable's attributes.
 
+    ``chunks`` are the dask chunks (per dimension, like xarray's); by default dask sizes them
+    (``"auto"``, up to its ``array.chunk-size``, whole tiles), so one task reads many tiles:
+    with one task per 512 px tile, reading is about twice as slow.
+
     ``band_dim=True`` returns one :class:`xarray.DataArray` (named ``bands``) with dims
     ``time, band, y, x`` instead, still read lazily tile by tile; the bands must share one grid,
     tile size, dtype, codec and nodata (say the reflectance bands, without ``SCL``), otherwise a
     :class:`~stac2cube.errors.CatalogError` names the groups that could be stacked.
     """
     store = CatalogStore.open(catalog)
-    items = sorted(store.iter_items(), key=lambda i: (i["properties"]["datetime"], i["id"]))
-    if not items:
+    item_ids = store.item_ids()
+    if not item_ids:
         raise CatalogError(f"the catalog {catalog} holds no item yet: run `stac2cube run` first")
     refs = []
-    for item in items:
-        path = references_path(store, str(item["id"]))
+    for item_id in item_ids:  # each reference file holds its item's datetime: no item JSON read
+        path = references_path(store, item_id)
         try:
             refs.append(json.loads(path.read_text()))
         except FileNotFoundError:
@@ -158,6 +162,7 @@ def open_virtual_cube(
                 f"{path} is missing: build the references with "
                 "`stac2cube.cube.kerchunk.build_references(catalog)`"
             ) from None
+    refs.sort(key=lambda r: (r["datetime"], r["id"]))
     item_grid = refs[0]["proj:transform"]
 
     def grid(ref: Mapping[str, Any], name: str) -> Any:
@@ -216,7 +221,7 @@ def open_virtual_cube(
         "reference://",
         engine="zarr",
         mask_and_scale=False,
-        chunks=dict(chunks) if chunks is not None else {},
+        chunks=dict(chunks) if chunks is not None else "auto",
         backend_kwargs={
             "consolidated": False,
             "zarr_format": 2,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,19 +13,28 @@ import pystac
 import xarray as xr
 
 from ..bands import S2_BANDS, normalize_band_names
-from ..errors import CatalogError
+from ..errors import CatalogError, ConfigError
 
 log = logging.getLogger(__name__)
 
 
 def catalog_items(
-    catalog: str | Path, *, collection: str | None = None, use_index: bool = True
+    catalog: str | Path,
+    *,
+    collection: str | None = None,
+    use_index: bool = True,
+    assets: Sequence[str] | None = None,
+    drop_properties: Sequence[str] = (),
 ) -> list[pystac.Item]:
     """All items of a catalog (directory, ``catalog.json`` or ``collection.json``), by time.
 
     With ``use_index`` (default) the items come from the collection's stac-geoparquet index
     (:mod:`stac2cube.cube.index`) when it is current, so thousands of items cost one file read;
     otherwise, or when the index is missing or stale, every item JSON is read.
+
+    ``assets`` keeps only those asset keys in the items, and ``drop_properties`` leaves out the
+    properties with these name prefixes (what a lazy load does not need: fewer assets and
+    properties make both reading the index and ``odc.stac.load`` faster).
     """
     path = Path(catalog)
     if path.is_dir():
@@ -34,7 +44,9 @@ def catalog_items(
     if use_index:
         from .index import read_index
 
-        indexed = read_index(path, collection=collection)
+        indexed = read_index(
+            path, collection=collection, assets=assets, drop_properties=drop_properties
+        )
         if indexed is not None:
             return _by_time(
                 [it for it in indexed if collection is None or it.collection_id == collection]
@@ -45,13 +57,20 @@ def catalog_items(
         raise CatalogError(f"cannot read the STAC catalog {path}: {exc}") from exc
     if not isinstance(root, pystac.Catalog):
         raise CatalogError(f"{path} is a {type(root).__name__}, not a catalog or collection")
-    return _by_time(
-        [
-            it
-            for it in root.get_items(recursive=True)
-            if collection is None or it.collection_id == collection
-        ]
-    )
+    items = [
+        it
+        for it in root.get_items(recursive=True)
+        if collection is None or it.collection_id == collection
+    ]
+    prefixes = tuple(drop_properties)
+    for it in items:
+        if assets is not None:
+            for key in [k for k in it.assets if k not in assets]:
+                del it.assets[key]
+        if prefixes:
+            for key in [k for k in it.properties if k.startswith(prefixes)]:
+                del it.properties[key]
+    return _by_time(items)
 
 
 def _by_time(items: list[pystac.Item]) -> list[pystac.Item]:
@@ -90,7 +109,10 @@ def open_cube(
     """
     import odc.stac
 
-    items = catalog_items(catalog, collection=collection)
+    wanted = None if bands is None else [*_band_keys(bands), "CLOUD_MASK"]
+    items = catalog_items(
+        catalog, collection=collection, assets=wanted, drop_properties=LAZY_LOAD_DROPS
+    )
     if not items:
         raise CatalogError(f"the catalog {catalog} holds no item yet: run `stac2cube run` first")
     order = list(S2_BANDS)
@@ -125,8 +147,12 @@ def open_cube(
     if resolution is not None:
         kwargs["resolution"] = resolution
     if crs is None and resolution is None and "geobox" not in kwargs and "like" not in kwargs:
-        kwargs["crs"] = _item_crs(items[0])
-        kwargs["resolution"] = abs(items[0].properties["proj:transform"][0])
+        shared = _shared_geobox(items, load_names) if bbox is None else None
+        if shared is not None:
+            kwargs["geobox"] = shared  # the catalog's grid: odc-stac need not derive it
+        else:
+            kwargs["crs"] = _item_crs(items[0])
+            kwargs["resolution"] = abs(items[0].properties["proj:transform"][0])
     if bbox is not None:
         kwargs["bbox"] = bbox
     if dtype is not None:
@@ -157,6 +183,50 @@ def open_cube(
         ds.attrs["stac2cube_mask"] = mask
     ds.attrs["stac2cube_catalog"] = str(catalog)
     return ds
+
+
+LAZY_LOAD_DROPS = ("stac2cube:", "processing:")
+"""Item properties :func:`open_cube` does not read (the provenance); left out for speed."""
+
+
+def _band_keys(bands: Sequence[str]) -> list[str]:
+    """Asset keys a band list may mean: each name as given and, where it is a known alias
+    (``red``, ``b4``), its Sentinel-2 name."""
+    keys = []
+    for b in bands:
+        keys.append(b)
+        with contextlib.suppress(ConfigError):  # not a band name we know: the key as given
+            keys += normalize_band_names([b])
+    return keys
+
+
+def _shared_geobox(items: Sequence[pystac.Item], assets: Sequence[str]) -> Any:
+    """The one grid of ``assets`` in every item, as an odc-geo GeoBox, or None if they differ.
+
+    A stac2cube catalog writes every scene on the config's grid, so this is the usual case and
+    the output grid is known without odc-stac taking the union of 1,000 footprints.
+    """
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+
+    grids = set()
+    for it in items:
+        props = it.properties
+        for key in assets:
+            extra = it.assets[key].extra_fields if key in it.assets else {}
+            transform = extra.get("proj:transform", props.get("proj:transform"))
+            shape = extra.get("proj:shape", props.get("proj:shape"))
+            if transform is None or shape is None:
+                return None
+            grids.add((props.get("proj:code"), tuple(transform[:6]), tuple(shape)))
+        if len(grids) > 1:
+            return None
+    if not grids:
+        return None
+    code, transform, shape = grids.pop()
+    if code is None:
+        return None
+    return GeoBox(shape, Affine(*transform), code)
 
 
 def _item_crs(item: pystac.Item) -> str:

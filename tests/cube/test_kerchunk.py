@@ -37,6 +37,10 @@ def test_virtual_cube_equals_the_odc_view(catalog: Path) -> None:
     np.testing.assert_array_equal(virtual.y.values, odc.y.values)
     assert (virtual.time.values == odc.time.values).all()
     assert virtual.B04.attrs["nodata"] == -32768
+    # dask sizes the chunks: one task reads several times/tiles, not one task per COG tile
+    assert virtual.B04.data.numblocks[0] < virtual.sizes["time"]
+    per_tile = open_virtual_cube(catalog, ["B04"], chunks={})
+    assert per_tile.B04.data.numblocks[0] == per_tile.sizes["time"]
 
 
 def test_references_are_relative_and_one_file_per_item(catalog: Path) -> None:

@@ -193,3 +193,29 @@ def test_an_aoi_across_two_utm_zones_loads_onto_one_grid(tmp_path: Path) -> None
     assert xx[east].min() == 267725 and xx[east].max() == 268355
     refl = reflectance(ds).B04.isel(time=0)
     assert float(refl.max()) == pytest.approx(0.2) and float(refl.min()) == pytest.approx(0.1)
+
+
+def test_the_catalog_grid_is_used_as_is_and_equals_odc_stac_own_choice(catalog: Path) -> None:
+    from stac2cube.cube.odc import _shared_geobox, catalog_items
+
+    items = catalog_items(catalog)
+    props = items[0].properties
+    shared = _shared_geobox(items, ["B04", "SCL"])
+    assert shared == GeoBox(
+        tuple(props["proj:shape"]), Affine(*props["proj:transform"][:6]), props["proj:code"]
+    )
+    fast = open_cube(catalog, ["B04", "SCL"]).load()
+    derived = open_cube(
+        catalog, ["B04", "SCL"], crs=props["proj:code"], resolution=abs(props["proj:transform"][0])
+    ).load()  # odc-stac takes the union of the footprints itself
+    xr.testing.assert_identical(fast.drop_attrs(), derived.drop_attrs())
+    moved = items[1].clone()
+    moved.properties["proj:transform"] = [
+        10.0,
+        0.0,
+        props["proj:transform"][2] + 10,
+        0.0,
+        -10.0,
+        props["proj:transform"][5],
+    ]
+    assert _shared_geobox([items[0], moved], ["B04"]) is None  # another grid: odc-stac decides
