@@ -48,6 +48,8 @@ FAILURE_LOG = "failures.jsonl"
 FILTERED_LOG = "filtered.jsonl"
 STAGING_PREFIX = ".staging-"
 OLD_PREFIX = ".replaced-"
+REMOVING_MARK = ".removing"
+"""File put in an item directory that is being removed (see :meth:`CatalogStore.remove_item`)."""
 CATALOG_ID = "stac2cube"
 REFERENCE_ASSET = "coreg-reference"
 """Key of the collection asset that holds the co-registration reference image."""
@@ -349,7 +351,9 @@ class CatalogStore:
 
     def recover(self) -> list[Path]:
         """Finish or undo what a crashed run left: temporary files and staging directories are
-        removed; a replaced item directory whose successor never arrived is put back."""
+        removed; a replaced item directory whose successor never arrived is put back; an item
+        directory that was swapped into place but not yet linked (a crash inside
+        :meth:`add_item`) is linked, since it is complete by then."""
         removed = []
         coll_dir = self.root / self.collection_id
         if coll_dir.exists():
@@ -363,6 +367,22 @@ class CatalogStore:
             for staging in coll_dir.glob(f"{STAGING_PREFIX}*"):
                 shutil.rmtree(staging)
                 removed.append(staging)
+            if self.collection_path.exists():
+                linked = set(self.item_ids())
+                for d in sorted(coll_dir.iterdir()):
+                    if d.name.startswith(("_", ".")) or not d.is_dir():
+                        continue
+                    if (d / REMOVING_MARK).exists():  # a removal that did not finish
+                        if not self.remove_item(d.name):
+                            shutil.rmtree(d)
+                        removed.append(d)
+                        continue
+                    if d.name in linked:
+                        continue
+                    doc = self.read_item(d.name)
+                    if doc is not None and doc.get("id") == d.name:
+                        self._link_item(doc)
+                        removed.append(d)
         for p in self.root.rglob(f"*{TMP_MARK}*"):
             p.unlink(missing_ok=True)
             removed.append(p)
@@ -379,16 +399,22 @@ class CatalogStore:
         write_json_atomic(self.collection_path, coll)
 
     def remove_item(self, item_id: str) -> bool:
-        """Unlink an item from the collection, then delete its files. True if it was there."""
+        """Unlink an item from the collection, then delete its files. True if it was there.
+
+        The item directory is marked first, so that :meth:`recover` finishes a removal a crash
+        interrupted instead of linking the item again."""
         coll = self.read_collection()
         href = f"./{item_id}/{item_id}.json"
         links = coll.get("links", [])
         kept = [ln for ln in links if not (ln.get("rel") == "item" and ln.get("href") == href)]
         if len(kept) == len(links):
             return False
+        item_dir = self.item_dir(item_id)
+        if item_dir.is_dir():
+            (item_dir / REMOVING_MARK).touch()
         coll["links"] = kept
         write_json_atomic(self.collection_path, coll)
-        shutil.rmtree(self.item_dir(item_id), ignore_errors=True)
+        shutil.rmtree(item_dir, ignore_errors=True)
         return True
 
     # ---------------------------------------------------------------- filtered scenes

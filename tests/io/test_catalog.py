@@ -11,7 +11,7 @@ import pytest
 
 from stac2cube.errors import CatalogError, CatalogLockedError, ItemError
 from stac2cube.io.atomic import TMP_MARK, write_json_atomic
-from stac2cube.io.catalog import CatalogStore, load_template, stac2cube_schema
+from stac2cube.io.catalog import REMOVING_MARK, CatalogStore, load_template, stac2cube_schema
 
 
 def _item(item_id: str, day: int, x: float) -> dict:
@@ -108,6 +108,45 @@ def test_recover_cleans_leftovers_and_restores_a_half_replaced_item(tmp_path: Pa
         [".replaced-a", ".staging-b", junk.name]
     )
     assert store.read_item("a") is not None and not junk.exists() and not staging.exists()
+
+
+def test_recover_links_an_item_swapped_in_but_not_linked(tmp_path: Path) -> None:
+    """A crash inside add_item after the directory swap and before the collection link leaves a
+    complete item that nothing links: the next run's recovery links it (it must not be taken for
+    an item the catalog holds, nor be left as an orphan)."""
+    store = CatalogStore(tmp_path, "ard")
+    store.create()
+    store.add_item(_item("a", 5, 10.0))
+    doc = {**_item("b", 7, 12.0), "collection": "ard"}
+    staging = store.new_staging_dir("b")
+    (staging / "B04.tif").write_bytes(b"pixels")
+    write_json_atomic(staging / "b.json", doc)
+    store._swap_in("b", staging)  # ... and the process is killed here
+    assert store.item_ids() == ["a"] and store.read_item("b") is not None
+    assert [p.name for p in store.recover()] == ["b"]
+    assert store.item_ids() == ["a", "b"]
+    assert store.read_collection()["extent"]["spatial"]["bbox"][0] == [10.0, 0, 13.0, 1]
+    assert store.recover() == []  # nothing left to do
+    (store.item_dir("a").parent / "not-an-item").mkdir()  # a directory without its JSON stays
+    assert store.recover() == [] and store.item_ids() == ["a", "b"]
+
+
+@pytest.mark.parametrize("unlinked", [False, True])
+def test_recover_finishes_an_interrupted_removal(tmp_path: Path, unlinked: bool) -> None:
+    """A removal killed after marking the directory (and maybe after unlinking it) is finished
+    by recovery, never undone by linking the item again."""
+    store = CatalogStore(tmp_path, "ard")
+    store.create()
+    store.add_item(_item("a", 5, 10.0))
+    store.add_item(_item("b", 7, 12.0))
+    (store.item_dir("b") / REMOVING_MARK).touch()
+    if unlinked:
+        coll = store.read_collection()
+        coll["links"] = [ln for ln in coll["links"] if "./b/" not in ln.get("href", "")]
+        write_json_atomic(store.collection_path, coll)
+    assert [p.name for p in store.recover()] == ["b"]
+    assert store.item_ids() == ["a"] and not store.item_dir("b").exists()
+    assert store.remove_item("a") and not store.item_dir("a").exists() and store.item_ids() == []
 
 
 def test_replacing_an_item_swaps_the_whole_directory(tmp_path: Path) -> None:
