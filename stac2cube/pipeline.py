@@ -1012,6 +1012,21 @@ class WrittenAsset:
     """How a class layer is described (classification extension); None for reflectance."""
 
 
+def worker_threads() -> int | None:
+    """Threads of the Dask worker running this code, or None outside a worker (then GDAL may
+    use every CPU: the process has the machine to itself)."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    n = getattr(getattr(worker, "state", None), "nthreads", None) or getattr(
+        worker, "nthreads", None
+    )
+    return int(n) if n else None
+
+
 def write_scene(
     scene: Scene,
     source: pystac.Item,
@@ -1026,6 +1041,7 @@ def write_scene(
     output item's JSON."""
     t_start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=time.perf_counter() - started)
     out = config.output
+    threads = worker_threads()
     item_dir = store.new_staging_dir(scene.item_id)  # swapped into place by store.add_item
     scale, offset, nodata = storage_encoding(out.dtype)
     written: dict[str, WrittenAsset] = {}
@@ -1042,6 +1058,7 @@ def write_scene(
             blocksize=out.blocksize,
             overview_resampling=out.overview_resampling,
             description=desc,
+            threads=threads,
         )
         written[key] = WrittenAsset(cog, out.dtype, scale, offset, nodata, gbox, band)
 
@@ -1055,6 +1072,7 @@ def write_scene(
             blocksize=out.blocksize,
             overview_resampling=info.overview_resampling,
             description=info.description or key,
+            threads=threads,
         )
         written[key] = WrittenAsset(cog, str(layer.dtype), 1.0, 0.0, info.nodata, gbox, None, info)
 

@@ -20,6 +20,7 @@ from stac2cube import load_config, open_cube, reflectance, run
 from stac2cube.check import check_catalog
 from stac2cube.errors import CatalogLockedError, EmptySearchError
 from stac2cube.io.catalog import CatalogStore
+from stac2cube.pipeline import dask_client, worker_threads
 from stac2cube.testing.configs import write_config
 from stac2cube.testing.sample import Sample
 from stac2cube.testing.stac_api import RustacServer
@@ -352,3 +353,7 @@ def test_a_local_dask_cluster_writes_the_same_catalog(sample: Sample, tmp_path: 
         "MissingAssetError",
     )
     assert not list((cfg.catalog_dir / cfg.output.collection_id).glob(".staging-*"))
+    # on a worker GDAL compresses with the worker's threads, not every core of the node
+    with dask_client(cfg, n_tasks=2) as client:
+        assert client.submit(worker_threads, pure=False).result() == 1
+    assert worker_threads() is None

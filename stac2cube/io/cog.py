@@ -40,11 +40,14 @@ def write_cog(
     blocksize: int = 512,
     overview_resampling: str = "average",
     description: str | None = None,
+    threads: int | None = None,
 ) -> CogFile:
     """Write a 2-D array on ``geobox`` to ``path`` as a COG (internal overviews, nodata set).
 
     The file appears under its final name only once complete (written beside it, then renamed),
-    so a crash never leaves a half-written COG under a name the catalog refers to.
+    so a crash never leaves a half-written COG under a name the catalog refers to. GDAL
+    compresses with ``threads`` threads (None: all CPUs; a Dask worker passes its own share, so
+    that several workers on one node do not each use every core).
     """
     if data.ndim != 2 or data.shape != geobox.shape.yx:
         raise ValueError(f"array of shape {data.shape} does not fit grid {geobox.shape.yx}")
@@ -86,7 +89,7 @@ def write_cog(
                     in_memory=True,
                     quiet=True,
                     config={
-                        "GDAL_NUM_THREADS": "ALL_CPUS",
+                        "GDAL_NUM_THREADS": str(threads) if threads else "ALL_CPUS",
                         "GDAL_TIFF_OVR_BLOCKSIZE": str(blocksize),
                     },
                 )
