@@ -20,6 +20,7 @@ from stac2cube.cube.index import (
     write_index,
 )
 from stac2cube.cube.odc import catalog_items
+from stac2cube.errors import CatalogError
 from stac2cube.export import drop_nulls
 from stac2cube.io.catalog import CatalogStore
 from stac2cube.testing.configs import write_config
@@ -199,3 +200,23 @@ def test_read_index_keeps_only_the_assets_and_properties_asked_for(catalog: Path
     lean = catalog_items(catalog, use_index=False, assets=["B04"], drop_properties=["stac2cube:"])
     assert [set(it.assets) for it in lean] == [{"B04"}] * 4
     assert not [k for it in lean for k in it.properties if k.startswith("stac2cube:")]
+
+
+def test_an_item_arrow_cannot_hold_gives_a_clear_error_and_no_index(
+    catalog: Path, tmp_path: Path
+) -> None:
+    """A property whose type differs between items cannot share one Arrow column (incremental
+    or not): writing the index fails with a CatalogError (the pipeline logs it and goes on) and
+    readers use the JSON files."""
+    copy = tmp_path / "clash"
+    shutil.copytree(catalog, copy)
+    previous = read_index_table(copy)
+    store = _grow(copy, "S2B_33TWN_20230701_0_L2A")
+    doc = store.read_item("S2B_33TWN_20230701_0_L2A")
+    assert doc is not None
+    doc["properties"]["proj:shape"] = "not a list"
+    store.item_path(doc["id"]).write_text(json.dumps(doc))
+    for reuse in (previous, None):
+        with pytest.raises(CatalogError, match="cannot write the catalog index"):
+            write_index(store, reuse=reuse, changed=[doc["id"]])
+    assert read_index(copy) is None and len(catalog_items(copy)) == 5
