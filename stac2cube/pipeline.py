@@ -167,6 +167,9 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
                 log.info("wrote %d missing kerchunk reference file(s)", len(rebuilt))
         steps = active_steps(config)
         need_twins = any(r.level == "l1c" for s, c in steps for r in s.required_aux(c).values())
+        # the current index (if any): what the catalog holds, and the rows carried over into
+        # the next index for the items this run leaves alone
+        previous_index = read_index_table(store)
         try:
             found = search(
                 config.source,
@@ -175,7 +178,7 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
                 base_dir=config.base_dir,
                 # items the catalog holds up to date are not even parsed (an update of a large
                 # catalog); the L1C twin search needs every item parsed
-                unchanged=None if need_twins else _unchanged_check(config, store),
+                unchanged=None if need_twins else _unchanged_check(config, store, previous_index),
             )
         except SearchError as exc:
             store.record_failure("<search>", "search", exc, run_id=run_id)
@@ -215,8 +218,6 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
                 assert reason is not None
                 task = SceneTask.create(item, twin, config, reason)
                 planned[item.id] = (task, item, existing)
-        # the rows of the items this run leaves alone are carried over into the next index
-        previous_index = read_index_table(store) if planned else None
         if planned and config.steps.coreg is not None:
             ensure_reference(config, [it for _, it, _ in planned.values()], twins, store, run_id)
         if planned:
@@ -622,14 +623,27 @@ def _staleness(
     return None
 
 
-def _unchanged_check(config: Config, store: CatalogStore) -> Callable[[Mapping[str, Any]], bool]:
+_PLAN_COLUMNS = ("id", "stac2cube:config_hash", "stac2cube:source")
+
+
+def _unchanged_check(
+    config: Config, store: CatalogStore, index: Any = None
+) -> Callable[[Mapping[str, Any]], bool]:
     """What ``search(unchanged=...)`` asks about each raw source item: does the catalog already
     hold it, up to date? (Only used when no step needs an L1C twin, whose search needs the
-    parsed items.)"""
+    parsed items.) With the catalog's current index (:func:`read_index_table`) the answer comes
+    from its columns, without reading one item JSON per scene."""
+    known: dict[str, dict[str, Any]] | None = None
+    if index is not None and set(_PLAN_COLUMNS) <= set(index.column_names):
+        ids, hashes, sources = (index.column(c).to_pylist() for c in _PLAN_COLUMNS)
+        known = {
+            str(i): {"properties": {_PLAN_COLUMNS[1]: h, _PLAN_COLUMNS[2]: src or {}}}
+            for i, h, src in zip(ids, hashes, sources, strict=True)
+        }
 
     def check(feat: Mapping[str, Any]) -> bool:
         item_id = str(feat["id"])
-        existing = store.read_item(item_id)
+        existing = known.get(item_id) if known is not None else store.read_item(item_id)
         return (
             existing is not None
             and _staleness(item_id, feat["properties"], existing, config) is None

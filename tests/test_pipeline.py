@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import rasterio
 from affine import Affine
@@ -18,9 +19,10 @@ from rio_cogeo.cogeo import cog_validate
 
 from stac2cube import load_config, open_cube, reflectance, run
 from stac2cube.check import check_catalog
+from stac2cube.cube.index import read_index_table
 from stac2cube.errors import CatalogLockedError, EmptySearchError
 from stac2cube.io.catalog import CatalogStore
-from stac2cube.pipeline import dask_client, worker_threads
+from stac2cube.pipeline import _unchanged_check, dask_client, worker_threads
 from stac2cube.testing.configs import write_config
 from stac2cube.testing.sample import Sample
 from stac2cube.testing.stac_api import RustacServer
@@ -188,6 +190,23 @@ def test_a_reprocessed_source_is_found_stale_among_unchanged_ones(
         f[3]["id"]: "up to date",
     }
     assert (again.written, again.skipped) == (2, 2)
+    # the comparison reads the catalog's index when it is current, else the item JSON files
+    cfg = load_config(path)
+    store = CatalogStore(cfg.catalog_dir, cfg.output.collection_id)
+    table = read_index_table(store)
+    assert table is not None
+    for index in (table, None):
+        check = _unchanged_check(cfg, store, index)
+        assert all(check(feat) for feat in f)
+        assert not check({**f[0], "properties": {**f[0]["properties"], "updated": "2031"}})
+        assert not check({**f[0], "id": "not-in-the-catalog"})
+    hashes = table.column("stac2cube:config_hash").to_pylist()
+    other = table.set_column(
+        table.column_names.index("stac2cube:config_hash"),
+        "stac2cube:config_hash",
+        pa.array(["sha256:other"] * len(hashes)),
+    )
+    assert not any(_unchanged_check(cfg, store, other)(feat) for feat in f)
 
 
 def _local_items(sample: Sample, tmp_path: Path) -> dict:
