@@ -38,7 +38,13 @@ from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, Raster
 from . import __version__
 from .bands import S2_BANDS
 from .config import Config, config_from_dict, to_dict
-from .cube.index import index_path, invalidate_index, read_index_table, write_index
+from .cube.index import (
+    index_path,
+    invalidate_index,
+    read_index_table,
+    set_aside_index,
+    write_index,
+)
 from .errors import (
     ConfigError,
     EmptySearchError,
@@ -167,9 +173,8 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
                 log.info("wrote %d missing kerchunk reference file(s)", len(rebuilt))
         steps = active_steps(config)
         need_twins = any(r.level == "l1c" for s, c in steps for r in s.required_aux(c).values())
-        # the current index (if any): what the catalog holds, and the rows carried over into
-        # the next index for the items this run leaves alone
-        previous_index = read_index_table(store)
+        # what the catalog holds, from its index when current (a few columns, not the items)
+        plan_index = read_index_table(store, columns=_PLAN_COLUMNS)
         try:
             found = search(
                 config.source,
@@ -178,7 +183,7 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
                 base_dir=config.base_dir,
                 # items the catalog holds up to date are not even parsed (an update of a large
                 # catalog); the L1C twin search needs every item parsed
-                unchanged=None if need_twins else _unchanged_check(config, store, previous_index),
+                unchanged=None if need_twins else _unchanged_check(config, store, plan_index),
             )
         except SearchError as exc:
             store.record_failure("<search>", "search", exc, run_id=run_id)
@@ -220,9 +225,13 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
                 planned[item.id] = (task, item, existing)
         if planned and config.steps.coreg is not None:
             ensure_reference(config, [it for _, it, _ in planned.values()], twins, store, run_id)
+        previous_index = None
         if planned:
             # the stac-geoparquet index is rewritten after the commits; until then (or after a
-            # crash) readers fall back to the item JSON files
+            # crash) readers fall back to the item JSON files. A current one is kept aside: its
+            # rows of the items this run leaves alone go into the new one
+            if plan_index is not None:
+                previous_index = set_aside_index(store)
             invalidate_index(store)
         for result in execute(config, [t for t, _, _ in planned.values()]):
             task, item, existing = planned[result.item_id]
@@ -232,6 +241,9 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
                 write_index(store, reuse=previous_index, changed=planned)
             except Stac2CubeError as exc:  # a missing index only slows reading
                 log.warning("catalog index not written: %s", exc)
+            finally:
+                if previous_index is not None:
+                    previous_index.unlink(missing_ok=True)
         return RunSummary(run_id, str(store.root), found.method, tuple(outcomes))
     finally:
         lock.release()

@@ -32,7 +32,7 @@ import pystac
 
 from ..errors import CatalogError
 from ..io.atomic import temp_path_for
-from ..io.catalog import INDEX_FILE, CatalogStore
+from ..io.catalog import INDEX_FILE, PREVIOUS_INDEX_FILE, CatalogStore
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +81,22 @@ def write_index(
     new one; a leftover of a crash is removed by the next run's recovery. Call it while holding
     the catalog's lock (the pipeline does, at the end of a run).
 
-    ``reuse`` is the index as :func:`read_index_table` returned it before the items ``changed``
-    were committed (added or replaced): its rows of the other linked items are kept as they are
-    and only the item JSON files of the rest are read, so an update that adds one scene to a
-    large catalog reads one item, not all of them. Without it every item is read.
+    ``reuse`` is the index as it was before the items ``changed`` were committed (added or
+    replaced): a table from :func:`read_index_table` or the file :func:`set_aside_index` moved.
+    Its rows of the other linked items are kept as they are and only the item JSON files of the
+    rest are read, so an update that adds one scene to a large catalog reads one item, not all
+    of them. Without it every item is read.
     """
     import pyarrow as pa
+    import pyarrow.parquet as pq
     import stac_geoparquet.arrow as sga
 
+    if isinstance(reuse, Path):
+        try:
+            reuse = pq.read_table(reuse)
+        except (OSError, ValueError) as exc:
+            log.warning("not reusing the previous index %s: %s", reuse, exc)
+            reuse = None
     store = _store(catalog)
     coll_dir = store.collection_path.parent
     skip = set(changed)
@@ -164,17 +172,34 @@ def _collection_paths(catalog: str | Path | CatalogStore) -> list[Path]:
     ]
 
 
-def read_index_table(catalog: str | Path | CatalogStore) -> Any:
+def read_index_table(
+    catalog: str | Path | CatalogStore, columns: Sequence[str] | None = None
+) -> Any:
     """The index of the catalog's collection as a :class:`pyarrow.Table` while it is current
     (it holds exactly the linked items and the collection equals the one it was written with),
-    else None. What :func:`write_index` takes as ``reuse``."""
+    else None. ``columns`` reads only those (``id`` always). What :func:`write_index` takes as
+    ``reuse``."""
     store = _store(catalog)
-    tables = _current_tables([store.collection_path], None)
+    tables = _current_tables([store.collection_path], None, columns)
     return None if tables is None else tables[0][2]
 
 
+def set_aside_index(catalog: str | Path | CatalogStore) -> Path | None:
+    """Move the index out of the readers' way before commits (they use the JSON files until the
+    next :func:`write_index`), keeping it to be passed as ``reuse``; its path, or None if there
+    was no index. A crash leaves it behind for the next run's recovery to delete."""
+    store = _store(catalog)
+    path = index_path(store)
+    aside = path.with_name(PREVIOUS_INDEX_FILE)
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return None
+    return aside
+
+
 def _current_tables(
-    coll_paths: list[Path], collection: str | None
+    coll_paths: list[Path], collection: str | None, columns: Sequence[str] | None = None
 ) -> list[tuple[Path, dict[str, Path], Any]] | None:
     """(collection path, {item id: JSON path}, index table) of each collection, or None as soon
     as one index is missing, unreadable or stale."""
@@ -204,7 +229,11 @@ def _current_tables(
         base = coll_path.parent.resolve()
         hrefs = {Path(h).stem: base / h for h in _item_links(coll)}
         try:
-            table = pq.read_table(path)
+            wanted = None if columns is None else list(dict.fromkeys(["id", *columns]))
+            if wanted is not None:
+                names = set(pq.read_schema(path).names)
+                wanted = [c for c in wanted if c in names]
+            table = pq.read_table(path, columns=wanted)
         except (OSError, ValueError) as exc:
             log.warning("ignoring the unreadable catalog index %s: %s", path, exc)
             return None

@@ -55,6 +55,8 @@ REFERENCE_ASSET = "coreg-reference"
 """Key of the collection asset that holds the co-registration reference image."""
 REFERENCE_DIR = "_coreg-reference"
 INDEX_FILE = "items.parquet"
+PREVIOUS_INDEX_FILE = ".items-previous.parquet"
+"""The index as it was before a run's commits, read back when the run writes the new one."""
 """The collection's stac-geoparquet index (:mod:`stac2cube.cube.index`), next to its JSON."""
 
 
@@ -367,6 +369,10 @@ class CatalogStore:
             for staging in coll_dir.glob(f"{STAGING_PREFIX}*"):
                 shutil.rmtree(staging)
                 removed.append(staging)
+            previous_index = coll_dir / PREVIOUS_INDEX_FILE
+            if previous_index.exists():
+                previous_index.unlink()
+                removed.append(previous_index)
             if self.collection_path.exists():
                 linked = set(self.item_ids())
                 for d in sorted(coll_dir.iterdir()):

@@ -17,12 +17,13 @@ from stac2cube.cube.index import (
     invalidate_index,
     read_index,
     read_index_table,
+    set_aside_index,
     write_index,
 )
 from stac2cube.cube.odc import catalog_items
 from stac2cube.errors import CatalogError
 from stac2cube.export import drop_nulls
-from stac2cube.io.catalog import CatalogStore
+from stac2cube.io.catalog import PREVIOUS_INDEX_FILE, CatalogStore
 from stac2cube.testing.configs import write_config
 from stac2cube.testing.sample import Sample
 
@@ -220,3 +221,23 @@ def test_an_item_arrow_cannot_hold_gives_a_clear_error_and_no_index(
         with pytest.raises(CatalogError, match="cannot write the catalog index"):
             write_index(store, reuse=reuse, changed=[doc["id"]])
     assert read_index(copy) is None and len(catalog_items(copy)) == 5
+
+
+def test_index_set_aside_during_commits_is_reused_then_gone(catalog: Path, tmp_path: Path) -> None:
+    """The pipeline moves the current index aside before its commits (readers use the JSON
+    files meanwhile) and passes the file to write_index; a crash leaves it to recovery."""
+    copy = tmp_path / "aside"
+    shutil.copytree(catalog, copy)
+    plan = read_index_table(copy, columns=["stac2cube:config_hash", "nope"])
+    assert plan is not None and plan.column_names == ["id", "stac2cube:config_hash"]
+    store = CatalogStore.open(copy)
+    aside = set_aside_index(store)
+    assert aside is not None and aside.name == PREVIOUS_INDEX_FILE and aside.exists()
+    assert not index_path(store).exists() and set_aside_index(store) is None
+    _grow(copy, "S2B_33TWN_20230701_0_L2A")
+    write_index(store, reuse=aside, changed=["S2B_33TWN_20230701_0_L2A"])
+    incremental = _rows(copy)
+    write_index(store)
+    assert incremental == _rows(copy) and len(incremental) == 5
+    assert set_aside_index(store) == aside
+    assert aside in store.recover() and not aside.exists()
