@@ -1044,13 +1044,9 @@ def worker_threads() -> int | None:
     try:
         from distributed import get_worker
 
-        worker = get_worker()
-    except (ImportError, ValueError):
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError):  # ValueError: not running on a worker
         return None
-    n = getattr(getattr(worker, "state", None), "nthreads", None) or getattr(
-        worker, "nthreads", None
-    )
-    return int(n) if n else None
 
 
 def write_scene(

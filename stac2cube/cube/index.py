@@ -100,15 +100,14 @@ def write_index(
     store = _store(catalog)
     coll_dir = store.collection_path.parent
     skip = set(changed)
+    reuse_ids = reuse.column("id").to_pylist() if reuse is not None else []
     for _ in range(3):  # the collection must not change while its items are read
         coll = store.read_collection()
         links = _item_links(coll)
         ids = [Path(h).stem for h in links]
-        kept: Any = None
-        if reuse is not None and reuse.num_rows:
-            wanted = set(ids) - skip
-            keep = [i for i, v in enumerate(reuse.column("id").to_pylist()) if v in wanted]
-            kept = reuse.take(keep) if keep else None
+        wanted = set(ids) - skip
+        keep = [i for i, v in enumerate(reuse_ids) if v in wanted]
+        kept: Any = reuse.take(keep) if keep else None
         have = set(kept.column("id").to_pylist()) if kept is not None else set()
         docs = _read_items(coll_dir, [h for h, i in zip(links, ids, strict=True) if i not in have])
         if store.read_collection() == coll:
