@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -1041,11 +1042,13 @@ class WrittenAsset:
 def worker_threads() -> int | None:
     """Threads of the Dask worker running this code, or None outside a worker (then GDAL may
     use every CPU: the process has the machine to itself)."""
+    # a worker has imported distributed; a serial run has not and should not pay for it (0.5 s)
+    worker_module = sys.modules.get("distributed.worker")
+    if worker_module is None:
+        return None
     try:
-        from distributed import get_worker
-
-        return int(get_worker().state.nthreads)
-    except (ImportError, ValueError):  # ValueError: not running on a worker
+        return int(worker_module.get_worker().state.nthreads)
+    except ValueError:  # not running on a worker
         return None
 
 

@@ -338,6 +338,24 @@ def test_demo_config_with_a_copy_of_the_sample_moved_elsewhere(sample: Sample, t
     assert os.path.exists(sample.l2a_items_path)
 
 
+def test_a_serial_run_does_not_import_dask_distributed(sample: Sample, tmp_path: Path) -> None:
+    """distributed costs half a second to import: a one-scene run (in-process) skips it."""
+    doc = json.loads(sample.l2a_items_path.read_text())
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps({**doc, "features": doc["features"][:1]}))
+    path = write_config(
+        tmp_path, sample, {"path": str(one)}, bands=["B04", "B08", "SCL"], run={"executor": "local"}
+    )
+    code = (
+        "import sys; from stac2cube import load_config, run; "
+        f"s = run(load_config({str(path)!r})); "
+        "print(s.written, 'distributed' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", "False"]
+
+
 @pytest.mark.slow
 def test_a_local_dask_cluster_writes_the_same_catalog(sample: Sample, tmp_path: Path) -> None:
     """Scenes run on a real LocalCluster (2 worker processes); the client alone commits."""
