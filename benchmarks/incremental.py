@@ -13,7 +13,8 @@ Figures written to ``benchmarks/results/incremental.json`` (targets from issue #
   2-worker LocalCluster vs a 1-worker one (wall time of ``run``, cluster start and the workers'
   imports included; ``dask_scene_done_at_s_*`` shows when each scene finished, and
   ``dask_steady_state_speedup`` compares the scene throughput after every worker's first scene).
-  The load average of the machine is recorded next to it.
+  The load average of the machine is recorded next to it. The full run repeats this on 20 km
+  scenes (2000 x 2000 px; ``dask_by_scene_km``): same fixed costs, four times the work per scene.
 * ``open_1000_items_s`` (< 1 s): opening a 1,000-item catalog as a lazy cube with the faster of
   the two views (named in ``open_1000_items_view``); ``open_1000_items_s_by_view`` has each:
   ``open_virtual_cube`` (kerchunk references) and ``open_cube`` (odc-stac) without and with the
@@ -36,6 +37,7 @@ Figures written to ``benchmarks/results/incremental.json`` (targets from issue #
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -331,6 +333,22 @@ def bench_dask(sample: Any, tmp: Path, repeat: int) -> dict[str, Any]:
         "dask_scene_done_at_s_2_workers": done[2][0],
         "dask_loadavg_during": loads,
         "_catalog": str(keep),
+    }
+
+
+def dask_by_scene_size(res10: dict[str, Any], res20: dict[str, Any]) -> dict[str, Any]:
+    """The Dask figures of 10 km and 20 km scenes side by side: the fixed costs (cluster start,
+    imports, shutdown) weigh less the more work each scene holds."""
+    keys = ("dask_speedup", "dask_steady_state_speedup")
+    return {
+        "dask_by_scene_km": {
+            "10": {k: res10[k] for k in keys},
+            "20": {k: res20[k] for k in keys},
+        },
+        "dask_seconds_1_worker_20km": res20["dask_seconds_1_worker"],
+        "dask_seconds_2_workers_20km": res20["dask_seconds_2_workers"],
+        "dask_scene_done_at_s_1_worker_20km": res20["dask_scene_done_at_s_1_worker"],
+        "dask_scene_done_at_s_2_workers_20km": res20["dask_scene_done_at_s_2_workers"],
     }
 
 
@@ -663,6 +681,16 @@ def main() -> None:
             if "dask" in only:
                 results.update(dask_res)
                 timings["dask"] = time.perf_counter() - t0
+                save()
+            if "dask" in only and not quick:
+                # the same on 20 km scenes (4x the work per scene, same fixed costs)
+                t0 = time.perf_counter()
+                spec20 = dataclasses.replace(big_spec, width=2 * big, height=2 * big)
+                (tmp / "20km").mkdir()
+                res20 = bench_dask(generate_sample(tmp / "sample-20km", spec20), tmp / "20km", 2)
+                shutil.rmtree(res20.pop("_catalog"))
+                results.update(dask_by_scene_size(dask_res, res20))
+                timings["dask_20km"] = time.perf_counter() - t0
                 save()
             if "read" in only:
                 t0 = time.perf_counter()
