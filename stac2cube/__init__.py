@@ -4,10 +4,24 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING, Any
+
 from .config import Config, load_config
-from .cube import open_cube, open_virtual_cube, reflectance
 from .errors import Stac2CubeError
 from .pipeline import RunSummary, run
+
+if TYPE_CHECKING:
+    from .cube import open_cube, open_virtual_cube, reflectance
+
+
+def __getattr__(name: str) -> Any:
+    """The cube views, imported on first use (xarray and odc-stac are not needed to write)."""
+    if name in ("open_cube", "open_virtual_cube", "reflectance"):
+        from . import cube
+
+        return getattr(cube, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Config",

@@ -19,14 +19,16 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
-import xarray as xr
 
 from ..errors import CatalogError
 from ..io.atomic import write_json_atomic
 from ..io.catalog import CatalogStore
+
+if TYPE_CHECKING:  # the view imports xarray; writing references does not need it
+    import xarray as xr
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +218,8 @@ def open_virtual_cube(
                 for key, (rel, offset, size) in r["assets"][name]["chunks"].items():
                     group[f"{BAND_VAR}/{t}.{b}.{key}"] = [str(store.root / rel), offset, size]
         attrs[BAND_VAR] = {"nodata": za["fill_value"]}
+    import xarray as xr
+
     _register_codecs()
     ds = xr.open_dataset(
         "reference://",
