@@ -10,6 +10,10 @@ and F1 are pooled over all valid pixels of all scenes:
 * clouds: truth classes 1 (thick), 2 (thin), 3 (cirrus) vs ``CLOUD_MASK == cloud``;
 * shadows: truth class 4 vs ``CLOUD_MASK == shadow``.
 
+Where the errors are: recall per truth class (thick, thin, cirrus) and, for the union masks, the
+share of false alarms at each distance from the nearest true cloud pixel
+(``false_alarms_by_distance_to_cloud_px``: a mask edge one pixel too wide counts in ``"1"``).
+
 Speed: one 10 km x 10 km scene (1000 x 1000 px at 10 m, ~40 % cloud), the step alone (reading
 excluded), with the default configuration at 60 m and at 10 m probability resolution, each in its
 own subprocess whose peak RSS (VmHWM) is reported.
@@ -81,6 +85,24 @@ def _configs() -> dict[str, dict[str, Any]]:
 
 
 SHADOW_MODES = ("none", "scl", "geometric", "both")
+FP_DISTANCE_OF = ("union_60m", "union_10m")
+FP_DISTANCE_BINS = (1.5, 2.5, 4.5, np.inf)
+"""Upper bounds (10 m pixels, Euclidean) of the distance classes of false alarms to the nearest
+true cloud pixel: next to a cloud (1 px or diagonal), 2 px, 3-4 px, farther."""
+FP_DISTANCE_LABELS = ("1", "2", "3-4", "5+")
+
+
+def _false_alarms_by_distance(false_alarm: np.ndarray, truth_cloud: np.ndarray) -> np.ndarray:
+    """How many false alarms lie at each distance class of :data:`FP_DISTANCE_BINS` from the
+    nearest true cloud pixel (all in the last class when the scene has no cloud)."""
+    from scipy import ndimage
+
+    if not truth_cloud.any():
+        out = np.zeros(len(FP_DISTANCE_BINS), np.int64)
+        out[-1] = int(false_alarm.sum())
+        return out
+    dist = ndimage.distance_transform_edt(~truth_cloud)[false_alarm]
+    return np.histogram(dist, bins=(0.0, *FP_DISTANCE_BINS))[0].astype(np.int64)
 
 
 def accuracy(samples: Iterable[Any]) -> dict[str, Any]:
@@ -103,7 +125,10 @@ def accuracy(samples: Iterable[Any]) -> dict[str, Any]:
     curve = {t: Counts() for t in CURVE}
     shadow = {m: Counts() for m in SHADOW_MODES}
     shadow_cloud = {m: Counts() for m in SHADOW_MODES}
-    by_class: dict[str, dict[int, list[int]]] = {"union_60m": {}, "s2cloudless_60m": {}, "scl": {}}
+    by_class: dict[str, dict[int, list[int]]] = {
+        "union_60m": {}, "union_10m": {}, "s2cloudless_60m": {}, "scl": {},
+    }  # fmt: skip
+    fp_distance = {name: np.zeros(len(FP_DISTANCE_BINS), np.int64) for name in FP_DISTANCE_OF}
     clear_fp: dict[str, list[int]] = {}
     cover_err: list[float] = []
     heights: list[float] = []
@@ -143,6 +168,10 @@ def accuracy(samples: Iterable[Any]) -> dict[str, Any]:
                     for t in CURVE:
                         layer = res.scene.classes[threshold_layer_name(t)]
                         curve[t].add(layer == 1, truth_cloud, valid)
+                if name in fp_distance:
+                    fp_distance[name] += _false_alarms_by_distance(
+                        pred & ~truth_cloud & valid, truth_cloud
+                    )
                 if name in by_class:
                     for c in (1, 2, 3):
                         sel = valid & (px.truth == c)
@@ -190,6 +219,13 @@ def accuracy(samples: Iterable[Any]) -> dict[str, Any]:
                 for c, v in sorted(d.items())
             }
             for name, d in by_class.items()
+        },
+        "false_alarms_by_distance_to_cloud_px": {
+            name: {
+                label: round(int(n) / max(int(counts.sum()), 1), 4)
+                for label, n in zip(FP_DISTANCE_LABELS, counts, strict=True)
+            }
+            for name, counts in fp_distance.items()
         },
         "union_false_alarm_rate_on_clear_by_landcover": {
             k: round(v[0] / v[1], 4) for k, v in clear_fp.items() if v[1] >= 500
