@@ -185,6 +185,11 @@ def _config(sample: Any, items_file: Path, catalog: Path, path: Path, **run: Any
     return path
 
 
+def _run_child(config: Path, warm: bool = False) -> dict[str, Any]:
+    """:func:`worker_run` of ``config`` in a fresh subprocess."""
+    return _child(["--worker", "run", "--config", str(config), *(["--warm"] if warm else [])])
+
+
 def _cog_states(catalog: Path) -> dict[str, tuple[str, int]]:
     return {
         str(p.relative_to(catalog)): (
@@ -214,9 +219,7 @@ def bench_update(sample: Any, tmp: Path, n_cat: int, repeat: int) -> dict[str, A
     one_item = _subset(feats[n_cat : n_cat + 1], tmp / "one.json")
     base = tmp / "base-catalog"
     t0 = time.perf_counter()
-    built = _child(
-        ["--worker", "run", "--config", str(_config(sample, base_items, base, tmp / "b.yaml"))]
-    )
+    built = _run_child(_config(sample, base_items, base, tmp / "b.yaml"))
     assert built["written"] == n_cat and built["failed"] == 0, built
     build_s = time.perf_counter() - t0
     updates, singles, rewritten, index_s = [], [], [], []
@@ -226,24 +229,16 @@ def bench_update(sample: Any, tmp: Path, n_cat: int, repeat: int) -> dict[str, A
         cat = tmp / f"update{r}-cold"
         shutil.copytree(base, cat)
         u_cfg = _config(sample, all_items, cat, tmp / f"u{r}c.yaml")
-        cold["update"].append(_child(["--worker", "run", "--config", str(u_cfg)])["seconds"])
+        cold["update"].append(_run_child(u_cfg)["seconds"])
         s_cfg = _config(sample, one_item, tmp / f"single{r}-cold", tmp / f"s{r}c.yaml")
-        cold["single"].append(_child(["--worker", "run", "--config", str(s_cfg)])["seconds"])
+        cold["single"].append(_run_child(s_cfg)["seconds"])
         shutil.rmtree(cat)
         shutil.rmtree(tmp / f"single{r}-cold")
 
         cat = tmp / f"update{r}"
         shutil.copytree(base, cat)
         before = _cog_states(cat)
-        up = _child(
-            [
-                "--worker",
-                "run",
-                "--warm",
-                "--config",
-                str(_config(sample, all_items, cat, tmp / f"u{r}.yaml")),
-            ]
-        )
+        up = _run_child(_config(sample, all_items, cat, tmp / f"u{r}.yaml"), warm=True)
         assert up["written"] == 1 and up["skipped"] == n_cat and up["failed"] == 0, up
         after = _cog_states(cat)
         rewritten.append(sum(1 for k, v in before.items() if after.get(k) != v))
@@ -252,14 +247,8 @@ def bench_update(sample: Any, tmp: Path, n_cat: int, repeat: int) -> dict[str, A
         if not up["index_written_by_run"]:
             write_index(cat)
         index_s.append(time.perf_counter() - t0)
-        one = _child(
-            [
-                "--worker",
-                "run",
-                "--warm",
-                "--config",
-                str(_config(sample, one_item, tmp / f"single{r}", tmp / f"s{r}.yaml")),
-            ]
+        one = _run_child(
+            _config(sample, one_item, tmp / f"single{r}", tmp / f"s{r}.yaml"), warm=True
         )
         assert one["written"] == 1 and one["failed"] == 0, one
         updates.append(up)
@@ -276,10 +265,10 @@ def bench_update(sample: Any, tmp: Path, n_cat: int, repeat: int) -> dict[str, A
         "update_seconds": round(t_up, 3),
         "single_scene_seconds": round(t_one, 3),
         "update_runs_seconds": [round(u["seconds"], 3) for u in updates],
+        "single_runs_seconds": [round(s["seconds"], 3) for s in singles],
         "update_ratio_imports_in_run": round(_median(cold["update"]) / _median(cold["single"]), 3),
         "update_runs_seconds_imports_in_run": [round(v, 3) for v in cold["update"]],
         "single_runs_seconds_imports_in_run": [round(v, 3) for v in cold["single"]],
-        "single_runs_seconds": [round(s["seconds"], 3) for s in singles],
         "update_run_writes_index": index_in_run,
         "write_index_seconds": None if index_in_run else round(_median(index_s), 3),
         "update_ratio_with_index": (
@@ -297,12 +286,8 @@ def bench_memory(sample: Any, tmp: Path, n_many: int) -> dict[str, Any]:
     feats = json.loads(sample.l2a_items_path.read_text())["features"]
     many = _subset(feats[:n_many], tmp / "mem-many.json")
     one = _subset(feats[:1], tmp / "mem-one.json")
-    r_one = _child(
-        ["--worker", "run", "--config", str(_config(sample, one, tmp / "mem1", tmp / "m1.yaml"))]
-    )
-    r_many = _child(
-        ["--worker", "run", "--config", str(_config(sample, many, tmp / "memN", tmp / "mN.yaml"))]
-    )
+    r_one = _run_child(_config(sample, one, tmp / "mem1", tmp / "m1.yaml"))
+    r_many = _run_child(_config(sample, many, tmp / "memN", tmp / "mN.yaml"))
     assert r_one["written"] == 1 and r_many["written"] == n_many, (r_one, r_many)
     return {
         "memory_ratio": round(r_many["peak_rss_mb"] / r_one["peak_rss_mb"], 3),
@@ -325,7 +310,7 @@ def bench_dask(sample: Any, tmp: Path, repeat: int) -> dict[str, Any]:
             cfg = _config(
                 sample, items, cat, tmp / f"d{workers}{r}.yaml", executor="local", workers=workers
             )
-            res = _child(["--worker", "run", "--config", str(cfg)])
+            res = _run_child(cfg)
             assert res["written"] == len(sample.scenes) and res["failed"] == 0, res
             t[workers].append(res["seconds"])
             done[workers].append(res["done_at_s"])
