@@ -376,6 +376,13 @@ class Config:
                 "add SCL to `bands`, or use method: s2cloudless with shadows: geometric or none"
             )
 
+        if cm is not None and cm.temporal_threshold is not None and "B02" not in self.bands:
+            raise ConfigError(
+                "steps.cloudmask.temporal_threshold: the multi-temporal cloud test compares the "
+                f"blue band B02 with a clear-sky reference; add B02 to `bands` {list(self.bands)} "
+                "or set temporal_threshold: null"
+            )
+
         cr = self.steps.coreg
         if cr is not None and cr.match_band not in self.bands:
             raise ConfigError(
@@ -394,8 +401,9 @@ class Config:
         return self.resolve_path(self.output.catalog)
 
     def processing_dict(self) -> dict[str, Any]:
-        """The parts of the config that determine the pixels of an output item."""
-        d = to_dict(self)
+        """The parts of the config that determine the pixels of an output item (options added
+        later are left out while they keep their default, see :func:`to_dict`)."""
+        d = to_dict(self, for_hash=True)
         return {k: d[k] for k in ("aoi", "bands", "grid", "radiometry", "steps")} | {
             "output": {k: d["output"][k] for k in ("dtype", "cog_profile", "blocksize")}
         }
@@ -565,18 +573,27 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
     return out
 
 
-def to_dict(obj: Any) -> Any:
-    """A JSON-able dict of a config (dates as ISO strings, tuples as lists)."""
+def to_dict(obj: Any, *, for_hash: bool = False) -> Any:
+    """A JSON-able dict of a config (dates as ISO strings, tuples as lists).
+
+    ``for_hash`` leaves out options added later (``since`` in their field) that keep their
+    default, so that adding an option leaves the hash of existing configurations as it was."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {
-            f.name: to_dict(getattr(obj, f.name))
+            f.name: to_dict(getattr(obj, f.name), for_hash=for_hash)
             for f in dataclasses.fields(obj)
             if not f.metadata.get("internal")
+            and not (
+                for_hash
+                and f.metadata.get("since")
+                and f.default is not dataclasses.MISSING
+                and getattr(obj, f.name) == f.default
+            )
         }
     if isinstance(obj, Mapping):
-        return {str(k): to_dict(v) for k, v in obj.items()}
+        return {str(k): to_dict(v, for_hash=for_hash) for k, v in obj.items()}
     if isinstance(obj, tuple | list):
-        return [to_dict(v) for v in obj]
+        return [to_dict(v, for_hash=for_hash) for v in obj]
     if isinstance(obj, dt.date):
         return obj.isoformat()
     return obj

@@ -56,7 +56,13 @@ from .errors import (
 )
 from .grid import footprint_lonlat, load_aoi, target_geobox
 from .io.atomic import write_bytes_atomic
-from .io.catalog import REFERENCE_ASSET, REFERENCE_DIR, CatalogStore, load_template
+from .io.catalog import (
+    CLOUD_REFERENCE_ASSET,
+    REFERENCE_ASSET,
+    REFERENCE_DIRS,
+    CatalogStore,
+    load_template,
+)
 from .io.cog import CogFile, file_checksum, write_cog
 from .io.read import BandRead, read_band
 from .provenance import InputRecord, Provenance, SourceRecord, StepRecord, software_versions
@@ -69,6 +75,7 @@ from .radiometry import (
 )
 from .search import search
 from .steps.base import AuxLayer, LayerInfo, Scene, Sidecar, Step
+from .steps.cloudmask import TEMPORAL_BAND, CloudMaskConfig
 
 if TYPE_CHECKING:
     from .steps.coreg import CoregConfig
@@ -224,8 +231,13 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
                 assert reason is not None
                 task = SceneTask.create(item, twin, config, reason)
                 planned[item.id] = (task, item, existing)
-        if planned and config.steps.coreg is not None:
-            ensure_reference(config, [it for _, it, _ in planned.values()], twins, store, run_id)
+        if planned:
+            new_items = [it for _, it, _ in planned.values()]
+            cm = config.steps.cloudmask
+            if cm is not None and cm.temporal_threshold is not None:
+                ensure_cloud_reference(config, new_items, twins, store, run_id)
+            if config.steps.coreg is not None:
+                ensure_reference(config, new_items, twins, store, run_id)
         previous_index = None
         if planned:
             # the stac-geoparquet index is rewritten after the commits; until then (or after a
@@ -809,13 +821,12 @@ def read_aux(
                 gbox = GeoBox.from_bbox(
                     scene.geobox.extent.boundingbox, crs, resolution=req.resolution, tight=False
                 )
-            if req.level == "reference":
-                ref = read_reference(config, gbox, req.bands)
+            if req.level in ("reference", "cloud-reference"):
+                key = REFERENCE_ASSET if req.level == "reference" else CLOUD_REFERENCE_ASSET
+                ref = read_reference(config, gbox, req.bands, key)
                 if ref is not None:
                     aux[name] = ref
-                    inputs.append(
-                        InputRecord(f"{name}:{req.bands[0]}", REFERENCE_ASSET, *_ref_src(ref))
-                    )
+                    inputs.append(InputRecord(f"{name}:{req.bands[0]}", key, *_ref_src(ref, key)))
                 continue
             if req.level == "l1c" and twin is not None:
                 src_item, source = twin, f"l1c:{twin.id}"
@@ -838,27 +849,33 @@ def read_aux(
 # ---------------------------------------------------------------------- coreg reference
 
 
-def _ref_src(ref: AuxLayer) -> tuple[str, str]:
+def _ref_src(ref: AuxLayer, key: str) -> tuple[str, str]:
     href, _, ident = ref.source.partition("#")
-    return href, ident or "coreg-reference"
+    return href, ident or key
 
 
-def read_reference(config: Config, geobox: GeoBox, bands: Sequence[str]) -> AuxLayer | None:
-    """The catalog's co-registration reference on ``geobox`` (None if it has none yet).
+def read_reference(
+    config: Config, geobox: GeoBox, bands: Sequence[str], key: str = REFERENCE_ASSET
+) -> AuxLayer | None:
+    """The catalog's reference ``key`` (co-registration or clear-sky) on ``geobox`` (None if it
+    has none yet).
 
     ``AuxLayer.source`` is ``<href>#<sources>``: the reference file and the scenes (or user file)
-    it was built from, for the scene's provenance."""
+    it was built from, for the scene's provenance; ``AuxLayer.datetime`` the median acquisition
+    time of those scenes, where recorded."""
     from .reference import reproject_reference
 
     store = CatalogStore(config.catalog_dir, config.output.collection_id)
-    asset = store.reference_asset()
-    path = store.reference_path()
+    asset = store.reference_asset(key)
+    path = store.reference_path(key)
     if asset is None or path is None:
         return None
     data = reproject_reference(str(path), geobox, resampling="nearest")
     meta = asset.get("stac2cube:reference", {})
-    sources = ",".join(meta.get("sources", [])) or "coreg-reference"
-    return AuxLayer(data[None], geobox, tuple(bands), f"{path}#{sources}")
+    sources = ",".join(meta.get("sources", [])) or key
+    when = meta.get("datetime")
+    t = dt.datetime.fromisoformat(when.replace("Z", "+00:00")) if isinstance(when, str) else None
+    return AuxLayer(data[None], geobox, tuple(bands), f"{path}#{sources}", datetime=t)
 
 
 def _bad_pixels(scene: Scene) -> np.ndarray | None:
@@ -872,6 +889,20 @@ def _bad_pixels(scene: Scene) -> np.ndarray | None:
     return None
 
 
+def _grid_parameters(geobox: GeoBox) -> dict[str, Any]:
+    return {
+        "crs": str(geobox.crs),
+        "transform": list(geobox.transform)[:6],
+        "shape": list(geobox.shape.yx),
+    }
+
+
+def _has_reference(store: CatalogStore, key: str, params: Mapping[str, Any]) -> bool:
+    """Whether the catalog holds reference ``key`` built with ``params``."""
+    asset = store.reference_asset(key)
+    return asset is not None and asset.get("stac2cube:reference", {}).get("parameters") == params
+
+
 def reference_parameters(cfg: CoregConfig, geobox: GeoBox) -> dict[str, Any]:
     """What determines the reference image; a catalog reference with other parameters is
     rebuilt (and the items are then stale anyway, through the configuration hash)."""
@@ -881,11 +912,7 @@ def reference_parameters(cfg: CoregConfig, geobox: GeoBox) -> dict[str, Any]:
         "path": cfg.reference_path,
         "band_index": cfg.reference_band_index,
         "scenes": cfg.reference_scenes,
-        "grid": {
-            "crs": str(geobox.crs),
-            "transform": list(geobox.transform)[:6],
-            "shape": list(geobox.shape.yx),
-        },
+        "grid": _grid_parameters(geobox),
     }
 
 
@@ -907,16 +934,16 @@ def ensure_reference(
     is logged (stage ``coreg-reference``); the co-registration step then applies its
     ``on_failure`` policy to every scene.
     """
-    from .reference import choose_reference, clear_fraction, reproject_reference, texture_score
+    from .reference import choose_reference, reproject_reference
 
     cfg = config.steps.coreg
     if cfg is None:
         return
     geobox = target_geobox(load_aoi(config.aoi, config.base_dir), config.grid)
     params = reference_parameters(cfg, geobox)
-    asset = store.reference_asset()
-    if asset is not None and asset.get("stac2cube:reference", {}).get("parameters") == params:
+    if _has_reference(store, REFERENCE_ASSET, params):
         return
+    when: dt.datetime | None = None
     try:
         if cfg.reference == "file":
             assert cfg.reference_path is not None
@@ -926,35 +953,150 @@ def ensure_reference(
             data = reproject_reference(path, geobox, cfg.reference_band_index)
             sources: tuple[str, ...] = (cfg.reference_path,)
         else:
-            data, sources = choose_reference(
-                _reference_candidates(config, cfg, items, twins, geobox),
-                cfg.reference,
-                cfg.reference_scenes,
+            cands, times = _reference_candidates(
+                config, items, twins, geobox, cfg.match_band, 2 * cfg.reference_scenes
             )
+            data, sources = choose_reference(cands, cfg.reference, cfg.reference_scenes)
+            when = _median_time([times[s] for s in sources])
     except Stac2CubeError as exc:
         log.warning("cannot build the co-registration reference: %s", exc)
         store.record_failure("<coreg-reference>", "coreg-reference", exc, run_id=run_id)
         return
-    store.reference_dir().mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    name = f"reference-{cfg.match_band}-{digest}.tif"
+    _store_reference(
+        config,
+        store,
+        REFERENCE_ASSET,
+        data,
+        geobox,
+        f"Co-registration reference ({cfg.match_band}, {cfg.reference})",
+        {
+            "mode": cfg.reference,
+            "band": cfg.match_band,
+            "sources": list(sources),
+            "parameters": params,
+        },
+        when,
+        run_id,
+    )
+    log.info("co-registration reference (%s) built from %s", cfg.reference, ", ".join(sources))
+
+
+def cloud_reference_parameters(cfg: CloudMaskConfig, geobox: GeoBox) -> dict[str, Any]:
+    """What determines the clear-sky reference of the multi-temporal cloud test: its band,
+    the number of scenes, the grid and the cloud masking that picks the clear pixels."""
+    masking = to_dict(dataclasses.replace(cfg, temporal_threshold=None), for_hash=True)
+    return {
+        "mode": "median",
+        "band": TEMPORAL_BAND,
+        "scenes": cfg.temporal_scenes,
+        "cloudmask": masking,
+        "grid": _grid_parameters(geobox),
+    }
+
+
+def ensure_cloud_reference(
+    config: Config,
+    items: Sequence[pystac.Item],
+    twins: Mapping[str, pystac.Item],
+    store: CatalogStore,
+    run_id: str,
+) -> None:
+    """Make sure the catalog holds the clear-sky reference of the multi-temporal cloud test
+    (``steps.cloudmask.temporal_threshold``): the per-pixel median of the ``B02`` reflectance of
+    the ``temporal_scenes`` clearest scenes, clouds and shadows masked by the cloud step without
+    the temporal test, on the target grid. Candidates are the scenes with the lowest provider
+    cloud cover (twice ``temporal_scenes`` of them).
+
+    Built once, on the client, before the scenes are dispatched, and stored as the collection
+    asset ``cloud-reference``; later runs reuse it while its parameters stay the same, so an
+    update masks new scenes against the same image. A failure is logged (stage
+    ``cloud-reference``); the cloud step then skips the test and records that it did.
+    """
+    from .reference import choose_reference
+
+    cfg = config.steps.cloudmask
+    if cfg is None or cfg.temporal_threshold is None:
+        return
+    geobox = target_geobox(load_aoi(config.aoi, config.base_dir), config.grid)
+    params = cloud_reference_parameters(cfg, geobox)
+    if _has_reference(store, CLOUD_REFERENCE_ASSET, params):
+        return
+    try:
+        cands, times = _reference_candidates(
+            config, items, twins, geobox, TEMPORAL_BAND, 2 * cfg.temporal_scenes
+        )
+        # min_texture 0: a flat clear scene (water, desert) is as good a clear-sky reference
+        data, sources = choose_reference(cands, "median", cfg.temporal_scenes, min_texture=0.0)
+    except Stac2CubeError as exc:
+        log.warning("cannot build the clear-sky reference of the cloud test: %s", exc)
+        store.record_failure("<cloud-reference>", "cloud-reference", exc, run_id=run_id)
+        return
+    _store_reference(
+        config,
+        store,
+        CLOUD_REFERENCE_ASSET,
+        data,
+        geobox,
+        f"Clear-sky reference of the multi-temporal cloud test ({TEMPORAL_BAND}, median)",
+        {"mode": "median", "band": TEMPORAL_BAND, "sources": list(sources), "parameters": params},
+        _median_time([times[s] for s in sources]),
+        run_id,
+    )
+    log.info("clear-sky reference (%s, median) built from %s", TEMPORAL_BAND, ", ".join(sources))
+
+
+def _median_time(times: Sequence[dt.datetime | None]) -> dt.datetime | None:
+    """The median of the known times (the earlier of the two middle ones), None if none."""
+    known = sorted(t for t in times if t is not None)
+    return known[(len(known) - 1) // 2] if known else None
+
+
+def _store_reference(
+    config: Config,
+    store: CatalogStore,
+    key: str,
+    data: np.ndarray,
+    geobox: GeoBox,
+    title: str,
+    meta: Mapping[str, Any],
+    when: dt.datetime | None,
+    run_id: str,
+) -> None:
+    """Write a reference COG and link it as the collection asset ``key`` with its provenance
+    (``stac2cube:reference``: ``meta`` plus clear fraction, texture, time, software, run)."""
+    from .reference import clear_fraction, texture_score
+
+    out_dir = store.reference_dir(key)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(json.dumps(meta["parameters"], sort_keys=True).encode()).hexdigest()
+    name = f"reference-{meta['band']}-{digest[:12]}.tif"
     out = config.output
     cog = write_cog(
         data,
         geobox,
-        store.reference_dir() / name,
+        out_dir / name,
         nodata=float("nan"),
         profile=out.cog_profile,
         blocksize=out.blocksize,
         overview_resampling="average",
-        description=f"co-registration reference ({cfg.match_band})",
+        description=title,
     )
     crs = geobox.crs
     assert crs is not None
+    provenance = dict(meta)
+    if when is not None:
+        provenance["datetime"] = when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    provenance.update(
+        clear_fraction=round(clear_fraction(data), 6),
+        texture=round(texture_score(data), 6),
+        created=dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+        software=software_versions(),
+        run_id=run_id,
+    )
     asset_doc = {
-        "href": f"./{REFERENCE_DIR}/{name}",
+        "href": f"./{REFERENCE_DIRS[key]}/{name}",
         "type": pystac.MediaType.COG,
-        "title": f"Co-registration reference ({cfg.match_band}, {cfg.reference})",
+        "title": title,
         "roles": ["data", "reference"],
         "proj:code": f"EPSG:{crs.epsg}" if crs.epsg else None,
         "proj:shape": list(geobox.shape.yx),
@@ -968,17 +1110,7 @@ def ensure_reference(
         ],
         "file:size": cog.size,
         "file:checksum": cog.checksum,
-        "stac2cube:reference": {
-            "mode": cfg.reference,
-            "band": cfg.match_band,
-            "sources": list(sources),
-            "parameters": params,
-            "clear_fraction": round(clear_fraction(data), 6),
-            "texture": round(texture_score(data), 6),
-            "created": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
-            "software": software_versions(),
-            "run_id": run_id,
-        },
+        "stac2cube:reference": provenance,
     }
     store.set_reference(
         asset_doc,
@@ -987,22 +1119,30 @@ def ensure_reference(
             RasterExtension.get_schema_uri(),
             FileExtension.get_schema_uri(),
         ),
+        key=key,
     )
-    log.info("co-registration reference (%s) built from %s", cfg.reference, ", ".join(sources))
 
 
 def _reference_candidates(
     config: Config,
-    cfg: CoregConfig,
     items: Sequence[pystac.Item],
     twins: Mapping[str, pystac.Item],
     geobox: GeoBox,
-) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
-    """``(id, match band, bad pixels)`` of the least cloudy items (by the provider's number)."""
-    cloud_steps = [(s, c) for s, c in active_steps(config) if s.name == "cloudmask"]
+    band: str,
+    n: int,
+) -> tuple[list[tuple[str, np.ndarray, np.ndarray | None]], dict[str, dt.datetime | None]]:
+    """``(id, band, bad pixels)`` of the ``n`` (at least 3) items with the lowest provider cloud
+    cover, clouds masked by the cloud step without its multi-temporal test (which needs a
+    reference itself), and the items' acquisition times."""
+    cloud_steps = [
+        (s, dataclasses.replace(c, temporal_threshold=None))
+        for s, c in active_steps(config)
+        if s.name == "cloudmask"
+    ]
     ranked = sorted(items, key=lambda it: float(it.properties.get("eo:cloud_cover", 100.0)))
     out: list[tuple[str, np.ndarray, np.ndarray | None]] = []
-    for item in ranked[: max(2 * cfg.reference_scenes, 3)]:
+    times: dict[str, dt.datetime | None] = {}
+    for item in ranked[: max(n, 3)]:
         try:
             scene, _, _ = read_scene(item, config, geobox)
             if cloud_steps:
@@ -1012,12 +1152,11 @@ def _reference_candidates(
         except Stac2CubeError as exc:
             log.info("reference candidate %s skipped: %s", item.id, exc)
             continue
-        if cfg.match_band not in scene.bands:
-            raise ConfigError(
-                f"steps.coreg.match_band {cfg.match_band} is not in `bands`; add it there"
-            )
-        out.append((item.id, scene.bands[cfg.match_band], _bad_pixels(scene)))
-    return out
+        if band not in scene.bands:
+            raise ConfigError(f"the reference band {band} is not in `bands`; add it there")
+        out.append((item.id, scene.bands[band], _bad_pixels(scene)))
+        times[item.id] = item.datetime
+    return out, times
 
 
 # -------------------------------------------------------------------------------- write

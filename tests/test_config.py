@@ -11,6 +11,7 @@ from stac2cube.config import (
     config_from_dict,
     config_reference,
     load_config,
+    to_dict,
 )
 from stac2cube.errors import ConfigError
 
@@ -86,6 +87,29 @@ def test_unreadable_or_invalid_yaml(tmp_path: Path) -> None:
     bad.write_text("source: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_options_added_later_leave_existing_hashes_alone() -> None:
+    """An option added after catalogs existed (``since`` in its field) is left out of the hash
+    while it keeps its default: upgrading stac2cube must not make every item stale. The pinned
+    value is the hash that stac2cube 0.1.0 (before the multi-temporal cloud test) gave."""
+    cfg = config_from_dict({**BASE, "bands": ["B02", "B04", "SCL"], "steps": {"cloudmask": {}}})
+    assert "temporal_threshold" not in cfg.processing_dict()["steps"]["cloudmask"]
+    assert cfg.config_hash == (
+        "sha256:0cd951f82a69522b7ece97121a7d1451caf0be6ffdc0ff614b1c7bde6663e542"
+    )
+    temporal = {"cloudmask": {"temporal_threshold": 0.03}}
+    on = config_from_dict({**BASE, "bands": ["B02", "B04", "SCL"], "steps": temporal})
+    assert on.processing_dict()["steps"]["cloudmask"]["temporal_threshold"] == 0.03
+    assert on.config_hash != cfg.config_hash
+    # the full dump (provenance, `stac2cube config`) still shows every option
+    assert "temporal_threshold" in to_dict(cfg)["steps"]["cloudmask"]
+
+
+def test_temporal_cloud_test_needs_the_blue_band() -> None:
+    temporal = {"cloudmask": {"temporal_threshold": 0.03}}
+    with pytest.raises(ConfigError, match=r"temporal_threshold.*B02"):
+        config_from_dict({**BASE, "bands": ["B04", "SCL"], "steps": temporal})
 
 
 def test_config_hash_tracks_pixels_not_paths() -> None:

@@ -11,7 +11,7 @@ import rasterio
 
 from stac2cube import load_config, open_cube, run
 from stac2cube.check import check_catalog
-from stac2cube.io.catalog import CatalogStore
+from stac2cube.io.catalog import CLOUD_REFERENCE_ASSET, CatalogStore
 from stac2cube.steps.cloudmask import MASK_CLEAR, MASK_CLOUD, MASK_NODATA
 from stac2cube.testing.configs import write_config
 from stac2cube.testing.sample import Sample
@@ -168,3 +168,55 @@ def test_probability_asset_declares_nodata_and_has_average_overviews(masked) -> 
         assert src.tags()["OVERVIEW_RESAMPLING"] == "AVERAGE"
     with rasterio.open(path.with_name("CLOUD_MASK.tif")) as src:
         assert src.tags()["OVERVIEW_RESAMPLING"] == "NEAREST"
+
+
+# ------------------------------------------------------------------ multi-temporal cloud test
+
+
+def test_temporal_reference_is_built_once_recorded_and_reused(
+    sample: Sample, sample_api: RustacServer, tmp_path: Path
+) -> None:
+    """The first run builds the clear-sky reference from its scenes and stores it as a collection
+    asset with provenance; every item records the test and the reference it used; an update
+    masks the new scene against the same file, untouched; the catalog validates."""
+    dates = sorted(s.l2a_item["properties"]["datetime"][:10] for s in sample.scenes)
+    steps = {"cloudmask": {"temporal_threshold": 0.03}}
+    path = write_config(
+        tmp_path,
+        sample,
+        {"api": sample_api.url},
+        bands=BANDS,
+        steps=steps,
+        time={"start": dates[0], "end": dates[2]},
+    )
+    cfg = load_config(path)
+    assert run(cfg).written == 3
+    store = CatalogStore(cfg.catalog_dir, cfg.output.collection_id)
+    asset = store.reference_asset(CLOUD_REFERENCE_ASSET)
+    assert asset is not None and asset["href"].startswith("./_cloud-reference/")
+    meta = asset["stac2cube:reference"]
+    assert meta["band"] == "B02" and meta["mode"] == "median"
+    assert set(meta["sources"]) == set(store.item_ids())  # 3 scenes, temporal_scenes 5
+    assert meta["datetime"][:10] == dates[1]  # the median date of the three
+    assert store.reference_asset() is None  # no co-registration reference: another asset
+    ref_path = store.reference_path(CLOUD_REFERENCE_ASSET)
+    with rasterio.open(ref_path) as src:
+        ref = src.read(1)
+        assert src.dtypes[0] == "float32" and np.isfinite(ref).mean() > 0.9
+        assert 0.0 < float(np.nanmedian(ref)) < 0.3  # a blue surface reflectance
+    for item in _items(cfg).values():
+        res = item["properties"]["stac2cube:steps"][1]["results"]["temporal"]
+        assert res["status"] == "applied" and res["gap_days"] <= 10.0
+        assert 0.03 <= res["threshold"] <= 0.03 * (1 + 10 / 30) + 1e-9
+        inputs = item["properties"]["stac2cube:inputs"]
+        used = [i for i in inputs if i["asset"] == CLOUD_REFERENCE_ASSET]
+        assert len(used) == 1 and used[0]["href"] == str(ref_path)
+    assert check_catalog(cfg.catalog_dir).problems == ()
+    assert check_catalog(cfg.catalog_dir).warnings == ()  # the reference is not an orphan
+
+    mtime = ref_path.stat().st_mtime_ns
+    path.write_text(path.read_text().replace(dates[2], dates[3]))
+    again = run(load_config(path))
+    assert again.written == 1 and again.count("skipped") == 3, again
+    assert store.reference_asset(CLOUD_REFERENCE_ASSET) == asset
+    assert ref_path.stat().st_mtime_ns == mtime

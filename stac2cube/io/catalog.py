@@ -10,6 +10,8 @@ Layout (all links relative, so the directory can be moved or served as it is)::
     <root>/<collection>/<item>/<band>.tif       COGs of the item
     <root>/<collection>/_coreg-reference/       the co-registration reference (a collection
                                                 asset, ``coreg-reference``), if steps.coreg runs
+    <root>/<collection>/_cloud-reference/       the clear-sky reference of the multi-temporal
+                                                cloud test (asset ``cloud-reference``), if on
     <root>/_stac2cube/failures.jsonl            failure log (one JSON object per line)
     <root>/_stac2cube/lock                      held while a run writes
 
@@ -54,6 +56,14 @@ CATALOG_ID = "stac2cube"
 REFERENCE_ASSET = "coreg-reference"
 """Key of the collection asset that holds the co-registration reference image."""
 REFERENCE_DIR = "_coreg-reference"
+CLOUD_REFERENCE_ASSET = "cloud-reference"
+"""Key of the collection asset that holds the clear-sky reference of the multi-temporal cloud
+test (``steps.cloudmask.temporal_threshold``)."""
+REFERENCE_DIRS: Mapping[str, str] = {
+    REFERENCE_ASSET: REFERENCE_DIR,
+    CLOUD_REFERENCE_ASSET: "_cloud-reference",
+}
+"""Collection reference assets -> the directory (in the collection) that holds their file."""
 INDEX_FILE = "items.parquet"
 PREVIOUS_INDEX_FILE = ".items-previous.parquet"
 """The index as it was before a run's commits, read back when the run writes the new one."""
@@ -168,14 +178,17 @@ class CatalogStore:
         if not coll_dir.exists():
             return []
         linked = set(self.item_ids())
-        ref = self.reference_asset()
-        ref_file = Path(ref["href"]).name if ref else None
+        ref_files: dict[str, str] = {}
+        for key, dirname in REFERENCE_DIRS.items():
+            ref = self.reference_asset(key)
+            if ref is not None:
+                ref_files[dirname] = Path(ref["href"]).name
         out: list[Path] = []
         for p in sorted(coll_dir.iterdir()):
             if p.name in ("collection.json", INDEX_FILE):
                 continue
-            if p.name == REFERENCE_DIR and ref_file is not None and p.is_dir():
-                out.extend(f for f in sorted(p.iterdir()) if f.name != ref_file)
+            if p.name in ref_files and p.is_dir():
+                out.extend(f for f in sorted(p.iterdir()) if f.name != ref_files[p.name])
                 continue
             if not p.is_dir() or p.name not in linked:
                 out.append(p)
@@ -273,32 +286,35 @@ class CatalogStore:
             raise CatalogError(f"cannot read {self.collection_path}: {exc}") from exc
         return coll
 
-    def reference_asset(self) -> dict[str, Any] | None:
-        """The collection's co-registration reference asset (``coreg-reference``), or None."""
+    def reference_asset(self, key: str = REFERENCE_ASSET) -> dict[str, Any] | None:
+        """The collection's reference asset ``key`` (one of :data:`REFERENCE_DIRS`; default the
+        co-registration reference), or None."""
         try:
             coll = self.read_collection()
         except CatalogError:
             return None
-        asset: dict[str, Any] | None = coll.get("assets", {}).get(REFERENCE_ASSET)
+        asset: dict[str, Any] | None = coll.get("assets", {}).get(key)
         return asset
 
-    def reference_path(self) -> Path | None:
-        """The file of the co-registration reference, or None when the catalog has none yet."""
-        asset = self.reference_asset()
+    def reference_path(self, key: str = REFERENCE_ASSET) -> Path | None:
+        """The file of reference ``key``, or None when the catalog has none yet."""
+        asset = self.reference_asset(key)
         if asset is None:
             return None
         return (self.root / self.collection_id / str(asset["href"])).resolve()
 
-    def reference_dir(self) -> Path:
-        """Where the co-registration reference COG is written."""
-        return self.root / self.collection_id / REFERENCE_DIR
+    def reference_dir(self, key: str = REFERENCE_ASSET) -> Path:
+        """Where the COG of reference ``key`` is written."""
+        return self.root / self.collection_id / REFERENCE_DIRS[key]
 
-    def set_reference(self, asset: Mapping[str, Any], extensions: Iterable[str] = ()) -> None:
+    def set_reference(
+        self, asset: Mapping[str, Any], extensions: Iterable[str] = (), key: str = REFERENCE_ASSET
+    ) -> None:
         """Link a reference COG (already written under :meth:`reference_dir`) as the collection
-        asset ``coreg-reference``, replacing a previous one; its file is removed after."""
+        asset ``key``, replacing a previous one; its file is removed after."""
         coll = self.read_collection()
-        old = coll.get("assets", {}).get(REFERENCE_ASSET)
-        coll.setdefault("assets", {})[REFERENCE_ASSET] = dict(asset)
+        old = coll.get("assets", {}).get(key)
+        coll.setdefault("assets", {})[key] = dict(asset)
         for uri in extensions:
             if uri not in coll.setdefault("stac_extensions", []):
                 coll["stac_extensions"].append(uri)

@@ -8,6 +8,7 @@ pipeline reads the inputs, runs the steps in order and writes what they return.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -46,6 +47,9 @@ class AuxLayer:
     bands: tuple[str, ...]
     source: str
     """Where it came from, e.g. ``l1c:<item id>`` or ``l2a-fallback``."""
+    datetime: dt.datetime | None = None
+    """When it was observed, where a step needs it: the median acquisition time of the scenes a
+    composite reference was built from (None: not known or not needed)."""
 
 
 @dataclass(frozen=True)
@@ -133,8 +137,9 @@ class AuxRequest:
     bands: tuple[str, ...]
     resolution: float
     level: str = "l1c"
-    """``l1c`` (TOA; L2A fallback where no twin exists), ``l2a``, or ``reference`` (the catalog's
-    stored reference image; ``bands`` names the reference band)."""
+    """``l1c`` (TOA; L2A fallback where no twin exists), ``l2a``, ``reference`` (the catalog's
+    stored co-registration reference image; ``bands`` names the reference band) or
+    ``cloud-reference`` (the clear-sky composite of the multi-temporal cloud test)."""
 
 
 @runtime_checkable

@@ -20,6 +20,13 @@ What the step does, per scene
    thin-cirrus threshold 0.012) join the s2cloudless mask, dilated the same way.
 3. **SCL clouds**: the SCL classes listed in ``scl_classes`` other than 3 count as cloud.
 4. **Combination** (``method``): ``s2cloudless``, ``scl``, ``union`` or ``intersection`` of the two.
+   With ``temporal_threshold`` set, the **multi-temporal test** (:func:`temporal_cloud_test`,
+   Hagolle et al. 2010) adds the pixels whose L2A blue reflectance exceeds the catalog's clear-sky
+   reference (``scene.aux["clear_reference"]``, built once per catalog by the pipeline) by more
+   than ``temporal_threshold * (1 + days / temporal_days)``. Clouds brighten the blue band over
+   every surface, while surface change (harvest, green-up) moves blue far less; the time term
+   allows for more change over longer gaps. SCL snow (class 11) is left out, as is any pixel the
+   reference has no clear value for. Without a reference the test is skipped and recorded.
 5. **Shadows** (``shadows``): SCL class 3 (when listed in ``scl_classes``) and/or a geometric
    search: every connected cloud object is projected away from the sun by ``h·tan(zenith)`` for
    ``h`` over ``shadow_heights``; the height whose projection lands on the largest fraction of
@@ -41,6 +48,7 @@ s2cloudless tutorial; see ``docs/cloudmask.md`` and ``benchmarks/cloudmask.py`` 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import logging
 import math
@@ -99,6 +107,9 @@ MAX_SEARCH_SAMPLES: Final = 2000
 _B10 = S2CLOUDLESS_BANDS.index("B10")
 _B08 = S2CLOUDLESS_BANDS.index("B08")
 _SCL_SHADOW = 3
+_SCL_SNOW = 11
+TEMPORAL_BAND: Final = "B02"
+"""The band of the multi-temporal cloud test (the clear-sky reference is built from it)."""
 _SCL_CLASSES = frozenset(range(12))
 
 F32 = NDArray[np.float32]
@@ -181,6 +192,33 @@ class CloudMaskConfig:
         "always uses the L2A bands.",
         "auto",
     )
+    temporal_threshold: float | None = doc(
+        "Multi-temporal cloud test (Hagolle et al. 2010, as in MAJA): a pixel whose L2A blue "
+        "reflectance (B02) exceeds the catalog's clear-sky reference by more than this is cloud "
+        "and joins the mask of `method` (undilated; SCL snow pixels are left out). The "
+        "threshold grows with the time between scene and reference (`temporal_days`). 0.03 is "
+        "the value of Hagolle et al.; null turns the test off. Needs B02 in `bands`. The "
+        "reference is the per-pixel median of the `temporal_scenes` clearest scenes of the "
+        "first run, clouds masked without this test, stored as the collection asset "
+        "`cloud-reference` and reused by every update.",
+        None,
+        since="0.2.0",
+    )
+    temporal_days: float = doc(
+        "Time scale of the multi-temporal test: the threshold used is `temporal_threshold * "
+        "(1 + days / temporal_days)`, `days` being the gap between the scene and the median "
+        "date of the reference's scenes, so that surface change over longer gaps is not taken "
+        "for cloud (30 days as in Hagolle et al. 2010).",
+        30.0,
+        since="0.2.0",
+    )
+    temporal_scenes: int = doc(
+        "Number of clearest scenes (clear pixels counted after cloud masking) whose per-pixel "
+        "median is the clear-sky reference of the multi-temporal test; twice as many "
+        "candidates with the lowest provider cloud cover are read.",
+        5,
+        since="0.2.0",
+    )
 
     def __post_init__(self) -> None:
         k = "steps.cloudmask"
@@ -249,6 +287,17 @@ class CloudMaskConfig:
         if not 0.0 < self.dark_nir < 1.0:
             raise ConfigError(
                 f"{k}.dark_nir must be a reflectance between 0 and 1, got {self.dark_nir}"
+            )
+        if self.temporal_threshold is not None and not 0.0 < self.temporal_threshold < 1.0:
+            raise ConfigError(
+                f"{k}.temporal_threshold must be a reflectance difference between 0 and 1 "
+                f"(0.03 in Hagolle et al. 2010), or null; got {self.temporal_threshold}"
+            )
+        if not (math.isfinite(self.temporal_days) and self.temporal_days > 0.0):
+            raise ConfigError(f"{k}.temporal_days must be > 0 days, got {self.temporal_days}")
+        if not 1 <= self.temporal_scenes <= 100:
+            raise ConfigError(
+                f"{k}.temporal_scenes must be between 1 and 100, got {self.temporal_scenes}"
             )
         if self.max_cloud_fraction is not None and not 0.0 <= self.max_cloud_fraction <= 1.0:
             raise ConfigError(
@@ -568,18 +617,94 @@ def _nir(scene: Scene, toa_nir: F32 | None) -> tuple[F32, str]:
     )
 
 
+def temporal_cloud_test(
+    blue: np.ndarray,
+    reference: np.ndarray,
+    threshold: float,
+    gap_days: float = 0.0,
+    days_scale: float = 30.0,
+) -> tuple[BoolA, float]:
+    """The multi-temporal cloud test of Hagolle et al. (2010, MAJA): where the blue reflectance
+    of the scene exceeds the clear-sky ``reference`` by more than
+    ``threshold * (1 + gap_days / days_scale)``. Returns the mask (False where either is NaN)
+    and the threshold used."""
+    thr = float(threshold) * (1.0 + max(float(gap_days), 0.0) / float(days_scale))
+    b = np.asarray(blue, dtype=np.float32)
+    r = np.asarray(reference, dtype=np.float32)
+    ok = np.isfinite(b) & np.isfinite(r)
+    out: BoolA = np.greater(b - np.where(ok, r, 0.0), thr, where=ok, out=np.zeros(b.shape, bool))
+    return out, thr
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str):
+        return None
+    try:
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
 class CloudMaskStep:
     """Cloud and cloud-shadow masking (see the module docstring)."""
 
     name = "cloudmask"
-    version = "1.0.0"
+    version = "1.1.0"
 
     def required_aux(self, cfg: CloudMaskConfig) -> Mapping[str, AuxRequest]:
-        """The TOA bands of s2cloudless at ``cfg.resolution`` (none for ``method: scl``)."""
-        if not cfg.uses_s2cloudless:
-            return {}
-        level = "l2a" if cfg.l1c == "never" else "l1c"
-        return {"toa": AuxRequest(bands=S2CLOUDLESS_BANDS, resolution=cfg.resolution, level=level)}
+        """The TOA bands of s2cloudless at ``cfg.resolution`` (none for ``method: scl``) and, for
+        the multi-temporal test, the catalog's clear-sky reference on the output grid."""
+        out: dict[str, AuxRequest] = {}
+        if cfg.uses_s2cloudless:
+            level = "l2a" if cfg.l1c == "never" else "l1c"
+            out["toa"] = AuxRequest(S2CLOUDLESS_BANDS, resolution=cfg.resolution, level=level)
+        if cfg.temporal_threshold is not None:
+            out["clear_reference"] = AuxRequest((TEMPORAL_BAND,), 0.0, level="cloud-reference")
+        return out
+
+    def _temporal(
+        self, scene: Scene, cfg: CloudMaskConfig, candidates: BoolA, results: dict[str, Any]
+    ) -> BoolA:
+        """Pixels of ``candidates`` the multi-temporal test calls cloud (see the module doc)."""
+        assert cfg.temporal_threshold is not None
+        ref = scene.aux.get("clear_reference")
+        if ref is None:
+            log.warning(
+                "%s: the catalog has no clear-sky reference; multi-temporal cloud test skipped",
+                scene.item_id,
+            )
+            results["temporal"] = {"status": "skipped: the catalog has no clear-sky reference"}
+            return np.zeros(candidates.shape, dtype=bool)
+        if TEMPORAL_BAND not in scene.bands:
+            raise StepError(
+                f"{scene.item_id}: the multi-temporal cloud test needs {TEMPORAL_BAND} in "
+                "`bands`, or set steps.cloudmask.temporal_threshold: null"
+            )
+        t_scene = _parse_time(scene.source_properties.get("datetime"))
+        gap = (
+            abs((t_scene - ref.datetime).total_seconds()) / 86400.0
+            if t_scene is not None and ref.datetime is not None
+            else 0.0
+        )
+        hit, thr = temporal_cloud_test(
+            scene.bands[TEMPORAL_BAND], ref.data[0], cfg.temporal_threshold, gap, cfg.temporal_days
+        )
+        hit &= candidates
+        scl = scene.classes.get("SCL")
+        if scl is not None:
+            hit &= scl != _SCL_SNOW
+        n = max(int(candidates.sum()), 1)
+        results["temporal"] = {
+            "status": "applied",
+            "reference": ref.source,
+            "gap_days": round(gap, 3),
+            "threshold": round(thr, 6),
+            "added_fraction": round(float(hit.sum()) / n, 6),
+        }
+        return hit
 
     def run(self, scene: Scene, cfg: CloudMaskConfig) -> StepResult:
         """Mask clouds and shadows of ``scene``; pure (no I/O)."""
@@ -700,6 +825,8 @@ class CloudMaskStep:
                 cloud = np.where(valid_prob, s2c_cloud & scl_cloud, scl_cloud)
             known = valid
         cloud = cloud & known
+        if cfg.temporal_threshold is not None:
+            cloud = cloud | self._temporal(scene, cfg, known & ~cloud, results)
 
         # --- shadows
         shadow = np.zeros(shape, dtype=bool)
@@ -737,7 +864,11 @@ class CloudMaskStep:
         infos["CLOUD_MASK"] = LayerInfo(
             nodata=MASK_NODATA,
             classes=dict(MASK_CLASSES),
-            description=f"cloud and shadow mask ({cfg.method}; shadows {cfg.shadows})",
+            description=(
+                f"cloud and shadow mask ({cfg.method}"
+                + (" + multi-temporal test" if cfg.temporal_threshold is not None else "")
+                + f"; shadows {cfg.shadows})"
+            ),
         )
 
         n_total = max(int(np.prod(shape)), 1)
@@ -791,6 +922,7 @@ __all__ = [
     "MASK_SHADOW",
     "PROB_NODATA",
     "S2CLOUDLESS_BANDS",
+    "TEMPORAL_BAND",
     "THRESHOLD_LAYER_NODATA",
     "CloudMaskConfig",
     "CloudMaskStep",
@@ -798,6 +930,7 @@ __all__ = [
     "geometric_shadows",
     "shadow_offsets",
     "sun_angles",
+    "temporal_cloud_test",
     "threshold_layer_name",
     "upsample_bilinear",
 ]

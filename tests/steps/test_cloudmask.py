@@ -15,7 +15,7 @@ from odc.geo.geobox import GeoBox
 from rasterio.transform import Affine
 
 from stac2cube.errors import ConfigError, StepError
-from stac2cube.steps.base import Scene, Step
+from stac2cube.steps.base import AuxLayer, Scene, Step
 from stac2cube.steps.cloudmask import (
     MASK_CLASSES,
     MASK_CLEAR,
@@ -27,6 +27,7 @@ from stac2cube.steps.cloudmask import (
     CloudMaskConfig,
     CloudMaskStep,
     shadow_offsets,
+    temporal_cloud_test,
     upsample_bilinear,
 )
 from stac2cube.testing.sample import Sample
@@ -288,6 +289,10 @@ def test_upsampling_is_bilinear() -> None:
         ({"max_cloud_fraction": 40.0}, "steps.cloudmask.max_cloud_fraction"),
         ({"method": "fmask"}, "steps.cloudmask.method"),
         ({"l1c": "always"}, "steps.cloudmask.l1c"),
+        ({"temporal_threshold": 0.0}, "steps.cloudmask.temporal_threshold"),
+        ({"temporal_threshold": 3.0}, "steps.cloudmask.temporal_threshold"),
+        ({"temporal_days": 0.0}, "steps.cloudmask.temporal_days"),
+        ({"temporal_scenes": 0}, "steps.cloudmask.temporal_scenes"),
     ],
 )
 def test_config_validation_names_the_key(kwargs: dict[str, object], key: str) -> None:
@@ -330,3 +335,94 @@ def test_b10_cirrus_test_adds_thin_cirrus(scenes: list[SampleScenePixels]) -> No
     assert (on & ~off).sum() > 0.8 * on[centre].size
     assert with_test.record.results["cirrus_fraction"] > 0.01
     assert "cirrus_fraction" not in without.record.results
+
+
+# ------------------------------------------------------------------ multi-temporal cloud test
+
+
+def test_temporal_test_threshold_grows_with_the_gap() -> None:
+    ref = np.full((2, 3), 0.05, dtype=np.float32)
+    blue = ref + np.array([[0.02, 0.035, 0.05], [0.08, np.nan, 0.1]], dtype=np.float32)
+    ref[1, 2] = np.nan
+    hit, thr = temporal_cloud_test(blue, ref, 0.03)
+    assert thr == pytest.approx(0.03)
+    assert hit.tolist() == [[False, True, True], [True, False, False]]  # NaN never flags
+    hit, thr = temporal_cloud_test(blue, ref, 0.03, gap_days=30.0, days_scale=30.0)
+    assert thr == pytest.approx(0.06)
+    assert hit.tolist() == [[False, False, False], [True, False, False]]
+
+
+def _with_reference(px: SampleScenePixels, ref: np.ndarray, days: float = 0.0) -> Scene:
+    import datetime as dt
+
+    scene = px.scene
+    when = dt.datetime.fromisoformat(scene.source_properties["datetime"]) - dt.timedelta(days)
+    layer = AuxLayer(ref[None].astype(np.float32), scene.geobox, ("B02",), "test#ref", when)
+    return scene.replace(aux={**scene.aux, "clear_reference": layer})
+
+
+def test_temporal_test_catches_thin_cloud_the_other_tests_miss(
+    scenes: list[SampleScenePixels],
+) -> None:
+    """Against the noise-free clear surface of the date, the test finds the thin cloud and
+    cirrus that s2cloudless and SCL miss, adds almost nothing on clear ground, and only with it
+    on; the record says what it did."""
+    px = scenes[2]  # ~40 % true cloud: thick, thin and cirrus
+    clear_blue = px.scene.bands["B02"].copy()
+    clear_blue[np.isin(px.truth, (1, 2, 3, 4))] = np.nan
+    # the reference: this date's blue where clear, the clear date's blue elsewhere
+    ref = np.where(np.isfinite(clear_blue), clear_blue, scenes[3].scene.bands["B02"])
+    cfg = CloudMaskConfig(shadows="none", temporal_threshold=0.03)
+    res = STEP.run(_with_reference(px, ref), cfg)
+    off = STEP.run(px.scene, dataclasses.replace(cfg, temporal_threshold=None))
+    on_m = res.scene.classes["CLOUD_MASK"] == MASK_CLOUD
+    off_m = off.scene.classes["CLOUD_MASK"] == MASK_CLOUD
+    thin = np.isin(px.truth, (2, 3))
+    clear = px.truth == 0
+    assert (on_m & ~off_m).sum() > 0  # the test added pixels
+    assert on_m[thin].mean() > off_m[thin].mean() + 0.05
+    assert on_m[clear].mean() < off_m[clear].mean() + 0.005
+    assert not (off_m & ~on_m).any()  # it only adds
+    rec = res.record.results["temporal"]
+    assert rec["status"] == "applied" and rec["gap_days"] == 0.0
+    assert rec["added_fraction"] > 0.0 and rec["reference"] == "test#ref"
+    assert "temporal" not in off.record.results
+    assert "multi-temporal" in res.scene.layer_info["CLOUD_MASK"].description
+
+
+def test_temporal_test_spares_snow_and_allows_for_the_gap(scenes: list[SampleScenePixels]) -> None:
+    px = scenes[3]  # the clear date
+    ref = px.scene.bands["B02"] - np.float32(0.045)  # everything 0.045 brighter than the reference
+    cfg = CloudMaskConfig(method="scl", shadows="none", temporal_threshold=0.03)
+    near = STEP.run(_with_reference(px, ref, days=0.0), cfg)
+    far = STEP.run(_with_reference(px, ref, days=30.0), cfg)  # threshold 0.06 > 0.045
+    off = STEP.run(px.scene, dataclasses.replace(cfg, temporal_threshold=None))
+    near_m = near.scene.classes["CLOUD_MASK"] == MASK_CLOUD
+    valid = near.scene.classes["CLOUD_MASK"] != MASK_NODATA
+    off_m = off.scene.classes["CLOUD_MASK"] == MASK_CLOUD
+    assert off_m[valid].mean() < 0.05 and near_m[valid].mean() > 0.95
+    assert np.array_equal(far.scene.classes["CLOUD_MASK"], off.scene.classes["CLOUD_MASK"])
+    assert far.record.results["temporal"]["threshold"] == pytest.approx(0.06)
+    snow_scl = px.scene.classes["SCL"].copy()
+    snow_scl[valid] = 11  # all valid pixels snow: the test must not call snow cloud
+    snowy = _with_reference(px, ref).replace(classes={**px.scene.classes, "SCL": snow_scl})
+    snow_res = STEP.run(snowy, cfg)  # SCL says snow everywhere: neither SCL nor the test flags
+    assert (snow_res.scene.classes["CLOUD_MASK"] == MASK_CLOUD).sum() == 0
+
+
+def test_temporal_test_without_reference_is_skipped_and_recorded(
+    scenes: list[SampleScenePixels],
+) -> None:
+    px = scenes[1]
+    cfg = CloudMaskConfig(shadows="none", temporal_threshold=0.03)
+    res = STEP.run(px.scene, cfg)
+    plain = STEP.run(px.scene, dataclasses.replace(cfg, temporal_threshold=None))
+    assert res.record.results["temporal"]["status"].startswith("skipped")
+    assert np.array_equal(res.scene.classes["CLOUD_MASK"], plain.scene.classes["CLOUD_MASK"])
+    req = STEP.required_aux(cfg)["clear_reference"]
+    assert req.level == "cloud-reference" and req.bands == ("B02",) and req.resolution == 0.0
+    assert "clear_reference" not in STEP.required_aux(CloudMaskConfig())
+    no_blue = px.scene.replace(bands={k: v for k, v in px.scene.bands.items() if k != "B02"})
+    ref = _with_reference(px, px.scene.bands["B02"]).aux["clear_reference"]
+    with pytest.raises(StepError, match="B02"):
+        STEP.run(no_blue.replace(aux={**no_blue.aux, "clear_reference": ref}), cfg)
