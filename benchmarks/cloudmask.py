@@ -10,6 +10,12 @@ and F1 are pooled over all valid pixels of all scenes:
 * clouds: truth classes 1 (thick), 2 (thin), 3 (cirrus) vs ``CLOUD_MASK == cloud``;
 * shadows: truth class 4 vs ``CLOUD_MASK == shadow``.
 
+Multi-temporal test (``*_temporal`` configurations, ``temporal_threshold`` 0.03): each sample's
+clear-sky reference is built as the pipeline's first run builds it (every date masked by the same
+configuration without the test, per-pixel B02 median of the clearest), so the scene under test is
+one of the reference's dates, as in a catalog's first run; ``*_update`` builds it from the other
+dates only, as an update sees a new scene. The samples' dates are 5 days apart.
+
 Where the errors are: recall per truth class (thick, thin, cirrus) and, for the union masks, the
 share of false alarms at each distance from the nearest true cloud pixel
 (``false_alarms_by_distance_to_cloud_px``: a mask edge one pixel too wide counts in ``"1"``).
@@ -81,11 +87,71 @@ def _configs() -> dict[str, dict[str, Any]]:
         "intersection_60m": {"method": "intersection", "resolution": 60.0},
         "s2cloudless_60m_l2a_fallback": {"method": "s2cloudless", "toa": "l2a-fallback"},
         "union_60m_l2a_fallback": {"method": "union", "toa": "l2a-fallback"},
+        # the multi-temporal test at Hagolle et al.'s 0.03, against the sample's clear-sky
+        # reference built as the pipeline builds it (see _clear_reference)
+        "s2cloudless_60m_temporal": {
+            "method": "s2cloudless", "resolution": 60.0, "temporal_threshold": TEMPORAL,
+        },
+        "union_60m_temporal": {
+            "method": "union", "resolution": 60.0, "temporal_threshold": TEMPORAL,
+        },
+        "union_10m_temporal": {
+            "method": "union", "resolution": 10.0, "temporal_threshold": TEMPORAL,
+        },
+        "scl_temporal": {"method": "scl", "temporal_threshold": TEMPORAL},
+        "union_60m_l2a_fallback_temporal": {
+            "method": "union", "toa": "l2a-fallback", "temporal_threshold": TEMPORAL,
+        },
+        # as an update sees it: the reference is built from the sample's other dates only
+        "union_10m_temporal_update": {
+            "method": "union", "resolution": 10.0, "temporal_threshold": TEMPORAL,
+            "reference": "others",
+        },
+        "scl_temporal_update": {
+            "method": "scl", "temporal_threshold": TEMPORAL, "reference": "others",
+        },
     }  # fmt: skip
 
 
+TEMPORAL = 0.03
+"""``temporal_threshold`` of the multi-temporal configurations (Hagolle et al. 2010)."""
+
+
+def _reference_candidates(step: Any, pxs: list[Any], cfg: Any) -> list[tuple[Any, ...]]:
+    """``(id, B02, bad, datetime)`` of every date of a sample, masked as
+    ``pipeline.ensure_cloud_reference`` masks its candidates: the cloud step without the temporal
+    test (shadows ``both``, as a run with the default shadows masks them)."""
+    import datetime as dt
+
+    from stac2cube.steps.cloudmask import MASK_CLEAR, TEMPORAL_BAND
+
+    base = dataclasses.replace(cfg, temporal_threshold=None, shadows="both")
+    out = []
+    for px in pxs:
+        scene = step.run(px.scene, base).scene
+        when = dt.datetime.fromisoformat(scene.source_properties["datetime"])
+        out.append((scene.item_id, scene.bands[TEMPORAL_BAND],
+                    scene.classes["CLOUD_MASK"] != MASK_CLEAR, when))  # fmt: skip
+    return out
+
+
+def _clear_reference(cands: list[tuple[Any, ...]], cfg: Any, gbox: Any) -> Any:
+    """The clear-sky reference from ``cands`` as the pipeline builds it: the per-pixel B02
+    median of the ``temporal_scenes`` clearest; its time is the median of theirs."""
+    from stac2cube.reference import choose_reference
+    from stac2cube.steps.base import AuxLayer
+    from stac2cube.steps.cloudmask import TEMPORAL_BAND
+
+    data, sources = choose_reference(
+        [c[:3] for c in cands], "median", cfg.temporal_scenes, min_texture=0.0
+    )
+    times = {c[0]: c[3] for c in cands}
+    when = sorted(times[s] for s in sources)[(len(sources) - 1) // 2]
+    return AuxLayer(data[None], gbox, (TEMPORAL_BAND,), "sample#" + ",".join(sources), when)
+
+
 SHADOW_MODES = ("none", "scl", "geometric", "both")
-FP_DISTANCE_OF = ("union_60m", "union_10m")
+FP_DISTANCE_OF = ("union_60m", "union_10m", "union_60m_temporal", "union_10m_temporal")
 FP_DISTANCE_BINS = (1.5, 2.5, 4.5, np.inf)
 """Upper bounds (10 m pixels, Euclidean) of the distance classes of false alarms to the nearest
 true cloud pixel: next to a cloud (1 px or diagonal), 2 px, 3-4 px, farther."""
@@ -127,8 +193,10 @@ def accuracy(samples: Iterable[Any]) -> dict[str, Any]:
     shadow_cloud = {m: Counts() for m in SHADOW_MODES}
     by_class: dict[str, dict[int, list[int]]] = {
         "union_60m": {}, "union_10m": {}, "s2cloudless_60m": {}, "scl": {},
+        "union_60m_temporal": {}, "union_10m_temporal": {},
     }  # fmt: skip
     fp_distance = {name: np.zeros(len(FP_DISTANCE_BINS), np.int64) for name in FP_DISTANCE_OF}
+    clear_fp_temporal: dict[str, list[int]] = {}
     clear_fp: dict[str, list[int]] = {}
     cover_err: list[float] = []
     heights: list[float] = []
@@ -136,29 +204,45 @@ def accuracy(samples: Iterable[Any]) -> dict[str, Any]:
     for sample in samples:
         with rasterio.open(sample.landcover_path) as src:
             landcover = src.read(1)
+        # every date of the sample, read once per (probability resolution, TOA source)
+        cache: dict[tuple[float, str], list[Any]] = {}
+
+        def get_all(res: float, toa: str, sample: Any = sample, cache: Any = cache) -> list[Any]:
+            if (res, toa) not in cache:
+                cache[(res, toa)] = [
+                    scene_from_sample(sample, j, toa_resolution=res, toa=toa)
+                    for j in range(len(sample.scenes))
+                ]
+            out: list[Any] = cache[(res, toa)]
+            return out
+
+        candidates: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        references: dict[tuple[Any, ...], Any] = {}
         for i in range(len(sample.scenes)):
             n_scenes += 1
-            cache: dict[tuple[float, str], Any] = {}
-
-            def get(
-                res: float,
-                toa: str,
-                i: int = i,
-                sample: Any = sample,
-                cache: dict[tuple[float, str], Any] = cache,
-            ) -> Any:
-                if (res, toa) not in cache:
-                    cache[(res, toa)] = scene_from_sample(sample, i, toa_resolution=res, toa=toa)
-                return cache[(res, toa)]
-
             for name, kw in configs.items():
                 kw = dict(kw)
                 toa = kw.pop("toa", "l1c")
+                others = kw.pop("reference", "all") == "others"
                 cfg = CloudMaskConfig(shadows="none", **kw)
-                px = get(cfg.resolution, toa)
+                pxs = get_all(cfg.resolution, toa)
+                px = pxs[i]
+                scene = px.scene
+                if cfg.temporal_threshold is not None:
+                    key = (cfg.method, cfg.resolution, toa)
+                    if key not in candidates:
+                        candidates[key] = _reference_candidates(step, pxs, cfg)
+                    cands = candidates[key]
+                    if others:  # the scene is new: not one of the reference's dates
+                        ref = _clear_reference(cands[:i] + cands[i + 1 :], cfg, scene.geobox)
+                    else:
+                        if key not in references:
+                            references[key] = _clear_reference(cands, cfg, scene.geobox)
+                        ref = references[key]
+                    scene = scene.replace(aux={**scene.aux, "clear_reference": ref})
                 if name == "s2cloudless_60m":
                     cfg = dataclasses.replace(cfg, thresholds=CURVE)
-                res = step.run(px.scene, cfg)
+                res = step.run(scene, cfg)
                 mask = res.scene.classes["CLOUD_MASK"]
                 valid = (px.truth != 255) & (mask != MASK_NODATA)
                 truth_cloud = np.isin(px.truth, (1, 2, 3))
@@ -178,16 +262,18 @@ def accuracy(samples: Iterable[Any]) -> dict[str, Any]:
                         acc = by_class[name].setdefault(c, [0, 0])
                         acc[0] += int((pred & sel).sum())
                         acc[1] += int(sel.sum())
-                if name == "union_60m":
+                if name in ("union_60m", "union_60m_temporal"):
                     clear = valid & (px.truth == 0)
+                    per_lc = clear_fp if name == "union_60m" else clear_fp_temporal
                     for code, lc_name in LANDCOVER_CLASSES.items():
                         sel = clear & (landcover == code)
-                        acc = clear_fp.setdefault(lc_name, [0, 0])
+                        acc = per_lc.setdefault(lc_name, [0, 0])
                         acc[0] += int((pred & sel).sum())
                         acc[1] += int(sel.sum())
+                if name == "union_60m":
                     true_frac = truth_cloud[valid].mean() if valid.any() else 0.0
                     cover_err.append(abs(res.record.results["cloud_fraction"] - true_frac))
-            px = get(60.0, "l1c")
+            px = get_all(60.0, "l1c")[i]
             for mode in SHADOW_MODES:
                 res = step.run(px.scene, CloudMaskConfig(shadows=mode))  # type: ignore[arg-type]
                 mask = res.scene.classes["CLOUD_MASK"]
@@ -229,6 +315,17 @@ def accuracy(samples: Iterable[Any]) -> dict[str, Any]:
         },
         "union_false_alarm_rate_on_clear_by_landcover": {
             k: round(v[0] / v[1], 4) for k, v in clear_fp.items() if v[1] >= 500
+        },
+        "union_temporal_false_alarm_rate_on_clear_by_landcover": {
+            k: round(v[0] / v[1], 4) for k, v in clear_fp_temporal.items() if v[1] >= 500
+        },
+        "temporal": {
+            "threshold": TEMPORAL,
+            "reference": "per sample: B02 median of its clearest dates (up to temporal_scenes "
+            "= 5, all 4 here), masked by the same configuration without the temporal test; "
+            "the scene itself is one of them, as in a catalog's first run. *_update: the "
+            "reference is built from the other 3 dates, as an update sees a new scene",
+            **{name: cloud_m[name] for name in cloud_m if name.endswith("_temporal")},
         },
         "union_cloud_fraction_abs_error_mean": round(float(np.mean(cover_err)), 4),
         "shadow": {

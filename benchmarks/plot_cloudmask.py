@@ -28,13 +28,19 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for key, style in (("precision", "--"), ("recall", ":"), ("f1", "-")):
         ax.plot(x, [curve[t][key] for t in ts], style, marker="o", label=f"s2cloudless {key}")
-    labels = {"scl": "SCL", "union_60m": "union 60 m (default)", "union_10m": "union 10 m"}
-    for (name, label), color in zip(
-        labels.items(), ("tab:purple", "tab:brown", "tab:gray"), strict=True
-    ):
+    labels = {
+        "scl": "SCL",
+        "union_60m": "union 60 m (default)",
+        "union_10m": "union 10 m",
+        "union_10m_temporal": "union 10 m + multi-temporal",
+        "scl_temporal": "SCL + multi-temporal",
+    }
+    colors = ("tab:purple", "tab:brown", "tab:gray", "tab:cyan", "tab:olive")
+    for (name, label), color in zip(labels.items(), colors, strict=True):
         f1 = res["cloud"][name]["f1"]
-        ax.axhline(f1, color=color, lw=1, label=f"{label}: F1 {f1:.2f}")
-    ax.axhline(res["cloud_f1_target"], color="red", lw=1, ls="-.", label="target F1")
+        ls = "-." if name.endswith("_temporal") else "-"
+        ax.axhline(f1, color=color, lw=1, ls=ls, label=f"{label}: F1 {f1:.2f}")
+    ax.axhline(res["cloud_f1_target"], color="red", lw=1, ls=":", label="target F1")
     ax.set_xlabel("s2cloudless probability threshold (60 m)")
     ax.set_ylabel("score (clouds, all generated scenes)")
     ax.set_ylim(0, 1.02)
