@@ -335,6 +335,8 @@ def accuracy(samples: Iterable[Any]) -> dict[str, Any]:
         "geometric_shadow_heights_m": heights,
         "best_config": best,
         "best_cloud_f1": candidates[best]["f1"],
+        "best_f1": candidates[best]["f1"],  # the key name; same figure
+        "scl_f1": cloud_m["scl"]["f1"],
         "default_config": {
             "method": default.method,
             "threshold": default.threshold,

@@ -1,0 +1,47 @@
+"""The committed benchmark results hold the keys their issues name (the figures the docs quote)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+REQUIRED = {
+    "cloudmask": ("best_f1", "best_config", "scl_f1", "curve"),
+    "coreg": (
+        "global_rmse_px",
+        "local_rmse_px",
+        "global_rmse_px_on_warp",
+        "temporal_std_before",
+        "temporal_std_after",
+    ),
+    "incremental": (
+        "update_ratio",
+        "old_cogs_rewritten",
+        "memory_ratio",
+        "dask_speedup",
+        "open_1000_items_s",
+        "kerchunk_vs_odc_read_ratio",
+        "crash_trials_passed",
+        "crash_trials",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_results_hold_the_named_keys(name: str) -> None:
+    doc = json.loads((RESULTS / f"{name}.json").read_text())
+    missing = [k for k in REQUIRED[name] if k not in doc]
+    assert not missing, f"benchmarks/results/{name}.json lacks {missing}: rerun the benchmark"
+    assert doc.get("quick") is False, f"{name}.json is from a --quick run"
+
+
+def test_cloudmask_best_is_the_best_of_its_table() -> None:
+    doc = json.loads((RESULTS / "cloudmask.json").read_text())
+    f1s = [v["f1"] for v in doc["cloud"].values()] + [v["f1"] for v in doc["curve"].values()]
+    assert doc["best_f1"] == max(f1s)
+    assert doc["scl_f1"] == doc["cloud"]["scl"]["f1"]
+    assert doc["meets_target"] == (doc["best_f1"] >= doc["cloud_f1_target"])
