@@ -220,3 +220,52 @@ def test_temporal_reference_is_built_once_recorded_and_reused(
     assert again.written == 1 and again.count("skipped") == 3, again
     assert store.reference_asset(CLOUD_REFERENCE_ASSET) == asset
     assert ref_path.stat().st_mtime_ns == mtime
+
+
+@pytest.mark.filterwarnings("ignore:Could not parse bucket/account from href")
+def test_l1c_twins_of_real_earth_search_items(shared: Path, tmp_path: Path) -> None:
+    """Earth Search v1 answers (L2A, L1C and collection-1 L2A items of one datatake, several
+    tiles) as a local item collection: each L2A item is paired with the L1C item of its own
+    tile, never with a neighbour of the same datatake; an L2A item whose L1C is missing gets
+    none (though the L1C of the next tile was acquired 7 s later)."""
+    import pystac
+
+    from stac2cube.config import config_from_dict
+    from stac2cube.grid import load_aoi
+    from stac2cube.pipeline import find_l1c_twins
+
+    pages = [f"stac/searches/earth-search-v1-s2-cql2-cloud-lte40-page{i}.json" for i in (1, 2)]
+    feats = [
+        f
+        for p in pages
+        for f in json.loads((shared / p).read_text())["features"]
+        if f["collection"].startswith("sentinel-2")
+    ]
+    path = tmp_path / "earth-search.json"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    l2a = [pystac.Item.from_dict(f) for f in feats if f["collection"] == "sentinel-2-l2a"]
+    l1c_ids = {f["id"] for f in feats if f["collection"] == "sentinel-2-l1c"}
+    boxes = np.array([it.bbox for it in l2a])
+    bbox = [*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0)]
+    cfg = config_from_dict(
+        {
+            "source": {"path": str(path)},
+            "aoi": {"bbox": [float(v) for v in bbox]},
+            "time": {"start": "2025-07-31", "end": "2025-07-31"},
+            "bands": ["B02", "SCL"],
+            "steps": {"cloudmask": {}},
+            "output": {"catalog": str(tmp_path / "catalog")},
+        }
+    )
+    store = CatalogStore(cfg.catalog_dir, cfg.output.collection_id)
+    store.create()
+    twins = find_l1c_twins(cfg, load_aoi(cfg.aoi, cfg.base_dir), l2a, store, "test")
+    assert len(l2a) >= 5 and twins
+    for item in l2a:
+        want = item.id.replace("_L2A", "_L1C")
+        if want in l1c_ids:
+            assert twins[item.id].id == want
+            assert twins[item.id].collection_id == "sentinel-2-l1c"
+        else:  # e.g. S2B_24MUA_20250731_0_L2A: its L1C is not in the recorded pages
+            assert item.id not in twins
+    assert any(it.id not in twins for it in l2a)
