@@ -684,13 +684,16 @@ class CloudMaskStep:
                 "`bands`, or set steps.cloudmask.temporal_threshold: null"
             )
         t_scene = _parse_time(scene.source_properties.get("datetime"))
-        gap = (
-            abs((t_scene - ref.datetime).total_seconds()) / 86400.0
-            if t_scene is not None and ref.datetime is not None
-            else 0.0
-        )
+        gap: float | None = None
+        if t_scene is not None and ref.datetime is not None:
+            gap = abs((t_scene - ref.datetime).total_seconds()) / 86400.0
+        # an unknown gap counts as none: the base threshold
         hit, thr = temporal_cloud_test(
-            scene.bands[TEMPORAL_BAND], ref.data[0], cfg.temporal_threshold, gap, cfg.temporal_days
+            scene.bands[TEMPORAL_BAND],
+            ref.data[0],
+            cfg.temporal_threshold,
+            gap or 0.0,
+            cfg.temporal_days,
         )
         hit &= candidates
         scl = scene.classes.get("SCL")
@@ -700,7 +703,7 @@ class CloudMaskStep:
         results["temporal"] = {
             "status": "applied",
             "reference": ref.source,
-            "gap_days": round(gap, 3),
+            "gap_days": None if gap is None else round(gap, 3),
             "threshold": round(thr, 6),
             "added_fraction": round(float(hit.sum()) / n, 6),
         }
