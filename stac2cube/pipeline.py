@@ -821,8 +821,8 @@ def read_aux(
                 gbox = GeoBox.from_bbox(
                     scene.geobox.extent.boundingbox, crs, resolution=req.resolution, tight=False
                 )
-            if req.level in ("reference", "cloud-reference"):
-                key = REFERENCE_ASSET if req.level == "reference" else CLOUD_REFERENCE_ASSET
+            if req.level in _REFERENCE_LEVELS:
+                key = _REFERENCE_LEVELS[req.level]
                 ref = read_reference(config, gbox, req.bands, key)
                 if ref is not None:
                     aux[name] = ref
@@ -847,6 +847,13 @@ def read_aux(
 
 
 # ---------------------------------------------------------------------- coreg reference
+
+
+_REFERENCE_LEVELS: Mapping[str, str] = {
+    "reference": REFERENCE_ASSET,
+    "cloud-reference": CLOUD_REFERENCE_ASSET,
+}
+"""``AuxRequest.level`` of a catalog reference -> its collection asset."""
 
 
 def _ref_src(ref: AuxLayer, key: str) -> tuple[str, str]:
@@ -874,7 +881,7 @@ def read_reference(
     meta = asset.get("stac2cube:reference", {})
     sources = ",".join(meta.get("sources", [])) or key
     when = meta.get("datetime")
-    t = dt.datetime.fromisoformat(when.replace("Z", "+00:00")) if isinstance(when, str) else None
+    t = pystac.utils.str_to_datetime(when) if isinstance(when, str) else None
     return AuxLayer(data[None], geobox, tuple(bands), f"{path}#{sources}", datetime=t)
 
 
@@ -1085,7 +1092,7 @@ def _store_reference(
     assert crs is not None
     provenance = dict(meta)
     if when is not None:
-        provenance["datetime"] = when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        provenance["datetime"] = pystac.utils.datetime_to_str(when)
     provenance.update(
         clear_fraction=round(clear_fraction(data), 6),
         texture=round(texture_score(data), 6),

@@ -178,11 +178,12 @@ class CatalogStore:
         if not coll_dir.exists():
             return []
         linked = set(self.item_ids())
-        ref_files: dict[str, str] = {}
-        for key, dirname in REFERENCE_DIRS.items():
-            ref = self.reference_asset(key)
-            if ref is not None:
-                ref_files[dirname] = Path(ref["href"]).name
+        assets = self.read_collection().get("assets", {})
+        ref_files = {
+            dirname: Path(assets[key]["href"]).name
+            for key, dirname in REFERENCE_DIRS.items()
+            if key in assets
+        }
         out: list[Path] = []
         for p in sorted(coll_dir.iterdir()):
             if p.name in ("collection.json", INDEX_FILE):

@@ -641,8 +641,10 @@ def _parse_time(value: Any) -> dt.datetime | None:
         return value
     if not isinstance(value, str):
         return None
+    from pystac.utils import str_to_datetime
+
     try:
-        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        t = str_to_datetime(value)
     except ValueError:
         return None
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
