@@ -168,8 +168,11 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
     lock = store.lock()
     lock.acquire()  # CatalogLockedError if another run writes this catalog
     try:
+        # a run that ended normally left nothing to recover; taking its mark first means that
+        # if this run is killed, the next one recovers in full
+        after_clean_exit = store.take_clean_mark()
         store.create()
-        recovered = store.recover()
+        recovered = store.recover(after_clean_exit=after_clean_exit)
         if recovered:
             log.info("cleaned up %d leftover(s) of an interrupted run", len(recovered))
         if config.output.kerchunk:
@@ -257,6 +260,7 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
             finally:
                 if previous_index is not None:
                     previous_index.unlink(missing_ok=True)
+        store.set_clean_mark()
         return RunSummary(run_id, str(store.root), found.method, tuple(outcomes))
     finally:
         lock.release()

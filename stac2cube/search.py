@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pystac
 import shapely.geometry
 from shapely.geometry.base import BaseGeometry
@@ -139,7 +142,7 @@ class _RawGate:
         """True when ``feat`` is unchanged (its id is recorded); then it is not parsed."""
         try:
             props = feat["properties"]
-            when = pystac.utils.str_to_datetime(props["datetime"])
+            when = _parse_time(props["datetime"])
             when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
             cc = props.get("eo:cloud_cover")
             if not (
@@ -154,6 +157,15 @@ class _RawGate:
             return False
         self.ids.append(feat["id"])
         return True
+
+
+def _parse_time(text: str) -> dt.datetime:
+    """An RFC 3339 time: the standard library's parser (Python >= 3.11 reads ``Z`` and
+    fractions), ten times faster than dateutil's, with pystac's as the fallback."""
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        return pystac.utils.str_to_datetime(text)
 
 
 # ------------------------------------------------------------------------------------ API
@@ -253,41 +265,45 @@ def _search_local(
 ) -> tuple[list[pystac.Item], list[RejectedItem]]:
     if not path.exists():
         raise SearchError(f"source.path {path} does not exist")
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SearchError(f"source.path {path} is not a readable JSON file: {exc}") from exc
     rejected: list[RejectedItem] = []
-    kind = doc.get("type") if isinstance(doc, dict) else None
-    if kind in ("Catalog", "Collection"):
-        cat = pystac.read_file(str(path))
-        assert isinstance(cat, pystac.Catalog)
-        items: list[pystac.Item] = [
-            it
-            for it in cat.get_items(recursive=True)
-            if it.collection_id in (None, collection) or kind == "Collection"
-        ]
-    elif kind in ("FeatureCollection", "Feature"):
-        feats = doc.get("features", []) if kind == "FeatureCollection" else [doc]
-        items = []
-        for feat in feats:
-            if (
-                gate is not None
-                and isinstance(feat, Mapping)
-                and feat.get("collection") in (None, collection)
-                and gate(feat)
-            ):
-                continue
-            parsed, rej = _parse_item(feat, self_href=str(path) if kind == "Feature" else None)
-            if rej is not None:
-                rejected.append(rej)
-            elif parsed is not None and parsed.collection_id in (None, collection):
-                items.append(parsed)
-    else:
-        raise SearchError(
-            f"source.path {path} is neither a STAC Catalog/Collection nor an item collection "
-            f"(type {kind!r})"
-        )
+    with _gc_paused():
+        try:
+            doc = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise SearchError(f"source.path {path} is not a readable JSON file: {exc}") from exc
+        kind = doc.get("type") if isinstance(doc, dict) else None
+        if kind in ("Catalog", "Collection"):
+            del doc
+            cat = pystac.read_file(str(path))
+            assert isinstance(cat, pystac.Catalog)
+            items: list[pystac.Item] = [
+                it
+                for it in cat.get_items(recursive=True)
+                if it.collection_id in (None, collection) or kind == "Collection"
+            ]
+        elif kind in ("FeatureCollection", "Feature"):
+            feats = doc.get("features", []) if kind == "FeatureCollection" else [doc]
+            del doc
+            items = []
+            for feat in feats:
+                if (
+                    gate is not None
+                    and isinstance(feat, Mapping)
+                    and feat.get("collection") in (None, collection)
+                    and gate(feat)
+                ):
+                    continue
+                parsed, rej = _parse_item(feat, self_href=str(path) if kind == "Feature" else None)
+                if rej is not None:
+                    rejected.append(rej)
+                elif parsed is not None and parsed.collection_id in (None, collection):
+                    items.append(parsed)
+            del feats  # freed by reference counting, before the collector sees them
+        else:
+            raise SearchError(
+                f"source.path {path} is neither a STAC Catalog/Collection nor an item "
+                f"collection (type {kind!r})"
+            )
     t0 = dt.datetime.combine(time.start, dt.time.min, tzinfo=dt.UTC)
     t1 = dt.datetime.combine(time.end, dt.time.max, tzinfo=dt.UTC)
     out = [
@@ -301,6 +317,24 @@ def _search_local(
 
 
 # -------------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a local item listing is parsed and walked.
+
+    Parsed JSON has no reference cycles, so the pause loses nothing; but a listing of a few
+    hundred items is some 10^5 new containers, and in a process that has imported the
+    scientific stack they would set off a collection of the whole heap (about 40 ms: a third of
+    what a 200-item update spent beyond processing its one new scene). Freed when the search
+    returns, by reference counting, they never reach the collector."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _sign_planetary_computer(items: list[pystac.Item]) -> list[pystac.Item]:

@@ -270,7 +270,9 @@ def test_empty_search_is_an_error_and_logged(sample: Sample, sample_api, tmp_pat
     )
     with pytest.raises(EmptySearchError, match="widen"):
         run(load_config(path))
-    assert CatalogStore(tmp_path / "catalog", "sentinel-2-l2a-ard").failures()[0].stage == "search"
+    store = CatalogStore(tmp_path / "catalog", "sentinel-2-l2a-ard")
+    assert store.failures()[0].stage == "search"
+    assert not store.take_clean_mark()  # a run that raised: the next one recovers in full
 
 
 def test_a_second_run_refuses_while_the_first_holds_the_lock(sample: Sample, tmp_path) -> None:
@@ -321,6 +323,38 @@ def test_a_killed_run_leaves_a_valid_catalog_and_a_rerun_completes_it(
     assert report.problems == () and report.warnings == ()  # leftovers were cleaned
     assert not [p for p in cat.rglob("*") if ".tmp-stac2cube-" in p.name]
     assert open_cube(cat).sizes["time"] == 4
+
+
+def test_a_killed_update_of_a_cleanly_finished_catalog_is_recovered_in_full(
+    sample: Sample, tmp_path: Path
+) -> None:
+    """The first run ends normally and leaves the clean-exit mark; the update takes it before it
+    writes anything, so when the update is killed the next run does the full recovery (the
+    killed run's temporary files and staging directory are removed)."""
+    items = json.loads(sample.l2a_items_path.read_text())
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps({**items, "features": items["features"][:2]}))
+    kw = {"bands": ["B02", "B04", "B08", "B11", "SCL"], "run": {"executor": "serial"}}
+    cfg = load_config(write_config(tmp_path, sample, {"path": str(first)}, **kw))
+    seen: list[bool] = []
+    store = CatalogStore(cfg.catalog_dir, cfg.output.collection_id)
+    mark = store.state_dir / "clean-exit"
+    assert run(cfg, progress=lambda ev: seen.append(mark.exists())).written == 2
+    assert seen and not any(seen) and mark.exists()  # absent while the run writes
+    path = write_config(tmp_path, sample, {"path": str(sample.l2a_items_path)}, **kw)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, str(path), "3"], capture_output=True, text=True
+    )
+    assert proc.returncode == -9, proc.stderr
+    cat = tmp_path / "catalog"
+    assert not mark.exists()
+    leftovers = [p for p in cat.rglob("*") if ".tmp-stac2cube-" in p.name or ".staging-" in p.name]
+    assert leftovers  # the kill fell inside a scene
+    summary = run(load_config(path))
+    assert summary.written == 2 and summary.skipped == 2 and mark.exists()
+    report = check_catalog(cat)
+    assert report.problems == () and report.warnings == ()
+    assert not [p for p in cat.rglob("*") if ".tmp-stac2cube-" in p.name]
 
 
 def test_demo_config_with_a_copy_of_the_sample_moved_elsewhere(sample: Sample, tmp_path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import threading
 import urllib.request
@@ -252,3 +253,41 @@ def test_unchanged_check_on_a_local_file(shared: Path, tmp_path: Path) -> None:
         search(
             SourceConfig(path=str(p)), shapely.geometry.box(10, 45, 10.1, 45.1), time, unchanged=yes
         )
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2020-07-21T08:27:51.024Z", "2020-07-21t08:27:51.024z", "2020-07-21T10:27:51.024+02:00"],
+)
+def test_the_unchanged_check_reads_every_rfc3339_spelling(
+    shared: Path, tmp_path: Path, text: str
+) -> None:
+    """The raw check parses times with the standard library and falls back to pystac's parser
+    (lower-case ``t``/``z`` are valid RFC 3339 that ``fromisoformat`` refuses): an item is
+    within the time range whatever spelling its datetime has."""
+    doc = json.loads((shared / PC_SITE2).read_text())
+    feat = next(f for f in doc["features"] if f["id"][11:19] == "20200721")
+    feat["properties"]["datetime"] = text
+    p = tmp_path / "items.json"
+    p.write_text(json.dumps({**doc, "features": [feat]}))
+    day = TimeConfig(dt.date(2020, 7, 21), dt.date(2020, 7, 21))
+    res = search(SourceConfig(path=str(p)), AOI, day, unchanged=lambda f: True)
+    assert res.unchanged == (feat["id"],)
+
+
+def test_a_local_search_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> None:
+    """The collector is paused while a listing is parsed, and turned back on after, also when
+    the file is broken; a caller that had it off keeps it off."""
+    bad = tmp_path / "broken.json"
+    bad.write_text('{"type": "FeatureCollection", "features": [')
+    assert gc.isenabled()
+    with pytest.raises(SearchError, match="not a readable JSON"):
+        search(SourceConfig(path=str(bad)), AOI, JUNE)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with pytest.raises(SearchError):
+            search(SourceConfig(path=str(bad)), AOI, JUNE)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

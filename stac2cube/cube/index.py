@@ -32,7 +32,7 @@ import pystac
 
 from ..errors import CatalogError
 from ..io.atomic import temp_path_for
-from ..io.catalog import INDEX_FILE, PREVIOUS_INDEX_FILE, CatalogStore
+from ..io.catalog import INDEX_FILE, PREVIOUS_INDEX_FILE, CatalogStore, item_id_of
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,12 @@ def write_index(
     for _ in range(3):  # the collection must not change while its items are read
         coll = store.read_collection()
         links = _item_links(coll)
-        ids = [Path(h).stem for h in links]
+        ids = [item_id_of(h) for h in links]
         wanted = set(ids) - skip
         keep = [i for i, v in enumerate(reuse_ids) if v in wanted]
-        kept: Any = reuse.take(keep) if keep else None
+        kept: Any = None
+        if keep:
+            kept = reuse if len(keep) == len(reuse_ids) else reuse.take(keep)
         have = set(kept.column("id").to_pylist()) if kept is not None else set()
         docs = _read_items(coll_dir, [h for h, i in zip(links, ids, strict=True) if i not in have])
         if store.read_collection() == coll:
@@ -132,9 +134,12 @@ def write_index(
         if docs:
             parts.append(sga.parse_stac_items_to_arrow(docs, schema="FullFile").read_all())
         if parts:
-            table = pa.concat_tables(parts, promote_options="permissive")
-            pos = {v: i for i, v in enumerate(table.column("id").to_pylist())}
-            table = table.take([pos[i] for i in ids])  # the collection's link order
+            # one chunk, so one row group: else every update would add a row group to the file
+            table = pa.concat_tables(parts, promote_options="permissive").combine_chunks()
+            order = table.column("id").to_pylist()
+            if order != ids:  # the collection's link order (an update appends: already so)
+                pos = {v: i for i, v in enumerate(order)}
+                table = table.take([pos[i] for i in ids])
         else:
             table = pa.table(
                 {"id": pa.array([], pa.string()), "geometry": pa.array([], pa.binary())}
@@ -207,7 +212,7 @@ def set_aside_index(catalog: str | Path | CatalogStore) -> Path | None:
 
 def _current_tables(
     coll_paths: list[Path], collection: str | None, columns: Sequence[str] | None = None
-) -> list[tuple[Path, dict[str, Path], Any]] | None:
+) -> list[tuple[Path, dict[str, str], Any]] | None:
     """(collection path, {item id: JSON path}, index table) of each collection, or None as soon
     as one index is missing, unreadable or stale."""
     import pyarrow.parquet as pq
@@ -221,29 +226,26 @@ def _current_tables(
         if collection is not None and coll.get("id") != collection:
             continue
         path = coll_path.parent / INDEX_NAME
-        if not path.exists():
+        try:  # one open: the footer holds the metadata, the schema and the columns' places
+            with pq.ParquetFile(path) as f:
+                meta = f.schema_arrow.metadata or {}
+                stored = json.loads(meta[_GEOPARQUET_KEY]).get("collections", {})
+                if stored.get(coll.get("id")) != coll:
+                    log.info("the catalog index %s is stale; reading the item JSON files", path)
+                    return None
+                wanted = None
+                if columns is not None:
+                    names = set(f.schema_arrow.names)
+                    wanted = [c for c in dict.fromkeys(["id", *columns]) if c in names]
+                table = f.read(columns=wanted)
+        except FileNotFoundError:
             log.debug("%s has no index", coll_path)
             return None
-        try:
-            meta = pq.read_schema(path).metadata or {}
-            stored = json.loads(meta[_GEOPARQUET_KEY]).get("collections", {})
         except (OSError, ValueError, KeyError) as exc:
             log.warning("ignoring the unreadable catalog index %s: %s", path, exc)
             return None
-        if stored.get(coll.get("id")) != coll:
-            log.info("the catalog index %s is stale; reading the item JSON files", path)
-            return None
-        base = coll_path.parent.resolve()
-        hrefs = {Path(h).stem: base / h for h in _item_links(coll)}
-        try:
-            wanted = None if columns is None else list(dict.fromkeys(["id", *columns]))
-            if wanted is not None:
-                names = set(pq.read_schema(path).names)
-                wanted = [c for c in wanted if c in names]
-            table = _read_parquet(path, wanted)
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring the unreadable catalog index %s: %s", path, exc)
-            return None
+        base = str(coll_path.parent.resolve())
+        hrefs = {item_id_of(h): os.path.join(base, h) for h in _item_links(coll)}
         ids = table.column("id").to_pylist() if "id" in table.column_names else []
         if sorted(str(i) for i in ids) != sorted(hrefs):
             log.warning("the catalog index %s does not hold the linked items; ignoring it", path)

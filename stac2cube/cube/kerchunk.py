@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -96,9 +97,13 @@ def remove_item_references(store: CatalogStore, item_id: str) -> None:
 def build_references(catalog: str | Path, *, overwrite: bool = False) -> list[Path]:
     """Write the reference files that are missing (all with ``overwrite``); returns them."""
     store = CatalogStore.open(catalog)
+    try:  # one listing, not one stat per item: every run calls this
+        have = {e.name for e in os.scandir(store.root / REFS_DIR)}
+    except FileNotFoundError:
+        have = set()
     written = []
     for item_id in store.item_ids():  # item JSON is read only where references are missing
-        if overwrite or not references_path(store, item_id).exists():
+        if overwrite or f"{item_id}.json" not in have:
             item = store.read_item(item_id)
             if item is not None:
                 written.append(write_item_references(store, item))

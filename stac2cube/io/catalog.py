@@ -51,6 +51,9 @@ FILTERED_LOG = "filtered.jsonl"
 STAGING_PREFIX = ".staging-"
 OLD_PREFIX = ".replaced-"
 REMOVING_MARK = ".removing"
+CLEAN_MARK = "clean-exit"
+"""In the state directory while the last run that wrote the catalog ended normally (see
+:meth:`CatalogStore.take_clean_mark`)."""
 """File put in an item directory that is being removed (see :meth:`CatalogStore.remove_item`)."""
 CATALOG_ID = "stac2cube"
 REFERENCE_ASSET = "coreg-reference"
@@ -119,6 +122,12 @@ class FailureRecord:
             "time": self.time,
             "run_id": self.run_id,
         }
+
+
+def item_id_of(href: str) -> str:
+    """The id of the item an item link points to (``./<id>/<id>.json``): ``Path(href).stem``
+    without building a Path (done for every link of a large collection)."""
+    return os.path.splitext(os.path.basename(href))[0]
 
 
 def _temporary_files(root: Path) -> list[Path]:
@@ -327,7 +336,7 @@ class CatalogStore:
     def item_ids(self) -> list[str]:
         """Ids of the items the collection links to."""
         coll = self.read_collection()
-        return [Path(ln["href"]).stem for ln in coll.get("links", []) if ln.get("rel") == "item"]
+        return [item_id_of(ln["href"]) for ln in coll.get("links", []) if ln.get("rel") == "item"]
 
     def read_item(self, item_id: str) -> dict[str, Any] | None:
         """The item's JSON, or None if the catalog has no complete item of that id."""
@@ -380,11 +389,34 @@ class CatalogStore:
         os.rename(staging, final)
         shutil.rmtree(old)
 
-    def recover(self) -> list[Path]:
+    def take_clean_mark(self) -> bool:
+        """True when the last run that wrote this catalog ended normally (it left the mark of
+        :meth:`set_clean_mark`); the mark is removed, so that if the caller's run is killed the
+        next one sees no mark. Call it while holding the lock, before writing anything."""
+        try:
+            os.unlink(self.state_dir / CLEAN_MARK)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def set_clean_mark(self) -> None:
+        """Record that the run holding the lock ends normally: nothing of it is left to recover.
+        Not made durable on purpose: a mark lost to a power cut only costs a full recovery."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / CLEAN_MARK).touch()
+
+    def recover(self, *, after_clean_exit: bool = False) -> list[Path]:
         """Finish or undo what a crashed run left: temporary files and staging directories are
         removed; a replaced item directory whose successor never arrived is put back; an item
         directory that was swapped into place but not yet linked (a crash inside
-        :meth:`add_item`) is linked, since it is complete by then."""
+        :meth:`add_item`) is linked, since it is complete by then.
+
+        ``after_clean_exit`` (:meth:`take_clean_mark` said the last run ended normally) skips
+        what only a killed run leaves: the visit of every item directory and the walk of the
+        whole catalog for temporary files (about 10 ms per 200 items). Staging and replaced
+        directories and a set-aside index are still looked for (one listing of the collection
+        directory): a failed scene's staging directory that could not be deleted stays behind
+        even in a run that ends normally."""
         removed = []
         coll_dir = self.root / self.collection_id
         if coll_dir.exists():
@@ -402,7 +434,7 @@ class CatalogStore:
             if previous_index.exists():
                 previous_index.unlink()
                 removed.append(previous_index)
-            if self.collection_path.exists():
+            if self.collection_path.exists() and not after_clean_exit:
                 linked = set(self.item_ids())
                 for d in sorted(coll_dir.iterdir()):
                     if d.name.startswith(("_", ".")) or not d.is_dir():
@@ -418,7 +450,7 @@ class CatalogStore:
                     if doc is not None and doc.get("id") == d.name:
                         self._link_item(doc)
                         removed.append(d)
-        for p in _temporary_files(self.root):
+        for p in [] if after_clean_exit else _temporary_files(self.root):
             p.unlink(missing_ok=True)
             removed.append(p)
         return removed

@@ -7,6 +7,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import xarray as xr
 
@@ -237,6 +238,8 @@ def test_index_set_aside_during_commits_is_reused_then_gone(catalog: Path, tmp_p
     _grow(copy, "S2B_33TWN_20230701_0_L2A")
     write_index(store, reuse=aside, changed=["S2B_33TWN_20230701_0_L2A"])
     incremental = _rows(copy)
+    # the kept rows and the new one are written as one row group, not one more per update
+    assert pq.ParquetFile(index_path(store)).metadata.num_row_groups == 1
     write_index(store)
     assert incremental == _rows(copy) and len(incremental) == 5
     assert set_aside_index(store) == aside

@@ -110,6 +110,27 @@ def test_recover_cleans_leftovers_and_restores_a_half_replaced_item(tmp_path: Pa
     assert store.read_item("a") is not None and not junk.exists() and not staging.exists()
 
 
+def test_the_clean_mark_is_taken_once_and_limits_recovery_to_the_collection_listing(
+    tmp_path: Path,
+) -> None:
+    """After a run that ended normally, recovery skips the walk for temporary files (only a
+    killed run leaves them) but still removes staging directories; without the mark it does
+    everything."""
+    store = CatalogStore(tmp_path, "ard")
+    store.create()
+    store.add_item(_item("a", 5, 10.0))
+    assert store.take_clean_mark() is False  # a new catalog: no run ended here yet
+    store.set_clean_mark()
+    assert store.take_clean_mark() is True
+    assert store.take_clean_mark() is False  # taken: a crash from here on leaves no mark
+    junk = store.item_dir("a") / f"B04.tif{TMP_MARK}123-abc"
+    junk.write_bytes(b"half a cog")
+    staging = store.new_staging_dir("b")
+    assert [p.name for p in store.recover(after_clean_exit=True)] == [".staging-b"]
+    assert junk.exists() and not staging.exists()
+    assert [p.name for p in store.recover()] == [junk.name] and not junk.exists()
+
+
 def test_recover_links_an_item_swapped_in_but_not_linked(tmp_path: Path) -> None:
     """A crash inside add_item after the directory swap and before the collection link leaves a
     complete item that nothing links: the next run's recovery links it (it must not be taken for
