@@ -266,44 +266,46 @@ def _search_local(
     if not path.exists():
         raise SearchError(f"source.path {path} does not exist")
     rejected: list[RejectedItem] = []
-    with _gc_paused():
+    items: list[pystac.Item] = []
+    with _gc_paused():  # an item listing is parsed and walked as plain JSON
         try:
             doc = orjson.loads(path.read_bytes())
         except (OSError, orjson.JSONDecodeError) as exc:
             raise SearchError(f"source.path {path} is not a readable JSON file: {exc}") from exc
         kind = doc.get("type") if isinstance(doc, dict) else None
-        if kind in ("Catalog", "Collection"):
-            del doc
-            cat = pystac.read_file(str(path))
-            assert isinstance(cat, pystac.Catalog)
-            items: list[pystac.Item] = [
-                it
-                for it in cat.get_items(recursive=True)
-                if it.collection_id in (None, collection) or kind == "Collection"
-            ]
-        elif kind in ("FeatureCollection", "Feature"):
-            feats = doc.get("features", []) if kind == "FeatureCollection" else [doc]
-            del doc
-            items = []
-            for feat in feats:
-                if (
-                    gate is not None
-                    and isinstance(feat, Mapping)
-                    and feat.get("collection") in (None, collection)
-                    and gate(feat)
-                ):
-                    continue
-                parsed, rej = _parse_item(feat, self_href=str(path) if kind == "Feature" else None)
-                if rej is not None:
-                    rejected.append(rej)
-                elif parsed is not None and parsed.collection_id in (None, collection):
-                    items.append(parsed)
-            del feats  # freed by reference counting, before the collector sees them
-        else:
-            raise SearchError(
-                f"source.path {path} is neither a STAC Catalog/Collection nor an item "
-                f"collection (type {kind!r})"
-            )
+        feats = []
+        if kind == "FeatureCollection":
+            feats = doc.get("features", [])
+        elif kind == "Feature":
+            feats = [doc]
+        del doc
+        for feat in feats:
+            if (
+                gate is not None
+                and isinstance(feat, Mapping)
+                and feat.get("collection") in (None, collection)
+                and gate(feat)
+            ):
+                continue
+            parsed, rej = _parse_item(feat, self_href=str(path) if kind == "Feature" else None)
+            if rej is not None:
+                rejected.append(rej)
+            elif parsed is not None and parsed.collection_id in (None, collection):
+                items.append(parsed)
+        del feats  # freed by reference counting, before the collector sees them
+    if kind in ("Catalog", "Collection"):  # pystac objects link each other: collector on
+        cat = pystac.read_file(str(path))
+        assert isinstance(cat, pystac.Catalog)
+        items = [
+            it
+            for it in cat.get_items(recursive=True)
+            if it.collection_id in (None, collection) or kind == "Collection"
+        ]
+    elif kind not in ("FeatureCollection", "Feature"):
+        raise SearchError(
+            f"source.path {path} is neither a STAC Catalog/Collection nor an item collection "
+            f"(type {kind!r})"
+        )
     t0 = dt.datetime.combine(time.start, dt.time.min, tzinfo=dt.UTC)
     t1 = dt.datetime.combine(time.end, dt.time.max, tzinfo=dt.UTC)
     out = [

@@ -291,3 +291,22 @@ def test_a_local_search_leaves_the_garbage_collector_as_it_found_it(tmp_path: Pa
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_single_item_file_and_a_file_that_is_no_stac(shared: Path, tmp_path: Path) -> None:
+    doc = json.loads((shared / PC_SITE2).read_text())
+    feat = next(f for f in doc["features"] if f["id"][11:19] == "20200721")
+    one = tmp_path / "item.json"
+    one.write_text(json.dumps(feat))
+    time = TimeConfig(dt.date(2020, 7, 1), dt.date(2020, 7, 31))
+    res = search(SourceConfig(path=str(one)), AOI, time)
+    assert [it.id for it in res.items] == [feat["id"]]
+    assert res.items[0].get_self_href().startswith("https://planetarycomputer")  # its own
+    feat["links"] = [ln for ln in feat["links"] if ln["rel"] != "self"]
+    one.write_text(json.dumps(feat))
+    res = search(SourceConfig(path=str(one)), AOI, time)
+    assert res.items[0].get_self_href() == str(one)  # relative asset hrefs resolve against it
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"type": "Topology", "objects": {}}))
+    with pytest.raises(SearchError, match="neither a STAC Catalog/Collection"):
+        search(SourceConfig(path=str(other)), AOI, time)
