@@ -14,6 +14,7 @@ Only :func:`reproject_reference` reads (one raster, through rasterio); nothing h
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 from collections.abc import Sequence
@@ -70,6 +71,53 @@ def texture_score(band: np.ndarray, bad: np.ndarray | None = None) -> float:
         return 0.0
     energy = float(np.sum(gx[okx] ** 2) + np.sum(gy[oky] ** 2))
     return math.sqrt(2.0 * energy / n)
+
+
+WHITE_NOISE_TEXTURE: Final = 0.386
+""":func:`texture_score` of white noise of unit standard deviation (measured on 512 x 512 px)."""
+
+_LAPLACE: Final = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+
+
+def noise_sigma(band: np.ndarray, bad: np.ndarray | None = None) -> float:
+    """Robust estimate of a band's white-noise standard deviation (units of the band).
+
+    The band is filtered with the 3x3 kernel of Immerkaer (1996, "Fast noise variance
+    estimation", CVIU 64(2)), which cancels planes and straight ramps, and the noise is the
+    scaled median absolute response over pixels whose 3x3 neighbourhood is valid. The median
+    (instead of Immerkaer's mean) keeps field edges from counting as noise, so on textured
+    land the estimate stays close to the sensor noise. NaN when fewer than 16 pixels qualify.
+    """
+    from scipy import ndimage
+
+    a = np.asarray(band, dtype=np.float64)
+    if a.ndim != 2 or min(a.shape) < 3:
+        return math.nan
+    ok = np.isfinite(a)
+    if bad is not None:
+        ok &= ~np.asarray(bad, dtype=bool)
+    resp = ndimage.convolve(np.where(ok, a, 0.0), _LAPLACE, mode="nearest")
+    okb = ndimage.minimum_filter(ok, size=3, mode="constant", cval=False)
+    okb[0, :] = okb[-1, :] = False
+    okb[:, 0] = okb[:, -1] = False
+    if int(okb.sum()) < 16:
+        return math.nan
+    # the kernel's L2 norm is 6; 1.4826 x MAD is the standard deviation of a normal variable
+    return float(1.4826 * np.median(np.abs(resp[okb])) / 6.0)
+
+
+def texture_snr(band: np.ndarray, bad: np.ndarray | None = None) -> float:
+    """:func:`texture_score` in units of the texture the band's own noise gives
+    (:func:`noise_sigma` x :data:`WHITE_NOISE_TEXTURE`): about 1 for a flat, noisy window,
+    10-30 for real Sentinel-2 farmland in B03 (``benchmarks/results/coreg.json``). Infinite
+    for a noise-free textured band; 0.0 when nothing qualifies."""
+    tex = texture_score(band, bad)
+    sigma = noise_sigma(band, bad)
+    if tex <= 0.0 or not math.isfinite(sigma):
+        return 0.0
+    if sigma <= 0.0:
+        return math.inf
+    return tex / (WHITE_NOISE_TEXTURE * sigma)
 
 
 def clear_fraction(band: np.ndarray, bad: np.ndarray | None = None) -> float:
@@ -157,6 +205,25 @@ def choose_reference(
     return med, tuple(candidates[i][0] for i in chosen)
 
 
+def refresh_window(
+    times: Sequence[dt.datetime], version_times: Sequence[dt.datetime], max_gap_days: float
+) -> tuple[dt.datetime, dt.datetime] | None:
+    """The next time window that needs a new version of a reference refreshed every
+    ``max_gap_days`` (the clear-sky reference of the multi-temporal cloud test), or None.
+
+    The window starts at the earliest of the scene ``times`` farther than ``max_gap_days`` from
+    every time in ``version_times`` (the median times of the stored versions) and spans
+    ``max_gap_days``. A version built from scenes of that window has its median time inside
+    it, so it lies within ``max_gap_days`` of every scene of the window, the first included.
+    """
+    limit = dt.timedelta(days=max_gap_days)
+    far = [t for t in times if all(abs(t - v) > limit for v in version_times)]
+    if not far:
+        return None
+    start = min(far)
+    return start, start + limit
+
+
 def reproject_reference(
     path_or_url: str,
     geobox: GeoBox,
@@ -229,9 +296,13 @@ def reproject_reference(
 
 __all__ = [
     "MIN_TEXTURE",
+    "WHITE_NOISE_TEXTURE",
     "ReferenceChoice",
     "choose_reference",
     "clear_fraction",
+    "noise_sigma",
+    "refresh_window",
     "reproject_reference",
     "texture_score",
+    "texture_snr",
 ]
