@@ -16,6 +16,7 @@ import pytest
 import rasterio
 from affine import Affine
 from rio_cogeo.cogeo import cog_validate
+from scipy import ndimage
 
 from stac2cube import load_config, open_cube, reflectance, run
 from stac2cube.check import check_catalog
@@ -24,7 +25,7 @@ from stac2cube.errors import CatalogLockedError, EmptySearchError
 from stac2cube.io.catalog import CatalogStore
 from stac2cube.pipeline import _unchanged_check, dask_client, worker_threads
 from stac2cube.testing.configs import write_config
-from stac2cube.testing.sample import Sample
+from stac2cube.testing.sample import AEROSOL_PATH, TRANSMITTANCE, Sample
 from stac2cube.testing.stac_api import RustacServer
 
 BAND_INDEX = {
@@ -88,9 +89,14 @@ def test_harmonised_reflectance_matches_the_true_surface(built, sample: Sample, 
         with rasterio.open(scene.surface_path) as src:
             surf = src.read(BAND_INDEX[band])[win]
         with rasterio.open(scene.truth_path) as src:
-            clear = (src.read(1)[win] == 0) & np.isfinite(r)
+            clear = src.read(1)[win] == 0
+        if band == "B11":  # a 20 m pixel next to a (dark) shadow is not clear at 10 m
+            clear = ndimage.binary_erosion(clear, iterations=2)
+        clear &= np.isfinite(r)
         diff = r[clear] - surf[clear]
-        assert abs(diff.mean()) < 0.002, (scene.l2a_item["id"], diff.mean())
+        # the sample's L2A correction leaves part of the haze (most in the short bands)
+        haze = 0.25 * AEROSOL_PATH[BAND_INDEX[band] - 1] / TRANSMITTANCE[BAND_INDEX[band] - 1]
+        assert abs(diff.mean()) < 0.002 + haze, (scene.l2a_item["id"], diff.mean())
         # 20 m bands are upsampled to 10 m, so fine texture is lost: a wider spread is expected
         assert diff.std() < (0.01 if band in ("B04", "B08") else 0.03)
 

@@ -1,118 +1,21 @@
-"""A deterministic, realistic synthetic Sentinel-2 sample: STAC items, COGs and known truth.
+"""A deterministic synthetic Sentinel-2 sample: STAC items, COGs and the truth behind them.
 
-:func:`generate_sample` writes a small archive of Sentinel-2 L2A scenes and their L1C twins, shaped
-like Element84 Earth Search v1 (``sentinel-2-l2a`` / ``sentinel-2-l1c``), together with the truth
-that produced them: the noise-free, cloud-free surface reflectance of every date, a per-pixel cloud
-and shadow truth map, and a static land-cover map. ``stac2cube demo``, the tests and the accuracy
-benchmarks (cloud masking, co-registration, super-resolution) use it. Nothing in it is tuned to make
-any detector look good: the scene is built from a physical-ish forward model (landscape, clouds,
-shadows, atmosphere, sensor) and the provider's products (SCL, ``eo:cloud_cover``) are *derived from
-the pixels* by simple Sen2Cor-like rules, with the errors such rules make.
+:func:`generate_sample` writes a small archive of L2A scenes and their L1C twins shaped like
+Element84 Earth Search v1, together with the truth that produced them: the surface reflectance of
+every date, a per-pixel cloud/shadow truth map, a land-cover map (:data:`SURFACE_TYPES` groups its
+codes) and a DEM. ``stac2cube demo``, the tests and the benchmarks use it.
 
-The output is synthetic. It is not Copernicus data and is labelled so in every item
-(``properties.description``) and collection.
-
-Files under ``root``
---------------------
-``sample.json``
-    manifest read by :func:`load_sample` (spec, paths, per-scene truth statistics, SCL error rates).
-``collections/sentinel-2-l2a.json``, ``collections/sentinel-2-l1c.json``
-    STAC 1.0.0 collections.
-``l2a/<id>.json``, ``l2a/<id>/<asset key>.tif`` (and the same under ``l1c/``)
-    items and their COGs (deflate, 256 px blocks), ``uint16`` with nodata 0 (``scl``: ``uint8``),
-    each band at its native resolution on a grid whose upper-left corner is ``spec.origin``:
-    10 m ``blue green red nir``; 20 m ``rededge1-3 nir08 swir16 swir22 scl``; 60 m ``coastal nir09``
-    and, L1C only, ``cirrus``. A grid has ``ceil(height / f)`` rows and ``ceil(width / f)`` columns
-    (``f`` = 1, 2, 6), so coarse grids may extend up to 50 m beyond the 10 m grid; their pixels are
-    true block means of the underlying 10 m field there as well.
-``l2a_items.json``, ``l1c_items.json``
-    GeoJSON FeatureCollections (ItemCollections) of all items.
-``truth/<l2a id>_truth.tif``
-    ``uint8`` on the 10 m grid: 0 clear, 1 thick cloud, 2 thin cloud, 3 cirrus, 4 cloud shadow,
-    255 nodata (see *Truth* below).
-``surface/<l2a id>_surface.tif``
-    ``float32``, 13 bands ``B01 B02 B03 B04 B05 B06 B07 B08 B8A B09 B10 B11 B12`` on the 10 m grid:
-    the true surface reflectance of that date (phenology and the date's illumination/BRDF factor
-    included; noise-free, cloud-free, shadow-free), everywhere including the nodata wedge. ``B10``
-    holds the *surface* reflectance at 1375 nm, which the sensor practically never sees.
-``landcover.tif``
-    ``uint8`` on the 10 m grid, codes in :data:`LANDCOVER_CLASSES`.
-
-DN encoding per date (reflectance ``r`` -> digital number ``DN``)
------------------------------------------------------------------
-Date ``i`` uses radiometry variant ``i % 3``:
-
-==========  ===========  =================  =======================  =====================
-variant     baseline     L2A pixels         L2A item metadata        L1C (TOA ``t``)
-==========  ===========  =================  =======================  =====================
-0           ``03.01``    ``round(r*1e4)``   scale 1e-4, offset 0,    ``round(t*1e4)``,
-                                            boa_offset_applied       offset 0
-                                            false
-1           ``05.09``    ``round(r*1e4)``   scale 1e-4, offset       ``round(t*1e4)+1000``,
-                         ``+ 1000``         -0.1, boa_offset_applied offset -0.1
-                                            false
-2           ``05.10``    ``round(r*1e4)``   scale 1e-4, offset       ``round(t*1e4)+1000``,
-                                            -0.1, boa_offset_applied offset -0.1
-                                            **true**
-==========  ===========  =================  =======================  =====================
-
-So ``r = DN * 1e-4 + offset`` holds for variants 0 and 1 and for every L1C item, while for variant 2
-(Element84 already removed the +1000, the item still lists ``offset -0.1``, as real ES v1 items do)
-``r = DN * 1e-4``. Valid DNs are clipped to ``[1, 32767]``; 0 is nodata only, so negative noisy
-reflectances of dark water clip to ``1e-4`` in variants 0 and 2 (as in pre-04.00 products).
-:attr:`SampleScene.l2a_dn_offset` / :attr:`SampleScene.l1c_dn_offset` give the DN added (0/1000).
-
-Forward model
--------------
-* **Surface** (10 m): Voronoi field parcels (~220 m), forest zones, a lake with a turbid shore and a
-  sandy beach, a meandering turbid river with riparian trees, a village (roofs, concrete, asphalt,
-  gardens), roads and grass field margins. Each pixel is a linear mixture of 13 endmember spectra
-  (:data:`ENDMEMBERS`: textbook-typical surface reflectances at the Sentinel-2 band centres, of
-  the magnitude found in the USGS splib07 / ECOSTRESS libraries; approximate, not convolved from
-  a library, and never fitted to any detector) with multi-scale 1/f texture in brightness, green
-  cover and soil moisture; a 3x3 point-spread function mixes neighbouring pixels. Crops follow
-  per-parcel phenology (cereals senesce, maize greens up, meadows may be mown between dates).
-  Each date multiplies the surface by a small illumination/BRDF factor (+-1-2 %, plus a
-  cross-track gradient).
-* **Clouds**: cumulus cells (power-law sizes, fractal edges, flat-ish cloud-top reflectance
-  0.45-0.8, lower in SWIR, top height 500-3000 m each), a semi-transparent stratiform layer
-  (opacity <= 0.55) and anisotropic cirrus (B10 TOA 0.006-0.05, 1.1-1.35x that added to VNIR,
-  no shadow). Per date the target cloud cover cycles through :attr:`SampleSpec.cloud_cover`.
-* **Shadows**: each cloud's opacity is projected away from the sun by ``height * tan(zenith)``;
-  shadowed surface is multiplied by ``1 - (1 - k_b) * opacity``, with the diffuse-light fraction
-  ``k_b`` 0.55 (coastal) ... 0.18 (B12), i.e. 0.2-0.5 of the direct light remains.
-* **Atmosphere** (L1C): ``TOA_b = path_b + T_b * BOA_b`` with path reflectance strongest in
-  coastal/blue, ``T_b < 1`` (B09 ~0.45, water vapour), an aerosol and water-vapour factor per date;
-  B10 sees the surface through ``T ~ 0.015`` only, plus cirrus and high cloud tops.
-* **Sensor**: 10 m fields are block-averaged to each band's native grid, then Gaussian noise of
-  ``sigma`` 0.001-0.004 (TOA reflectance, :data:`NOISE_SIGMA`) is added per native pixel. L2A is the
-  exact inversion of the noisy TOA (``(TOA - path) / T``), so L2A noise is ``sigma / T``.
-* **Nodata**: one date (:attr:`SampleSpec.nodata_date`) has a swath-edge wedge in the upper right;
-  every band (at its own pixel centres) and SCL are 0 there, truth is 255.
-
-Truth (10 m) is exact with respect to the pixels: 1 where cloud opacity >= 0.6, 2 where
-0 < opacity < 0.6, 3 where only cirrus is present, 4 where a shadow of opacity >= 0.3 darkens an
-otherwise clear pixel, 0 where none of the above touches the pixel (clear pixels carry no cloud,
-cirrus or shadow contribution at all), 255 in the nodata wedge.
-
-SCL (20 m) is produced from the noisy L1C/L2A pixels by simplified Sen2Cor rules: a cloud
-probability ``p`` = red-brightness ramp (TOA B04 0.07-0.25) x spectral-flatness ramp
-(B11/B03 1.45-1.0) x NDVI ramp (0.45-0.25); 9 if ``p >= 0.65``, 8 if ``p >= 0.35`` or TOA
-B10 > 0.035, 10 if TOA B10 > 0.012, 7 if ``p >= 0.2``; water (NDWI > 0.05, B8A < 0.06,
-B11 < 0.05) 6; cloud shadow 3 where
-dark (B8A < 0.16, B11 < 0.12) inside the projection of the SCL clouds over 500-3500 m heights;
-vegetation (NDVI >= 0.4) 4; else 5. It therefore misses faint cloud edges and faint cirrus, flags
-some bright roofs/soils, labels shadows on water as water and dark roads near clouds as shadow.
-The resulting error rates are measured against the truth and stored per scene in ``sample.json``
-(``scl_stats``) and in :attr:`SampleScene.scl_stats`. ``eo:cloud_cover`` is the SCL percentage of
-classes 8, 9 and 10 over valid pixels, as the provider reports it.
-
-Determinism: every random draw comes from ``numpy.random.default_rng((seed, stream, date))``, so the
-same spec gives byte-identical rasters and JSON, and the first dates do not depend on ``n_dates``.
+The scene comes from a forward model (landscape, terrain, clouds seen with view parallax, shadows
+cast from their true position, an atmosphere with haze and altitude, a sensor with detector
+striping and noise); the provider's products are derived from the truth with documented errors
+(the SCL), never with the rules :mod:`stac2cube.steps.cloudmask` tests. What it models, what it
+does not, the file layout and the sources: ``docs/sample.md``. The output is synthetic, not
+Copernicus data, and says so in every item. The same spec gives byte-identical outputs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -175,6 +78,22 @@ class SampleSpec:
     """Target true cloud fraction per date (cycled); the realised fraction is within a few %."""
     nodata_date: int | None = -1
     """Index of the date with a swath-edge nodata wedge (negative: from the end); None: no wedge."""
+    terrain: bool = True
+    """Rolling relief (a smooth DEM): slopes modulate the direct sunlight, hills cast shadows."""
+    mountain: float = 0.0
+    """Share of the grid (0-0.6) taken by a limestone massif: a rock wall, then a karst plateau
+    rising from ~2000 m with bare bright rock and, above ~2100 m, old snow; there the dry air lets
+    the 1375 nm band (B10) see the surface. 0 (the bundled sample): none."""
+    haze: float = 0.3
+    """Standard deviation of the relative aerosol amount over a 25.6 km domain around the grid
+    (path radiance strongest in blue); the L2A correction removes only its smooth part (1 km).
+    0: spatially uniform aerosol."""
+    parallax: bool = True
+    """Clouds are seen displaced by height x tan(view zenith) along the view azimuth, slightly
+    differently per band; their shadows are cast from the true position."""
+    striping: bool = True
+    """Per-band, per-detector gain differences (a detector boundary crosses the grid along track)
+    and small column-to-column gain residuals."""
 
     def __post_init__(self) -> None:
         if self.n_dates < 1:
@@ -209,6 +128,12 @@ class SampleSpec:
             raise ConfigError(
                 f"SampleSpec.cloud_cover {self.cloud_cover} must be non-empty fractions in [0, 0.9]"
             )
+        if not 0.0 <= self.mountain <= 0.6:
+            raise ConfigError(
+                f"SampleSpec.mountain {self.mountain} must be a share of the grid in [0, 0.6]"
+            )
+        if not 0.0 <= self.haze <= 1.0:
+            raise ConfigError(f"SampleSpec.haze {self.haze} must be in [0, 1] (0: no haze)")
         if self.nodata_date is not None and not -self.n_dates <= self.nodata_date < self.n_dates:
             raise ConfigError(
                 f"SampleSpec.nodata_date {self.nodata_date} is not a date index for "
@@ -227,7 +152,8 @@ class SampleScene:
     truth_path: Path
     """uint8 GeoTIFF, 10 m grid: 0 clear, 1 thick, 2 thin cloud, 3 cirrus, 4 shadow, 255 nodata."""
     surface_path: Path
-    """float32 GeoTIFF, 10 m grid, 13 bands B01..B12 (with B8A, B10): true surface reflectance."""
+    """float32 GeoTIFF, 10 m grid, 13 bands B01..B12 (with B8A, B10): the ground's reflectance
+    without clouds, cloud shadows and atmosphere (terrain illumination included)."""
     cloud_fraction: float
     """True cloud fraction (truth classes 1, 2, 3) over valid pixels."""
     l2a_dn_offset: int = 0
@@ -263,7 +189,10 @@ class Sample:
     bbox: tuple[float, float, float, float]
     """Longitude/latitude bounding box of the 10 m grid."""
     landcover_path: Path | None = None
-    """uint8 GeoTIFF, 10 m grid, land-cover codes of :data:`LANDCOVER_CLASSES`."""
+    """uint8 GeoTIFF, 10 m grid, land-cover codes of :data:`LANDCOVER_CLASSES` (grouped by
+    :data:`SURFACE_TYPES`)."""
+    dem_path: Path | None = None
+    """float32 GeoTIFF, 10 m grid: elevation above sea level (m)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,6 +259,8 @@ _ENDMEMBERS_PERMIL: Final[dict[str, tuple[int, ...]]] = {
     "concrete":     (150, 170, 190, 210, 220, 225, 230, 235, 240, 240, 240, 260, 240),
     "asphalt":      ( 60,  70,  80,  90,  95, 100, 105, 110, 112, 115, 120, 130, 125),
     "roof_tile":    ( 60,  65,  90, 190, 230, 250, 260, 270, 275, 280, 300, 340, 300),
+    "snow_old":     (820, 830, 820, 800, 780, 760, 740, 720, 690, 560, 300,  60,  50),
+    "limestone":    (230, 260, 300, 340, 360, 370, 380, 390, 395, 400, 420, 440, 380),
 }  # fmt: skip
 ENDMEMBERS: Final[dict[str, tuple[float, ...]]] = {
     k: tuple(x / 1000.0 for x in v) for k, v in _ENDMEMBERS_PERMIL.items()
@@ -354,8 +285,21 @@ LANDCOVER_CLASSES: Final[dict[int, str]] = {
     13: "road (asphalt)",
     14: "urban green (gardens, trees)",
     15: "field margin (grass strip)",
+    16: "snow (old, granular; massif above the snowline)",
+    17: "bare rock, bright (limestone wall and karst plateau)",
 }
 """Codes of ``landcover.tif``."""
+
+SURFACE_TYPES: Final[dict[str, tuple[int, ...]]] = {
+    "snow": (16,),
+    "bright_rock": (17,),
+    "bright_soil": (10, 11),
+    "urban": (12, 13),
+    "water": (1, 2),
+    "vegetation": (3, 4, 5, 6, 7, 8, 14, 15),
+    "dark_soil": (9,),
+}
+"""Surface types (groups of :data:`LANDCOVER_CLASSES` codes) that benchmarks report per type."""
 
 TRUTH_CLASSES: Final[dict[int, str]] = {
     0: "clear",
@@ -538,7 +482,26 @@ class _Landscape:
 
 
 _TEXTURE_AMP: Final = np.array(
-    [0.0, 0.04, 0.05, 0.14, 0.16, 0.06, 0.07, 0.06, 0.06, 0.07, 0.06, 0.05, 0.15, 0.05, 0.12, 0.06],
+    [
+        0.0,
+        0.04,
+        0.05,
+        0.14,
+        0.16,
+        0.06,
+        0.07,
+        0.06,
+        0.06,
+        0.07,
+        0.06,
+        0.05,
+        0.15,
+        0.05,
+        0.12,
+        0.06,
+        0.04,
+        0.10,
+    ],
     _f,
 )
 
@@ -715,6 +678,8 @@ def _surface(land: _Landscape, day: float, rng: np.random.Generator) -> F32:
     put(lc == 13, [("asphalt", 0.8), ("grass", 0.2)])
     put(lc == 14, [("broadleaf", m), ("grass", 1 - m)])
     put(lc == 15, [("grass", 0.8), ("dry_veg", 0.2)])
+    put(lc == 16, [("snow_old", m), ("limestone", 1 - m)])
+    put(lc == 17, [("limestone", 1 - m), ("grass", m)])
 
     agri = (lc >= 5) & (lc <= 10)
     gain = np.where(agri, land.parcel_gain[land.parcel], np.float32(1.0))
@@ -752,12 +717,14 @@ def _clouds(
     valid_hw: tuple[int, int],
     sun_zenith: float,
     sun_azimuth: float,
+    pad: int = 0,
 ) -> _Clouds:
-    """Cloud opacity, cloud-top reflectance/height, shadow opacity and cirrus on the padded grid."""
+    """Cloud opacity, cloud-top reflectance/height, shadow opacity and cirrus on the padded grid,
+    at their true ground positions; ``pad`` pixels more on every side (for the view parallax)."""
     rng = _rng(spec.seed, 2, date)
     h, w = shape
     target = spec.cloud_cover[date % len(spec.cloud_cover)]
-    zeros = np.zeros(shape, np.float32)
+    zeros = np.zeros((h + 2 * pad, w + 2 * pad), np.float32)
     if target <= 0.0:
         return _Clouds(zeros, zeros, zeros, zeros, zeros)
     target *= rng.uniform(0.9, 1.1)
@@ -776,7 +743,7 @@ def _clouds(
         return round(d * math.cos(az)), round(-d * math.sin(az))
 
     r_max = 60
-    margin = math.ceil(3000.0 * tan_z / 10.0) + 2 * r_max
+    margin = max(math.ceil(3000.0 * tan_z / 10.0) + 2 * r_max, pad)
     eh, ew = h + 2 * margin, w + 2 * margin
     n_edge = _fractal_noise(rng, (eh, ew), 2.0)
     n_tex = _fractal_noise(rng, (eh, ew), 2.6)
@@ -870,7 +837,7 @@ def _clouds(
         ).astype(np.float32)
 
     shadow[shadow < 0.3] = 0.0
-    crop = (slice(margin, margin + h), slice(margin, margin + w))
+    crop = (slice(margin - pad, margin + h + pad), slice(margin - pad, margin + w + pad))
     logger.debug("date %d: %d cumulus cells, target cover %.3f", date, n_cells, target)
     return _Clouds(
         alpha=np.ascontiguousarray(alpha[crop]),
@@ -879,6 +846,309 @@ def _clouds(
         shadow=np.ascontiguousarray(shadow[crop]),
         cirrus=np.ascontiguousarray(cirrus[crop]),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Terrain, haze, view parallax, detector striping
+# --------------------------------------------------------------------------------------------
+
+VALLEY_ELEVATION: Final = 600.0
+"""Mean elevation of the valley floor (m): the level the date's atmosphere is given for."""
+SNOWLINE: Final = 2100.0
+"""Mean elevation (m) above which the massif keeps old snow (early summer, northern Alps)."""
+_WALL_WIDTH: Final = 400.0  # m: horizontal extent of the massif's rock wall
+_PLATEAU_GRADE: Final = 0.2  # rise of the karst plateau per metre inland
+_WATER_VAPOUR_SCALE: Final = 2000.0  # m, scale height of atmospheric water vapour
+_AEROSOL_SCALE: Final = 2000.0  # m, scale height of boundary-layer aerosol
+_RAYLEIGH_SCALE: Final = 8000.0  # m, scale height of air (molecular scattering)
+_AOT_SMOOTHING: Final = 1000.0  # m, Gaussian sigma of the aerosol field the L2A correction finds
+_TRACK_HEADING: Final = 193.0  # degrees from north, descending Sentinel-2 track near 47 N
+_CIRRUS_HEIGHT: Final = 9000.0  # m
+_ALONG_TRACK_DEG: Final = np.array(
+    [0.40, -0.30, -0.05, 0.10, 0.20, 0.25, 0.30, -0.20, 0.35, 0.45, -0.40, -0.10, 0.0]
+)  # per band B01..B12: along-track viewing-angle offset (approximate, not the MSI layout)
+AEROSOL_PATH: Final = np.minimum(
+    0.02 * (np.array([b.center for b in BANDS]) / 0.56) ** -1.3, 0.6 * PATH_REFLECTANCE
+).astype(np.float32) * (np.arange(len(BANDS)) != _B10)
+"""Aerosol part of :data:`PATH_REFLECTANCE` per band (Angstrom exponent 1.3; none at 1375 nm)."""
+_SCL_COMMISSION: Final[dict[int, float]] = {12: 0.06, 11: 0.05, 10: 0.03, 17: 0.04, 16: 0.03}
+"""Share of the clear pixels of a land-cover code that the simulated SCL calls cloud (class 8)."""
+
+
+def _uniform_field(rng: np.random.Generator, shape: tuple[int, int], beta: float) -> F32:
+    """A smooth random field with uniform marginals on (0, 1): patchy, not salt-and-pepper."""
+    x = _fractal_noise(rng, shape, beta).ravel()
+    rank = np.empty(x.size, np.float32)
+    rank[np.argsort(x, kind="stable")] = np.arange(x.size, dtype=np.float32)
+    out: F32 = ((rank + np.float32(0.5)) / np.float32(x.size)).astype(np.float32)
+    return out.reshape(shape)
+
+
+def _terrain(spec: SampleSpec, land: _Landscape) -> tuple[_Landscape, F32]:
+    """The DEM (m) of the padded grid, and the landscape with the massif's rock and snow."""
+    rng = _rng(spec.seed, 6)
+    h, w = land.lc.shape
+    shape = (h, w)
+    hills = _fractal_noise(rng, shape, 4.0)
+    n_rim = _fractal_noise(rng, shape, 3.0)
+    n_karst = _fractal_noise(rng, shape, 3.0)
+    n_snow = _fractal_noise(rng, shape, 2.8)
+    n_cover = _fractal_noise(rng, shape, 2.2)
+    theta = rng.uniform(0.0, 2.0 * math.pi)
+    z = np.full(shape, VALLEY_ELEVATION, np.float32)
+    if spec.terrain:
+        z += np.float32(40.0) * hills
+    if spec.mountain <= 0.0:
+        return land, z
+    yy = np.arange(h, dtype=np.float32)[:, None] + 0.5
+    xx = np.arange(w, dtype=np.float32)[None, :] + 0.5
+    size = min(spec.height, spec.width)
+    s = (yy - h / 2) * math.cos(theta) + (xx - w / 2) * math.sin(theta) + 0.04 * size * n_rim
+    s0 = float(np.quantile(s[: spec.height, : spec.width], 1.0 - spec.mountain))
+    d = (s - s0) * 10.0  # metres into the massif
+    massif = d > 0.0
+    rim = 2000.0 + 50.0 * n_rim
+    t = np.clip(d / _WALL_WIDTH, 0.0, 1.0)
+    wall = z + (rim - z) * (t * t * (3.0 - 2.0 * t))
+    inland = d - _WALL_WIDTH
+    plateau = rim + _PLATEAU_GRADE * inland + 40.0 * n_karst * np.clip(inland / 200.0, 0.0, 1.0)
+    z = np.where(massif, np.where(inland < 0.0, wall, plateau), z).astype(np.float32)
+    snowline = SNOWLINE + 80.0 * n_snow
+    snow = massif & (z > snowline)
+    lc = np.where(snow, np.uint8(16), np.where(massif, np.uint8(17), land.lc)).astype(np.uint8)
+    grass = np.clip(0.2 + 0.2 * n_cover, 0.0, 0.6) * (inland > 0.0)  # alpine grass in the karst
+    snow_cover = np.clip(0.6 + (z - snowline) / 100.0 + 0.1 * n_cover, 0.5, 1.0)
+    mix = np.where(snow, snow_cover, np.where(massif, grass, land.mix)).astype(np.float32)
+    return dataclasses.replace(land, lc=np.ascontiguousarray(lc), mix=mix), z
+
+
+def _cast_shadow(dem: F32, sun_zenith: float, sun_azimuth: float) -> BoolA:
+    """Pixels that terrain hides from the sun (a ray towards the sun meets higher ground)."""
+    tan_elev = 1.0 / math.tan(math.radians(sun_zenith))
+    relief = float(dem.max() - dem.min())
+    out = np.zeros(dem.shape, bool)
+    if relief <= 0.0:
+        return out
+    az = math.radians(sun_azimuth)
+    dr, dc = -math.cos(az), math.sin(az)  # towards the sun, in rows (down = south) and columns
+    n = min(int(relief / (10.0 * tan_elev)) + 2, max(dem.shape))
+    seen: set[tuple[int, int]] = set()
+    for k in range(1, n + 1):
+        r, c = round(k * dr), round(k * dc)
+        if (r, c) in seen:
+            continue
+        seen.add((r, c))
+        ahead = _shift(dem, -r, -c)  # ahead[x] = dem[x + (r, c)]; 0 (below all) outside
+        out |= ahead > dem + np.float32(10.0 * math.hypot(r, c) * tan_elev)
+    return out
+
+
+def _illumination(dem: F32, level: BoolA, sun_zenith: float, sun_azimuth: float) -> tuple[F32, F32]:
+    """Direct-sunlight factor ``cos(incidence) / cos(zenith)`` (0 where the terrain casts a
+    shadow) and sky-view factor ``(1 + cos(slope)) / 2``; both 1 on ``level`` (water) pixels."""
+    gy, gx = np.gradient(dem.astype(np.float64), 10.0)
+    dzdx, dzdy = gx, -gy  # towards east and north
+    norm = np.sqrt(1.0 + dzdx**2 + dzdy**2)
+    sz, az = math.radians(sun_zenith), math.radians(sun_azimuth)
+    cos_i = (
+        math.cos(sz) - dzdx * math.sin(sz) * math.sin(az) - dzdy * math.sin(sz) * math.cos(az)
+    ) / norm
+    direct = np.clip(cos_i, 0.0, None) / math.cos(sz)
+    direct[_cast_shadow(dem, sun_zenith, sun_azimuth)] = 0.0
+    sky = 0.5 * (1.0 + 1.0 / norm)
+    direct[level] = 1.0
+    sky[level] = 1.0
+    return direct.astype(np.float32), sky.astype(np.float32)
+
+
+def _haze(spec: SampleSpec, date: int, shape: tuple[int, int]) -> tuple[F32, F32]:
+    """Relative aerosol amount per 10 m pixel (mean ~1) and the smooth part an L2A correction
+    finds. The field is drawn on a fixed physical domain (200 m cells, at least 25.6 km wide,
+    Kolmogorov-like spectrum), so a small grid sees gradients and a large one more variation."""
+    if spec.haze <= 0.0:
+        ones = np.ones(shape, np.float32)
+        return ones, ones
+    from scipy import ndimage
+
+    cell = 200.0
+    n = max(128, math.ceil(10.0 * max(shape) / cell) + 8)
+    rng = _rng(spec.seed, 7, date)
+    field = np.clip(1.0 + spec.haze * _fractal_noise(rng, (n, n), 8.0 / 3.0), 0.2, None)
+    found = ndimage.gaussian_filter(field, sigma=_AOT_SMOOTHING / cell, mode="nearest")
+    # the grid's 10 m pixel centres in domain cells (the grid sits in the domain's centre)
+    off = n / 2.0 - 10.0 * np.array(shape, dtype=np.float64) / (2.0 * cell)
+    rows = off[0] + (np.arange(shape[0]) + 0.5) * 10.0 / cell - 0.5
+    cols = off[1] + (np.arange(shape[1]) + 0.5) * 10.0 / cell - 0.5
+    coords = np.meshgrid(rows, cols, indexing="ij")
+    out = [ndimage.map_coordinates(f, coords, order=1, mode="nearest") for f in (field, found)]
+    return out[0].astype(np.float32), out[1].astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _Air:
+    """How much of the valley floor's atmosphere lies above each pixel (1 at the floor)."""
+
+    scattering: F32
+    """Molecules and aerosol (scale heights 8 km and 2 km, half each)."""
+    aerosol: F32
+    """Boundary-layer aerosol."""
+    vapour_root: F32
+    """Square root of the water-vapour column."""
+
+    @classmethod
+    def above(cls, dem: F32) -> _Air:
+        dz = dem.astype(np.float64) - VALLEY_ELEVATION
+        scattering = 0.5 * np.exp(-dz / _RAYLEIGH_SCALE) + 0.5 * np.exp(-dz / _AEROSOL_SCALE)
+        return cls(
+            scattering=scattering.astype(np.float32),
+            aerosol=np.exp(-dz / _AEROSOL_SCALE).astype(np.float32),
+            vapour_root=np.sqrt(np.exp(-dz / _WATER_VAPOUR_SCALE)).astype(np.float32),
+        )
+
+
+def _atmosphere(
+    bi: int, haze: F32, path: F32, trans: F32, aerosol: float, air: _Air
+) -> tuple[F32, F32]:
+    """Path reflectance and two-way transmittance of band ``bi`` per pixel, for the date's
+    valley-floor ``path`` and ``trans``, its ``aerosol`` factor and the relative aerosol ``haze``.
+    The water-vapour bands follow the strong-line law ``T = T0 ** sqrt(W / W0)``."""
+    extra = np.float32(AEROSOL_PATH[bi] * aerosol) * (haze - np.float32(1.0)) * air.aerosol
+    p = path[bi] * air.scattering + extra
+    if bi in (_BI["B09"], _B10):
+        t = trans[bi] ** air.vapour_root
+    else:
+        t = (1.0 - (1.0 - trans[bi]) * air.scattering) * (1.0 - 2.0 * extra)
+    return p.astype(np.float32), t.astype(np.float32)
+
+
+def _view_angles(index: int) -> tuple[float, float]:
+    """(view zenith, view azimuth) in degrees of date ``index``, as its items state them."""
+    return 6.1 + 0.4 * (index % 3), 104.3 + 2.0 * (index % 3)
+
+
+def _parallax_px(
+    height_m: float, view_zenith: float, view_azimuth: float, band: int
+) -> tuple[float, float]:
+    """Apparent displacement (rows, columns) of an object ``height_m`` above ground in ``band``."""
+    tv, va = math.tan(math.radians(view_zenith)), math.radians(view_azimuth)
+    ta, ha = math.tan(math.radians(float(_ALONG_TRACK_DEG[band]))), math.radians(_TRACK_HEADING)
+    east = height_m * (tv * math.sin(va) + ta * math.sin(ha)) / 10.0
+    north = height_m * (tv * math.cos(va) + ta * math.cos(ha)) / 10.0
+    return -north, east
+
+
+def _apparent(cl: _Clouds, pad: int, view_zenith: float, view_azimuth: float, band: int) -> _Clouds:
+    """The clouds as ``band`` sees them: each pixel moved by its height's parallax (the highest
+    opacity wins where two land on one pixel); the shadow stays where the sun cast it. Cirrus,
+    which casts no shadow here, moves by the band's along-track part only."""
+    hh, ww = cl.alpha.shape
+    alpha = np.zeros_like(cl.alpha)
+    rho = np.zeros_like(cl.rho)
+    height = np.zeros_like(cl.height)
+    rr, cc = np.nonzero(cl.alpha > 0)
+    if rr.size:
+        unit_r, unit_c = _parallax_px(1.0, view_zenith, view_azimuth, band)
+        hgt = cl.height[rr, cc].astype(np.float64)
+        tr = rr + np.rint(hgt * unit_r).astype(np.intp)
+        tc = cc + np.rint(hgt * unit_c).astype(np.intp)
+        ok = (tr >= 0) & (tr < hh) & (tc >= 0) & (tc < ww)
+        rr, cc, tr, tc = rr[ok], cc[ok], tr[ok], tc[ok]
+        order = np.argsort(cl.alpha[rr, cc], kind="stable")[::-1]  # highest opacity first
+        flat = (tr * ww + tc)[order]
+        _, first = np.unique(flat, return_index=True)
+        keep = order[first]
+        alpha[tr[keep], tc[keep]] = cl.alpha[rr[keep], cc[keep]]
+        rho[tr[keep], tc[keep]] = cl.rho[rr[keep], cc[keep]]
+        height[tr[keep], tc[keep]] = cl.height[rr[keep], cc[keep]]
+    ta = math.tan(math.radians(float(_ALONG_TRACK_DEG[band])))
+    ha = math.radians(_TRACK_HEADING)
+    d = _CIRRUS_HEIGHT * ta / 10.0
+    cirrus = _shift(cl.cirrus, round(-d * math.cos(ha)), round(d * math.sin(ha)))
+    crop = (slice(pad, hh - pad), slice(pad, ww - pad))
+    return _Clouds(
+        alpha=np.ascontiguousarray(alpha[crop]),
+        rho=np.ascontiguousarray(rho[crop]),
+        height=np.ascontiguousarray(height[crop]),
+        shadow=np.ascontiguousarray(cl.shadow[crop]),
+        cirrus=np.ascontiguousarray(cirrus[crop]),
+    )
+
+
+def _stripes(spec: SampleSpec, date: int) -> list[F32]:
+    """Per band, the relative gain of every native pixel: one gain per detector (a detector
+    boundary crosses the grid along track) times small column-to-column residuals."""
+    ps = math.radians(_TRACK_HEADING)
+    ue, un = math.cos(ps), -math.sin(ps)  # across-track unit vector (east, north)
+    corners = [
+        x * ue + y * un for x in (0.0, 10.0 * spec.width) for y in (0.0, -10.0 * spec.height)
+    ]
+    u_min, u_max = min(corners), max(corners)
+    u_boundary = u_min + _rng(spec.seed, 8).uniform(0.3, 0.7) * (u_max - u_min)
+    rng = _rng(spec.seed, 8, date + 1)
+    out = []
+    for b in BANDS:
+        shape = _grid_shape(spec, b.res)
+        gains = 1.0 + np.clip(rng.normal(0.0, 0.004, 2), -0.01, 0.01)
+        x = (np.arange(shape[1], dtype=np.float64) + 0.5) * b.res
+        y = -(np.arange(shape[0], dtype=np.float64) + 0.5) * b.res
+        u = x[None, :] * ue + y[:, None] * un
+        column = np.floor((u - u_min) / b.res).astype(np.intp)
+        residual = rng.normal(0.0, 0.0007, int(column.max()) + 1)
+        gain = np.where(u > u_boundary, gains[1], gains[0]) * (1.0 + residual[column])
+        out.append(gain.astype(np.float32))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# SCL: derived from the truth with Sen2Cor's documented kinds of error
+# --------------------------------------------------------------------------------------------
+
+
+def _scl_from_truth(
+    spec: SampleSpec,
+    date: int,
+    alpha: F32,
+    cirrus: F32,
+    shadow: BoolA,
+    lc: U8,
+    surf: F32,
+    direct: F32,
+    nodata: BoolA,
+) -> U8:
+    """Scene classification at 20 m from the 10 m truth (padded grid), see docs/sample.md."""
+    s20 = nodata.shape
+    rng = _rng(spec.seed, 9, date)
+    u_cloud, u_cirrus, u_shadow, u_unclassified, u_bright = (
+        _uniform_field(rng, s20, 3.0) for _ in range(5)
+    )
+    a20 = _block_mean(alpha, 2, s20)
+    c20 = _block_mean(cirrus, 2, s20)
+    sh20 = _block_mean(shadow.astype(np.float32), 2, s20)
+    dark20 = _block_mean((direct < 0.2).astype(np.float32), 2, s20) > 0.5
+    nir, red = _block_mean(surf[_BI["B08"]], 2, s20), _block_mean(surf[_BI["B04"]], 2, s20)
+    ndvi = (nir - red) / (nir + red + np.float32(1e-6))
+    lc20 = lc[::2, ::2][: s20[0], : s20[1]]
+    snow = lc20 == 16
+    scl = np.full(s20, 5, np.uint8)
+    scl[ndvi >= 0.4] = 4
+    scl[dark20] = 2
+    scl[np.isin(lc20, (1, 2))] = 6
+    scl[snow] = 11
+    clear = (a20 == 0) & (c20 == 0)
+    for code, rate in _SCL_COMMISSION.items():
+        sel = clear & (lc20 == code)
+        if sel.any():
+            scl[sel & (u_bright <= np.quantile(u_bright[sel], rate))] = 8
+    scl[(sh20 >= 0.5) & (u_shadow < 0.5)] = 3
+    detect = np.float32(0.15) + np.float32(0.30) * u_cloud
+    cloud = a20 > detect
+    scl[(a20 > 0.05) & ~cloud & (u_unclassified < 0.5)] = 7
+    scl[cloud] = 8
+    scl[a20 >= 0.6] = 9
+    scl[cloud & snow & (a20 < 0.6)] = 11
+    scl[(c20 > np.float32(0.006) + np.float32(0.014) * u_cirrus) & ~cloud] = 10
+    scl[nodata] = 0
+    return scl
 
 
 def _truth(clouds: _Clouds, nodata: BoolA) -> U8:
@@ -947,50 +1217,8 @@ def _solar_angles(lon: float, lat: float, when: dt.datetime) -> tuple[float, flo
 
 
 # --------------------------------------------------------------------------------------------
-# SCL (Sen2Cor-like, imperfect)
+# SCL agreement with the truth
 # --------------------------------------------------------------------------------------------
-
-
-def _scl(
-    toa: Mapping[str, F32],
-    boa: Mapping[str, F32],
-    nodata: BoolA,
-    sun_zenith: float,
-    sun_azimuth: float,
-) -> U8:
-    """Scene classification at 20 m from the (noisy) 20 m TOA/BOA reflectances."""
-    eps = np.float32(1e-6)
-    b03, b04, b8a, b11 = toa["B03"], toa["B04"], toa["B8A"], toa["B11"]
-    ndvi_toa = (b8a - b04) / (b8a + b04 + eps)
-    p = (
-        _ramp(b04, 0.07, 0.25)
-        * _ramp((b11 / (b03 + eps)).astype(np.float32), 1.45, 1.0)
-        * _ramp(ndvi_toa.astype(np.float32), 0.45, 0.25)
-    )
-    b10 = toa["B10"]
-    ndvi = (boa["B8A"] - boa["B04"]) / (boa["B8A"] + boa["B04"] + eps)
-    ndwi = (boa["B03"] - boa["B8A"]) / (boa["B03"] + boa["B8A"] + eps)
-    water = (ndwi > 0.05) & (boa["B8A"] < 0.06) & (boa["B11"] < 0.05)
-    cloud = p >= 0.35
-    # Geometric shadow region: SCL clouds projected for heights 500..3500 m.
-    geo = np.zeros(nodata.shape, bool)
-    tan_z = math.tan(math.radians(sun_zenith))
-    az = math.radians(sun_azimuth)
-    cf = cloud.astype(np.float32)
-    for hgt in np.arange(500.0, 3501.0, 250.0):
-        d = hgt * tan_z / 20.0
-        geo |= _shift(cf, round(d * math.cos(az)), round(-d * math.sin(az))) > 0
-    dark = (boa["B8A"] < 0.16) & (boa["B11"] < 0.12)
-    scl = np.full(nodata.shape, 5, np.uint8)
-    scl[ndvi >= 0.4] = 4
-    scl[geo & dark & ~water] = 3
-    scl[water] = 6
-    scl[p >= 0.2] = 7
-    scl[b10 > 0.012] = 10
-    scl[cloud | (b10 > 0.035)] = 8
-    scl[p >= 0.65] = 9
-    scl[nodata] = 0
-    return scl
 
 
 def _scl_stats(scl: U8, truth10: U8) -> dict[str, float | None]:
@@ -1172,8 +1400,8 @@ def _item(
         "mgrs:latitude_band": band,
         "mgrs:grid_square": square,
         "grid:code": f"MGRS-{spec.tile}",
-        "view:azimuth": 104.3 + 2.0 * (meta.index % 3),
-        "view:incidence_angle": 6.1 + 0.4 * (meta.index % 3),
+        "view:azimuth": _view_angles(meta.index)[1],
+        "view:incidence_angle": _view_angles(meta.index)[0],
         "view:sun_azimuth": round(meta.sun_azimuth, 6),
         "view:sun_elevation": round(90.0 - meta.sun_zenith, 6),
         "s2:mean_solar_zenith": round(meta.sun_zenith, 6),
@@ -1390,7 +1618,8 @@ def generate_sample(
     root = root.resolve()
 
     hp, wp = 6 * -(-spec.height // 6), 6 * -(-spec.width // 6)
-    land = _landscape(spec, (hp, wp))
+    land, dem = _terrain(spec, _landscape(spec, (hp, wp)))
+    level = np.isin(land.lc, (1, 2))  # water surfaces are level
     _write_cog(
         root / "landcover.tif",
         land.lc[: spec.height, : spec.width],
@@ -1399,6 +1628,8 @@ def generate_sample(
         nodata=0,
         resampling="nearest",
     )
+    _write_cog(root / "dem.tif", dem[: spec.height, : spec.width], spec, 10, nodata=None)
+    air = _Air.above(dem)
     bbox = _bbox(spec)
     lon_c, lat_c = _lonlat(spec, [(spec.width / 2, spec.height / 2)])[0]
     wedge_date = None
@@ -1413,12 +1644,38 @@ def generate_sample(
         t0 = time.perf_counter()
         meta = _date_meta(spec, i, lon_c, lat_c)
         active = wedge_date == i
-        surf = _surface(land, 5.0 * i, _rng(spec.seed, 3, i))
-        clouds = _clouds(
-            spec, i, (hp, wp), (spec.height, spec.width), meta.sun_zenith, meta.sun_azimuth
+        intrinsic = _surface(land, 5.0 * i, _rng(spec.seed, 3, i))
+        direct, sky = _illumination(dem, level, meta.sun_zenith, meta.sun_azimuth)
+        k_diffuse = _DIFFUSE[:, None, None]
+        surf = np.clip(intrinsic * ((1 - k_diffuse) * direct + k_diffuse * sky), 0.0, 1.0)
+        view_zenith, view_azimuth = _view_angles(i)
+        pad = 0
+        if spec.parallax:
+            reach = 4000.0 * (
+                math.tan(math.radians(view_zenith))
+                + math.tan(math.radians(float(np.abs(_ALONG_TRACK_DEG).max())))
+            )
+            pad = math.ceil(reach / 10.0) + 2
+        true_clouds = _clouds(
+            spec, i, (hp, wp), (spec.height, spec.width), meta.sun_zenith, meta.sun_azimuth, pad
+        )
+        if spec.parallax:
+            looks = [
+                _apparent(true_clouds, pad, view_zenith, view_azimuth, bi)
+                for bi in range(len(BANDS))
+            ]
+        else:
+            looks = [true_clouds] * len(BANDS)
+        # a pixel is clear only where no band sees any cloud
+        seen = _Clouds(
+            alpha=np.max([c.alpha for c in looks], axis=0),
+            rho=looks[0].rho,
+            height=looks[0].height,
+            shadow=looks[0].shadow,
+            cirrus=np.max([c.cirrus for c in looks], axis=0),
         )
         nod10 = _wedge_mask(spec, 10, active)
-        truth = _truth(clouds, np.zeros((hp, wp), bool))[: spec.height, : spec.width]
+        truth = _truth(seen, np.zeros((hp, wp), bool))[: spec.height, : spec.width]
         truth[nod10] = 255
 
         arng = _rng(spec.seed, 4, i)
@@ -1428,33 +1685,33 @@ def generate_sample(
         trans = (1.0 - (1.0 - TRANSMITTANCE) * np.float32(aerosol)).astype(np.float32)
         trans[_BI["B09"]] = np.float32(TRANSMITTANCE[_BI["B09"]] / vapour)
         trans[_B10] = np.float32(TRANSMITTANCE[_B10] / vapour)
+        haze, haze_found = _haze(spec, i, (hp, wp))
+        gains = _stripes(spec, i) if spec.striping else None
 
         nrng = _rng(spec.seed, 5, i)
-        one_minus_a = 1.0 - clouds.alpha
-        toa_native: dict[str, F32] = {}
         l2a_id = f"{meta.short}_{spec.tile}_{meta.sensing:%Y%m%d}_0_L2A"
         l1c_id = f"{meta.short}_{spec.tile}_{meta.sensing:%Y%m%d}_0_L1C"
         for bi, b in enumerate(BANDS):
-            shade = 1.0 - (1.0 - _DIFFUSE[bi]) * clouds.shadow
+            cl = looks[bi]
+            k = _DIFFUSE[bi]
+            lit = intrinsic[bi] * ((1 - k) * direct * (1.0 - cl.shadow) + k * sky)
+            p_true, t_true = _atmosphere(bi, haze, path, trans, aerosol, air)
             if bi == _B10:
-                cloud_b10 = clouds.rho * (0.008 + 0.012 * clouds.height / 1000.0)
-                toa = (
-                    path[bi]
-                    + trans[bi] * one_minus_a * surf[bi] * shade
-                    + clouds.alpha * cloud_b10
-                    + clouds.cirrus
-                )
+                cloud_b10 = cl.rho * (0.008 + 0.012 * cl.height / 1000.0)
+                toa = p_true + t_true * (1.0 - cl.alpha) * lit + cl.alpha * cloud_b10 + cl.cirrus
             else:
                 boa = (
-                    one_minus_a * surf[bi] * shade
-                    + clouds.alpha * clouds.rho * _CLOUD_SPECTRUM[bi]
-                    + clouds.cirrus * _CIRRUS_SPECTRUM[bi]
+                    (1.0 - cl.alpha) * lit
+                    + cl.alpha * cl.rho * _CLOUD_SPECTRUM[bi]
+                    + cl.cirrus * _CIRRUS_SPECTRUM[bi]
                 )
-                toa = path[bi] + trans[bi] * boa
+                toa = p_true + t_true * boa
             shape = _grid_shape(spec, b.res)
-            native = _block_mean(toa.astype(np.float32), b.res // 10, shape)
+            f = b.res // 10
+            native = _block_mean(toa.astype(np.float32), f, shape)
+            if gains is not None:
+                native *= gains[bi]
             native += nrng.standard_normal(shape, dtype=np.float32) * NOISE_SIGMA[bi]
-            toa_native[b.name] = native
             nod = _wedge_mask(spec, b.res, active)
             _write_cog(
                 root / "l1c" / l1c_id / f"{b.key}.tif",
@@ -1464,7 +1721,10 @@ def generate_sample(
                 nodata=0,
             )
             if bi != _B10:
-                boa_native = ((native - path[bi]) / trans[bi]).astype(np.float32)
+                # the L2A correction knows the DEM but only the smooth part of the haze
+                p_found, t_found = _atmosphere(bi, haze_found, path, trans, aerosol, air)
+                p_n, t_n = _block_mean(p_found, f, shape), _block_mean(t_found, f, shape)
+                boa_native = ((native - p_n) / t_n).astype(np.float32)
                 _write_cog(
                     root / "l2a" / l2a_id / f"{b.key}.tif",
                     _encode(boa_native, meta.l2a_dn_offset, nod),
@@ -1473,22 +1733,11 @@ def generate_sample(
                     nodata=0,
                 )
 
-        # SCL from the noisy pixels at 20 m (10 m bands averaged, B10 nearest from 60 m).
-        s20 = _grid_shape(spec, 20)
-        toa20: dict[str, F32] = {}
-        boa20: dict[str, F32] = {}
-        for name in ("B03", "B04", "B8A", "B11", "B10"):
-            res = BANDS[_BI[name]].res
-            a = toa_native[name]
-            if res == 10:
-                pad = np.pad(a, ((0, a.shape[0] % 2), (0, a.shape[1] % 2)), mode="edge")
-                a = _block_mean(pad, 2, s20)
-            elif res == 60:
-                a = np.repeat(np.repeat(a, 3, axis=0), 3, axis=1)[: s20[0], : s20[1]]
-            toa20[name] = a
-            boa20[name] = ((a - path[_BI[name]]) / trans[_BI[name]]).astype(np.float32)
         nod20 = _wedge_mask(spec, 20, active)
-        scl = _scl(toa20, boa20, nod20, meta.sun_zenith, meta.sun_azimuth)
+        visible_shadow = (seen.shadow > 0) & (seen.alpha == 0) & (seen.cirrus == 0)
+        scl = _scl_from_truth(
+            spec, i, seen.alpha, seen.cirrus, visible_shadow, land.lc, surf, direct, nod20
+        )
         _write_cog(root / "l2a" / l2a_id / "scl.tif", scl, spec, 20, nodata=0, resampling="nearest")
         n_valid20 = max(int((scl != 0).sum()), 1)
         cover = 100.0 * float(np.isin(scl, (8, 9, 10)).sum()) / n_valid20
@@ -1579,6 +1828,8 @@ def generate_sample(
             "l1c_items": l1c_fc.name,
             "landcover": "landcover.tif",
             "landcover_classes": {str(k): v for k, v in LANDCOVER_CLASSES.items()},
+            "surface_types": {k: list(v) for k, v in SURFACE_TYPES.items()},
+            "dem": "dem.tif",
             "truth_classes": {str(k): v for k, v in TRUTH_CLASSES.items()},
             "bands": list(BAND_NAMES),
             "scenes": scene_records,
@@ -1595,6 +1846,7 @@ def generate_sample(
         l1c_items_path=l1c_fc,
         bbox=bbox,
         landcover_path=root / "landcover.tif",
+        dem_path=root / "dem.tif",
     )
 
 
@@ -1646,16 +1898,19 @@ def load_sample(root: str | Path) -> Sample:
         l1c_items_path=root / doc["l1c_items"],
         bbox=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
         landcover_path=root / doc["landcover"],
+        dem_path=root / doc["dem"] if "dem" in doc else None,
     )
 
 
 __all__ = [
+    "AEROSOL_PATH",
     "BANDS",
     "BAND_NAMES",
     "ENDMEMBERS",
     "LANDCOVER_CLASSES",
     "NOISE_SIGMA",
     "PATH_REFLECTANCE",
+    "SURFACE_TYPES",
     "TRANSMITTANCE",
     "TRUTH_CLASSES",
     "Sample",
