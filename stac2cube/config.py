@@ -63,6 +63,15 @@ class SourceConfig:
         "`path` itself for `l1c_collection`).",
         None,
     )
+    l1c_requester_pays: bool | None = doc(
+        "Read the L1C twins' assets with GDAL's `AWS_REQUEST_PAYER=requester` (S3 buckets where "
+        "the reader pays the transfer, such as Earth Search v1's `s3://sentinel-s2-l1c`; needs "
+        "AWS credentials in the environment). None: on when the twin says "
+        "`storage:requester_pays: true` or lies in a known requester-pays bucket. Applies to the "
+        "L1C reads only.",
+        None,
+        since="0.2.0",
+    )
     max_cloud_cover: float | None = doc(
         "Optional search-time prefilter on the provider's scene-level `eo:cloud_cover` (%). "
         "Sent as CQL2 `filter` where the API declares it, else as `query`, and always re-checked "

@@ -40,6 +40,11 @@ class AssetReadError(Stac2CubeError, OSError):
     """An asset exists in the item but its pixels could not be read (missing file, broken COG)."""
 
 
+class AssetAccessError(AssetReadError):
+    """The storage refused to serve an asset (HTTP 401/403, ``AccessDenied``, no credentials);
+    the message says which settings or credentials are missing."""
+
+
 class NoOverlapError(Stac2CubeError, ValueError):
     """A scene has no valid pixel inside the area of interest."""
 
@@ -61,6 +66,7 @@ class SchemaValidationError(Stac2CubeError, ValueError):
 
 
 __all__ = [
+    "AssetAccessError",
     "AssetReadError",
     "CatalogError",
     "CatalogLockedError",

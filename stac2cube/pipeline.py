@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pystac
 import rasterio
+import rasterio.errors
 import shapely.geometry
 from odc.geo.geobox import GeoBox
 from pystac.extensions.classification import Classification, ClassificationExtension
@@ -37,7 +38,7 @@ from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, RasterExtension
 
 from . import __version__
-from .bands import S2_BANDS
+from .bands import S2_BANDS, find_asset
 from .config import Config, config_from_dict, to_dict
 from .cube.index import (
     index_path,
@@ -47,6 +48,7 @@ from .cube.index import (
     write_index,
 )
 from .errors import (
+    AssetAccessError,
     ConfigError,
     EmptySearchError,
     ItemError,
@@ -62,9 +64,11 @@ from .io.catalog import (
     REFERENCE_DIRS,
     CatalogStore,
     load_template,
+    reference_base_key,
+    reference_version_key,
 )
 from .io.cog import CogFile, file_checksum, write_cog
-from .io.read import BandRead, read_band
+from .io.read import BandRead, asset_href, read_band, requester_pays
 from .provenance import InputRecord, Provenance, SourceRecord, StepRecord, software_versions
 from .radiometry import (
     RadiometryOverride,
@@ -74,8 +78,8 @@ from .radiometry import (
     storage_encoding,
 )
 from .search import search
-from .steps.base import AuxLayer, LayerInfo, Scene, Sidecar, Step
-from .steps.cloudmask import TEMPORAL_BAND, CloudMaskConfig
+from .steps.base import AuxLayer, AuxRequest, LayerInfo, Scene, Sidecar, Step
+from .steps.cloudmask import S2CLOUDLESS_BANDS, TEMPORAL_BAND, CloudMaskConfig
 
 if TYPE_CHECKING:
     from .steps.coreg import CoregConfig
@@ -109,6 +113,16 @@ class SceneOutcome:
     stage: str = ""
     message: str = ""
     seconds: float = 0.0
+    s2cloudless_not_run: str = ""
+    """Why the configured s2cloudless did not run on this scene (``no L1C twin``, ``L1C read
+    refused: ...``); empty when it ran or was not configured."""
+    cloud_method: str = ""
+    """The cloud masking that ran instead (``scl``, ``scl + multi-temporal test``)."""
+    coreg_status: str = ""
+    """The co-registration step's status (``ok``, ``not_significant``, ``no_improvement``,
+    ``failed``); empty when it did not run."""
+    coreg_reason: str = ""
+    """Why a correction was not applied or the match failed (empty when applied)."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +161,25 @@ class RunSummary:
     @property
     def failed(self) -> int:
         return self.count("failed") + self.count("rejected")
+
+    def coreg_statuses(self) -> dict[str, int]:
+        """Scenes of this run counted by co-registration status (empty without the step)."""
+        out: dict[str, int] = {}
+        for o in self.outcomes:
+            if o.coreg_status:
+                out[o.coreg_status] = out.get(o.coreg_status, 0) + 1
+        return out
+
+    def without_s2cloudless(self) -> dict[tuple[str, str], int]:
+        """Scenes of this run masked without the configured s2cloudless, counted by why (the
+        reason up to its first colon: ``no L1C twin``, ``L1C read refused``) and by the cloud
+        masking used instead (``scl``, ``scl + multi-temporal test``)."""
+        out: dict[tuple[str, str], int] = {}
+        for o in self.outcomes:
+            if o.s2cloudless_not_run:
+                key = (o.s2cloudless_not_run.partition(":")[0], o.cloud_method)
+                out[key] = out.get(key, 0) + 1
+        return out
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -223,10 +256,11 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
         planned: dict[str, tuple[SceneTask, pystac.Item, Mapping[str, Any] | None]] = {}
         failed_before = {f.item_id for f in store.failures()}
         filtered_before = store.filtered()  # read the logs once, not once per scene
+        probe = l1c_access_probe(config)  # asked only if an item's L1C read was refused
         for item in found.items:
             twin = twins.get(item.id)
             skip, reason, existing = _plan(
-                item, twin, config, store, failed_before, filtered_before.get(item.id)
+                item, twin, config, store, failed_before, filtered_before.get(item.id), probe
             )
             if skip is not None:
                 report(skip)
@@ -273,6 +307,7 @@ def _plan(
     store: CatalogStore,
     failed_before: set[str],
     filtered: Mapping[str, Any] | None,
+    l1c_readable: Callable[[pystac.Item], bool] | None = None,
 ) -> tuple[SceneOutcome | None, str | None, Mapping[str, Any] | None]:
     """Decide on the client whether a scene needs work: (skip outcome | None, reason, existing)."""
     if filtered is not None and _same_source_and_config(item, filtered, config):
@@ -282,7 +317,7 @@ def _plan(
             None,
         )
     existing = store.read_item(item.id)
-    reason = needs_processing(item, existing, config, twin=twin)
+    reason = needs_processing(item, existing, config, twin=twin, l1c_readable=l1c_readable)
     if reason is None:
         return SceneOutcome(item.id, "skipped", "plan", "up to date"), None, None
     if item.id in failed_before and reason == "new":
@@ -373,15 +408,20 @@ def process_scene(task: SceneTask) -> SceneResult:
             stage = step.name
             result = step.run(scene, step_cfg)
             scene, records = result.scene, (*records, result.record)
-            if not result.write:
-                note = str(result.record.results.get("note", f"{step.name} filtered the scene"))
+            filtered_by = None if result.write else result.record
+            if step.name == "coreg" and result.write:
+                scene, records, filtered_by = temporal_test_after_coreg(scene, records, steps)
+            if filtered_by is not None:
+                note = str(
+                    filtered_by.results.get("note", f"{filtered_by.name} filtered the scene")
+                )
                 return SceneResult(
                     item.id,
                     "filtered",
-                    step.name,
+                    filtered_by.name,
                     note,
                     time.perf_counter() - t0,
-                    results=dict(result.record.results),
+                    results=dict(filtered_by.results),
                 )
         stage = "write"
         doc = write_scene(scene, item, inputs, records, config, store, started=t0)
@@ -408,6 +448,31 @@ def process_scene(task: SceneTask) -> SceneResult:
     return SceneResult(item.id, "written", "done", task.reason, time.perf_counter() - t0, doc=doc)
 
 
+def temporal_test_after_coreg(
+    scene: Scene, records: tuple[StepRecord, ...], steps: Sequence[tuple[Step[Any], Any]]
+) -> tuple[Scene, tuple[StepRecord, ...], StepRecord | None]:
+    """The hook that runs the cloud step's multi-temporal test on co-registered pixels.
+
+    When co-registration follows cloud masking, :func:`active_steps` makes the cloud step defer
+    the test (its shifted field edges would look like cloud against the clear-sky reference);
+    called right after the coreg step, this applies it to ``scene`` as co-registered
+    (:meth:`~stac2cube.steps.cloudmask.CloudMaskStep.apply_deferred_temporal`, pure) and puts
+    the updated cloud record in place of the old one. Returns the scene, the records, and the
+    cloud record when the scene has become too cloudy to write (``max_cloud_fraction``)."""
+    from .steps.cloudmask import CloudMaskStep
+
+    deferred = [(s, c) for s, c in steps if isinstance(s, CloudMaskStep) and s.defer_temporal]
+    i = next((k for k, r in enumerate(records) if r.name == CloudMaskStep.name), None)
+    if not deferred or i is None:
+        return scene, records, None
+    step, cfg = deferred[0]
+    # a scene the step left alone (no significant or no improving shift) is registered as well
+    coregistered = records[-1].name == "coreg" and records[-1].results.get("status") != "failed"
+    result = step.apply_deferred_temporal(scene, cfg, records[i], coregistered=coregistered)
+    records = (*records[:i], result.record, *records[i + 1 :])
+    return result.scene, records, None if result.write else result.record
+
+
 def _commit(
     result: SceneResult,
     task: SceneTask,
@@ -419,7 +484,13 @@ def _commit(
 ) -> SceneOutcome:
     """Apply a scene's result to the catalog (client side: the only writer of catalog JSON)."""
     outcome = SceneOutcome(
-        result.item_id, result.status, result.stage, result.message, result.seconds
+        result.item_id,
+        result.status,
+        result.stage,
+        result.message,
+        result.seconds,
+        **_cloud_outcome(result),
+        **_coreg_outcome(result),
     )
     if result.status == "failed":
         store.record_failure(
@@ -450,6 +521,38 @@ def _commit(
                 log.warning("kerchunk references of %s failed: %s", result.item_id, exc)
                 store.record_failure(result.item_id, "kerchunk", exc, run_id=run_id)
     return outcome
+
+
+def _coreg_outcome(result: SceneResult) -> dict[str, str]:
+    """``SceneOutcome`` fields of the co-registration step's outcome."""
+    if result.doc is None:
+        return {}
+    steps = result.doc.get("properties", {}).get("stac2cube:steps", [])
+    found = [s.get("results", {}) for s in steps if s.get("name") == "coreg"]
+    if not found:
+        return {}
+    status = str(found[0].get("status", ""))
+    return {
+        "coreg_status": status,
+        "coreg_reason": "" if status == "ok" else str(found[0].get("reason", "")),
+    }
+
+
+def _cloud_outcome(result: SceneResult) -> dict[str, str]:
+    """``SceneOutcome`` fields of a scene masked without the configured s2cloudless."""
+    if result.doc is not None:
+        steps = result.doc.get("properties", {}).get("stac2cube:steps", [])
+        found = [s.get("results", {}) for s in steps if s.get("name") == "cloudmask"]
+        res: Mapping[str, Any] = found[0] if found else {}
+    else:  # filtered by the cloud step: its results came back
+        res = result.results or {}
+    s2c = res.get("s2cloudless")
+    if not isinstance(s2c, Mapping) or s2c.get("status") != "not run":
+        return {}
+    method = str(res.get("method_used", "scl"))
+    if res.get("temporal", {}).get("status") == "applied":
+        method += " + multi-temporal test"
+    return {"s2cloudless_not_run": str(s2c.get("reason", "")), "cloud_method": method}
 
 
 class _ReportedError(Exception):
@@ -587,7 +690,9 @@ def active_steps(config: Config) -> list[tuple[Step[Any], Any]]:
     if config.steps.cloudmask is not None:
         from .steps.cloudmask import CloudMaskStep
 
-        steps.append((CloudMaskStep(), config.steps.cloudmask))
+        # co-registration follows: the temporal test waits for its pixels
+        defer = config.steps.coreg is not None
+        steps.append((CloudMaskStep(defer_temporal=defer), config.steps.cloudmask))
     if config.steps.coreg is not None:
         from .steps.coreg import CoregStep
 
@@ -613,11 +718,14 @@ def needs_processing(
     config: Config,
     *,
     twin: pystac.Item | None = None,
+    l1c_readable: Callable[[pystac.Item], bool] | None = None,
 ) -> str | None:
     """Why ``source`` must be processed (``new``, ``stale: ...``), or None if up to date.
 
     ``twin`` is the L1C twin found in this run (if a step needs one): an item built without it
-    (L2A fallback) or with another twin is stale.
+    (masked without s2cloudless) or with another twin is stale. An item masked without it
+    because reading this very twin was refused is stale only when ``l1c_readable(twin)`` says
+    the storage serves it now (an update without L1C credentials must not redo every scene).
     """
     reason = _staleness(source.id, source.properties, existing, config)
     if reason is not None or existing is None:
@@ -628,8 +736,42 @@ def needs_processing(
             i["item"] for i in props.get("stac2cube:inputs", []) if i["band"].startswith("toa:")
         }
         if used != {twin.id}:
-            return "stale: L1C twin now available"
+            if not _l1c_refused(props, twin.id):
+                return "stale: L1C twin now available"
+            if l1c_readable is not None and l1c_readable(twin):
+                return "stale: L1C twin readable now"
     return None
+
+
+def l1c_access_probe(config: Config) -> Callable[[pystac.Item], bool]:
+    """``probe(twin)``: whether the storage serves the L1C twin's assets now (opens one asset,
+    reads no pixels). Asked once per run, on the first twin: the twins of a run share a store
+    and the credentials."""
+    answer: list[bool] = []
+
+    def probe(twin: pystac.Item) -> bool:
+        if not answer:
+            try:
+                _, asset = find_asset(twin, S2CLOUDLESS_BANDS[0], resolution=60)
+                with l1c_env(twin, config), rasterio.open(asset_href(asset)):
+                    answer.append(True)
+            except (Stac2CubeError, rasterio.errors.RasterioError, OSError) as exc:
+                log.info("L1C twins still not readable: %s", exc)
+                answer.append(False)
+        return answer[0]
+
+    return probe
+
+
+def _l1c_refused(props: Mapping[str, Any], twin_id: str) -> bool:
+    """Whether the item (its properties) was masked without s2cloudless because reading the L1C
+    twin ``twin_id`` was refused."""
+    for step in props.get("stac2cube:steps", []):
+        s2c = step.get("results", {}).get("s2cloudless")
+        if step.get("name") == "cloudmask" and isinstance(s2c, Mapping):
+            reason = str(s2c.get("reason", ""))
+            return reason.startswith("L1C read refused") and twin_id in reason
+    return False
 
 
 def _staleness(
@@ -768,12 +910,13 @@ def find_l1c_twins(
 ) -> dict[str, pystac.Item]:
     """Pair each L2A item with its L1C twin: same MGRS tile, acquired within 60 s.
 
-    A failing L1C search is logged (stage ``search-l1c``); the cloud step then falls back to L2A
-    inputs, and its provenance says so. Dates are never mismatched.
+    A failing L1C search is logged (stage ``search-l1c``); the cloud step then masks without
+    s2cloudless (SCL), and its provenance says so. Dates are never mismatched.
     """
     src = config.source
     coll = src.l1c_collection
     if coll is None:
+        log.info("source.l1c_collection is null: cloud masking runs without s2cloudless (SCL)")
         return {}
     l1c_source = dataclasses.replace(
         src,
@@ -784,11 +927,11 @@ def find_l1c_twins(
     try:
         found = search(l1c_source, aoi, config.time, collection=coll, base_dir=config.base_dir)
     except EmptySearchError:
-        log.info("no %s twins found; cloud masking uses L2A inputs", coll)
+        log.info("no %s twins found; cloud masking runs without s2cloudless (SCL)", coll)
         return {}
     except SearchError as exc:
         store.record_failure("<search-l1c>", "search-l1c", exc, run_id=run_id)
-        log.warning("L1C search failed (%s); cloud masking uses L2A inputs", exc)
+        log.warning("L1C search failed (%s); cloud masking runs without s2cloudless (SCL)", exc)
         return {}
     twins: dict[str, pystac.Item] = {}
     for item in items:
@@ -813,8 +956,13 @@ def read_aux(
     steps: Sequence[tuple[Step[Any], Any]],
     config: Config,
 ) -> tuple[Scene, tuple[InputRecord, ...]]:
-    """Read what the steps ask for (e.g. L1C TOA bands at 60 m) into ``scene.aux``."""
+    """Read what the steps ask for (e.g. L1C TOA bands at 60 m) into ``scene.aux``.
+
+    L1C bands come from the twin only: without one, or when the storage refuses the read
+    (:class:`~stac2cube.errors.AssetAccessError`), ``scene.missing_aux`` says why and the step
+    decides (the cloud step masks with SCL, or fails with ``l1c: require``)."""
     aux = dict(scene.aux)
+    missing = dict(scene.missing_aux)
     inputs: list[InputRecord] = []
     crs = scene.geobox.crs
     for step, cfg in steps:
@@ -827,27 +975,72 @@ def read_aux(
                 )
             if req.level in _REFERENCE_LEVELS:
                 key = _REFERENCE_LEVELS[req.level]
-                ref = read_reference(config, gbox, req.bands, key)
+                ref = read_reference(config, gbox, req.bands, key, when=item.datetime)
                 if ref is not None:
                     aux[name] = ref
-                    inputs.append(InputRecord(f"{name}:{req.bands[0]}", key, *_ref_src(ref, key)))
+                    asset_key = ref.version or key
+                    inputs.append(
+                        InputRecord(f"{name}:{req.bands[0]}", asset_key, *_ref_src(ref, key))
+                    )
+                else:
+                    missing[name] = (
+                        f"the catalog has no {key} (its build failed or found no clear scene: "
+                        f"see <catalog>/_stac2cube/failures.jsonl, stage {key})"
+                    )
                 continue
-            if req.level == "l1c" and twin is not None:
-                src_item, source = twin, f"l1c:{twin.id}"
-            else:
-                src_item, source = item, "l2a" if req.level == "l2a" else "l2a-fallback"
-            ov = config.radiometry.overrides.get(src_item.collection_id or "")
-            override = RadiometryOverride(ov.scale, ov.offset) if ov else None
-            planes = []
-            for band in req.bands:
-                if band == "B10" and src_item is item:  # L2A products have no B10
-                    planes.append(np.full(gbox.shape.yx, np.nan, dtype="float32"))
+            if req.level == "l1c":
+                # never replaced by L2A bands: the step decides what a missing twin means
+                if twin is None:
+                    missing[name] = "no L1C twin"
                     continue
-                r = read_band(src_item, band, gbox, override=override)
-                planes.append(r.data)
-                inputs.append(InputRecord(f"{name}:{band}", r.asset_key, r.href, src_item.id))
-            aux[name] = AuxLayer(np.stack(planes), gbox, tuple(req.bands), source)
-    return scene.replace(aux=aux), tuple(inputs)
+                try:
+                    with l1c_env(twin, config):
+                        layer, got = _read_aux_bands(twin, name, req, gbox, config)
+                except AssetAccessError as exc:
+                    log.warning("%s: L1C read refused: %s", item.id, exc)
+                    missing[name] = f"L1C read refused: {exc}"
+                    continue
+                aux[name] = dataclasses.replace(layer, source=f"l1c:{twin.id}")
+            else:
+                aux[name], got = _read_aux_bands(item, name, req, gbox, config, l2a=True)
+            inputs += got
+    return scene.replace(aux=aux, missing_aux=missing), tuple(inputs)
+
+
+def _read_aux_bands(
+    src_item: pystac.Item,
+    name: str,
+    req: AuxRequest,
+    gbox: GeoBox,
+    config: Config,
+    *,
+    l2a: bool = False,
+) -> tuple[AuxLayer, list[InputRecord]]:
+    """The bands of ``req`` from ``src_item`` on ``gbox``; of an L2A item (``l2a``), B10, which
+    L2A products do not carry, is a NaN plane."""
+    ov = config.radiometry.overrides.get(src_item.collection_id or "")
+    override = RadiometryOverride(ov.scale, ov.offset) if ov else None
+    planes, inputs = [], []
+    for band in req.bands:
+        if band == "B10" and l2a:
+            planes.append(np.full(gbox.shape.yx, np.nan, dtype="float32"))
+            continue
+        r = read_band(src_item, band, gbox, override=override)
+        planes.append(r.data)
+        inputs.append(InputRecord(f"{name}:{band}", r.asset_key, r.href, src_item.id))
+    return AuxLayer(np.stack(planes), gbox, tuple(req.bands), "l2a"), inputs
+
+
+def l1c_env(twin: pystac.Item, config: Config) -> rasterio.Env:
+    """GDAL settings of the L1C reads: requester-pays (``source.l1c_requester_pays``, or when the
+    twin says so, see :func:`~stac2cube.io.read.requester_pays`)."""
+    pays = config.source.l1c_requester_pays
+    if pays is None:
+        pays = requester_pays(twin)
+    opts = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_MAX_RETRY": "3"}
+    if pays:
+        opts["AWS_REQUEST_PAYER"] = "requester"
+    return rasterio.Env(**opts)
 
 
 # ---------------------------------------------------------------------- coreg reference
@@ -866,27 +1059,45 @@ def _ref_src(ref: AuxLayer, key: str) -> tuple[str, str]:
 
 
 def read_reference(
-    config: Config, geobox: GeoBox, bands: Sequence[str], key: str = REFERENCE_ASSET
+    config: Config,
+    geobox: GeoBox,
+    bands: Sequence[str],
+    key: str = REFERENCE_ASSET,
+    *,
+    when: dt.datetime | None = None,
 ) -> AuxLayer | None:
     """The catalog's reference ``key`` (co-registration or clear-sky) on ``geobox`` (None if it
-    has none yet).
+    has none yet): of its stored versions (:meth:`CatalogStore.reference_versions`), the one
+    whose median time is nearest to ``when`` (the first version when ``when`` or the versions'
+    times are not known).
 
     ``AuxLayer.source`` is ``<href>#<sources>``: the reference file and the scenes (or user file)
     it was built from, for the scene's provenance; ``AuxLayer.datetime`` the median acquisition
-    time of those scenes, where recorded."""
+    time of those scenes, where recorded; ``AuxLayer.version`` the asset key of the version."""
     from .reference import reproject_reference
 
     store = CatalogStore(config.catalog_dir, config.output.collection_id)
-    asset = store.reference_asset(key)
-    path = store.reference_path(key)
-    if asset is None or path is None:
+    versions = [(k, a, _reference_time(a)) for _, k, a in store.reference_versions(key)]
+    if not versions:
         return None
+    asset_key, asset, t = versions[0]
+    times = [v[2] for v in versions]
+    if when is not None and all(times):
+        gaps = [abs((v - when).total_seconds()) for v in times if v is not None]
+        asset_key, asset, t = versions[gaps.index(min(gaps))]
+    path = (store.root / store.collection_id / str(asset["href"])).resolve()
     data = reproject_reference(str(path), geobox, resampling="nearest")
     meta = asset.get("stac2cube:reference", {})
     sources = ",".join(meta.get("sources", [])) or key
-    when = meta.get("datetime")
-    t = pystac.utils.str_to_datetime(when) if isinstance(when, str) else None
-    return AuxLayer(data[None], geobox, tuple(bands), f"{path}#{sources}", datetime=t)
+    return AuxLayer(
+        data[None], geobox, tuple(bands), f"{path}#{sources}", datetime=t, version=asset_key
+    )
+
+
+def _reference_time(asset: Mapping[str, Any]) -> dt.datetime | None:
+    """The median acquisition time a stored reference records (None if it records none)."""
+    when = asset.get("stac2cube:reference", {}).get("datetime")
+    return pystac.utils.str_to_datetime(when) if isinstance(when, str) else None
 
 
 def _bad_pixels(scene: Scene) -> np.ndarray | None:
@@ -992,10 +1203,19 @@ def ensure_reference(
     log.info("co-registration reference (%s) built from %s", cfg.reference, ", ".join(sources))
 
 
+_DEFAULT_REFRESH_DAYS = CloudMaskConfig().temporal_refresh_days
+
+
 def cloud_reference_parameters(cfg: CloudMaskConfig, geobox: GeoBox) -> dict[str, Any]:
     """What determines the clear-sky reference of the multi-temporal cloud test: its band,
     the number of scenes, the grid and the cloud masking that picks the clear pixels."""
-    masking = to_dict(dataclasses.replace(cfg, temporal_threshold=None), for_hash=True)
+    # how far apart versions are is not what a version is: refresh_days at its default
+    masking = to_dict(
+        dataclasses.replace(
+            cfg, temporal_threshold=None, temporal_refresh_days=_DEFAULT_REFRESH_DAYS
+        ),
+        for_hash=True,
+    )
     return {
         "mode": "median",
         "band": TEMPORAL_BAND,
@@ -1013,25 +1233,96 @@ def ensure_cloud_reference(
     run_id: str,
 ) -> None:
     """Make sure the catalog holds the clear-sky reference of the multi-temporal cloud test
-    (``steps.cloudmask.temporal_threshold``): the per-pixel median of the ``B02`` reflectance of
-    the ``temporal_scenes`` clearest scenes, clouds and shadows masked by the cloud step without
-    the temporal test, on the target grid. Candidates are the scenes with the lowest provider
-    cloud cover (twice ``temporal_scenes`` of them).
+    (``steps.cloudmask.temporal_threshold``) near every scene of ``items``.
 
-    Built once, on the client, before the scenes are dispatched, and stored as the collection
-    asset ``cloud-reference``; later runs reuse it while its parameters stay the same, so an
-    update masks new scenes against the same image. A failure is logged (stage
-    ``cloud-reference``); the cloud step then skips the test and records that it did.
+    A reference version is the per-pixel median of the ``B02`` reflectance of the
+    ``temporal_scenes`` clearest scenes, clouds and shadows masked by the cloud step without
+    the temporal test, on the target grid; candidates are the scenes with the lowest provider
+    cloud cover (twice ``temporal_scenes`` of them). Everything is built on the client, before
+    the scenes are dispatched:
+
+    * the first version (collection asset ``cloud-reference``) from all of ``items``, when the
+      catalog has none built with the current parameters (a version with other parameters is
+      replaced, and the later versions built with them are removed);
+    * with ``temporal_refresh_days``, a new version (``cloud-reference-v2``, ...) for each group
+      of scenes farther than that from every stored version (:func:`~stac2cube.reference.
+      refresh_window`), from the scenes of ``items`` in that window. Stored versions are never
+      changed, so items already written keep pointing to the reference they used.
+
+    A failure is logged (stage ``cloud-reference``) and the run goes on: without any version
+    the cloud step skips the test; a scene whose new version failed is farther than
+    ``temporal_refresh_days`` from every version, so the step skips the test for it. Both are
+    recorded in the scene's provenance, and the next run tries again for its new scenes.
     """
-    from .reference import choose_reference
-
     cfg = config.steps.cloudmask
     if cfg is None or cfg.temporal_threshold is None:
         return
     geobox = target_geobox(load_aoi(config.aoi, config.base_dir), config.grid)
     params = cloud_reference_parameters(cfg, geobox)
-    if _has_reference(store, CLOUD_REFERENCE_ASSET, params):
+    versions = store.reference_versions(CLOUD_REFERENCE_ASSET)
+    current = [
+        v for v in versions if v[2].get("stac2cube:reference", {}).get("parameters") == params
+    ]
+    if not current or current[0][0] != 1:
+        if _build_cloud_reference(config, items, twins, store, run_id, geobox, params, 1) is None:
+            return
+        for _, key, _ in versions:  # later versions of the reference just replaced
+            if key != CLOUD_REFERENCE_ASSET:
+                store.remove_reference(key)
+        current = store.reference_versions(CLOUD_REFERENCE_ASSET)
+    refresh = cfg.temporal_refresh_days
+    if refresh is None:
         return
+    from .reference import refresh_window
+
+    known = [_reference_time(a) for _, _, a in current]
+    times = [t for t in known if t is not None]
+    if len(times) < len(known):
+        log.warning("a clear-sky reference version records no time: it is not refreshed")
+        return
+    dated = sorted(((it.datetime, it) for it in items if it.datetime), key=lambda p: p[0])
+    # after every stored version, whatever its parameters: a file name is never reused
+    version = max(v[0] for v in store.reference_versions(CLOUD_REFERENCE_ASSET)) + 1
+    done_until: dt.datetime | None = None
+    while True:
+        pending = [t for t, _ in dated if done_until is None or t > done_until]
+        window = refresh_window(pending, times, refresh)
+        if window is None:
+            return
+        group = [it for t, it in dated if window[0] <= t <= window[1]]
+        when = _build_cloud_reference(
+            config, group, twins, store, run_id, geobox, params, version, window=window
+        )
+        if when is not None:
+            times.append(when)
+            version += 1
+        done_until = window[1]
+
+
+def _build_cloud_reference(
+    config: Config,
+    items: Sequence[pystac.Item],
+    twins: Mapping[str, pystac.Item],
+    store: CatalogStore,
+    run_id: str,
+    geobox: GeoBox,
+    params: Mapping[str, Any],
+    version: int,
+    *,
+    window: tuple[dt.datetime, dt.datetime] | None = None,
+) -> dt.datetime | None:
+    """Build and store version ``version`` of the clear-sky reference from ``items``; its median
+    time, or None when it could not be built (recorded in the failure log)."""
+    from .reference import choose_reference
+
+    cfg = config.steps.cloudmask
+    assert cfg is not None
+    what = "the clear-sky reference of the cloud test"
+    if window is not None:
+        what = (
+            f"version {version} of the clear-sky reference of the cloud test (scenes of "
+            f"{window[0]:%Y-%m-%d} to {window[1]:%Y-%m-%d})"
+        )
     try:
         cands, times = _reference_candidates(
             config, items, twins, geobox, TEMPORAL_BAND, 2 * cfg.temporal_scenes
@@ -1039,21 +1330,25 @@ def ensure_cloud_reference(
         # min_texture 0: a flat clear scene (water, desert) is as good a clear-sky reference
         data, sources = choose_reference(cands, "median", cfg.temporal_scenes, min_texture=0.0)
     except Stac2CubeError as exc:
-        log.warning("cannot build the clear-sky reference of the cloud test: %s", exc)
-        store.record_failure("<cloud-reference>", "cloud-reference", exc, run_id=run_id)
-        return
-    _store_reference(
-        config,
-        store,
-        CLOUD_REFERENCE_ASSET,
-        data,
-        geobox,
-        f"Clear-sky reference of the multi-temporal cloud test ({TEMPORAL_BAND}, median)",
-        {"mode": "median", "band": TEMPORAL_BAND, "sources": list(sources), "parameters": params},
-        _median_time([times[s] for s in sources]),
-        run_id,
-    )
-    log.info("clear-sky reference (%s, median) built from %s", TEMPORAL_BAND, ", ".join(sources))
+        log.warning("cannot build %s: %s", what, exc)
+        err = exc if window is None else _ReportedError(type(exc).__name__, f"{what}: {exc}")
+        store.record_failure("<cloud-reference>", "cloud-reference", err, run_id=run_id)
+        return None
+    when = _median_time([times[s] for s in sources])
+    title = f"Clear-sky reference of the multi-temporal cloud test ({TEMPORAL_BAND}, median)"
+    meta: dict[str, Any] = {
+        "mode": "median",
+        "band": TEMPORAL_BAND,
+        "sources": list(sources),
+        "parameters": dict(params),
+    }
+    if version > 1:
+        title += f", version {version}"
+        meta["version"] = version
+    key = reference_version_key(CLOUD_REFERENCE_ASSET, version)
+    _store_reference(config, store, key, data, geobox, title, meta, when, run_id)
+    log.info("%s built from %s", key, ", ".join(sources))
+    return when
 
 
 def _median_time(times: Sequence[dt.datetime | None]) -> dt.datetime | None:
@@ -1079,8 +1374,11 @@ def _store_reference(
 
     out_dir = store.reference_dir(key)
     out_dir.mkdir(parents=True, exist_ok=True)
+    ref = reference_base_key(key)
+    assert ref is not None
     digest = hashlib.sha256(json.dumps(meta["parameters"], sort_keys=True).encode()).hexdigest()
-    name = f"reference-{meta['band']}-{digest[:12]}.tif"
+    version = f"-v{meta['version']}" if meta.get("version", 1) > 1 else ""
+    name = f"reference-{meta['band']}-{digest[:12]}{version}.tif"
     out = config.output
     cog = write_cog(
         data,
@@ -1105,7 +1403,7 @@ def _store_reference(
         run_id=run_id,
     )
     asset_doc = {
-        "href": f"./{REFERENCE_DIRS[key]}/{name}",
+        "href": f"./{REFERENCE_DIRS[ref[0]]}/{name}",
         "type": pystac.MediaType.COG,
         "title": title,
         "roles": ["data", "reference"],

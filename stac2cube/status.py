@@ -22,6 +22,9 @@ class CatalogStatus:
     steps: dict[str, int] = field(default_factory=dict)
     """How many items each processing step produced."""
     orphans: tuple[str, ...] = ()
+    without_s2cloudless: dict[str, int] = field(default_factory=dict)
+    """Items whose cloud mask was made without the configured s2cloudless, by why (``no L1C
+    twin``, ``L1C read refused``)."""
 
 
 def catalog_status(catalog: str | Path) -> CatalogStatus:
@@ -29,8 +32,14 @@ def catalog_status(catalog: str | Path) -> CatalogStatus:
     store = CatalogStore.open(catalog)
     written = set(store.item_ids())
     steps: Counter[str] = Counter()
+    without: Counter[str] = Counter()
     for item in store.iter_items():
-        steps.update(s["name"] for s in item["properties"].get("stac2cube:steps", []))
+        records = item["properties"].get("stac2cube:steps", [])
+        steps.update(s["name"] for s in records)
+        for s in records:
+            s2c = s.get("results", {}).get("s2cloudless") if s["name"] == "cloudmask" else None
+            if isinstance(s2c, dict) and s2c.get("status") == "not run":
+                without[str(s2c.get("reason", "")).partition(":")[0]] += 1
     filtered = set(store.filtered()) - written
     latest: dict[str, FailureRecord] = {}
     for rec in store.failures():
@@ -44,4 +53,5 @@ def catalog_status(catalog: str | Path) -> CatalogStatus:
         failures=open_failures,
         steps=dict(steps),
         orphans=tuple(str(p) for p in store.orphans()),
+        without_s2cloudless=dict(without),
     )

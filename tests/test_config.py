@@ -92,13 +92,20 @@ def test_unreadable_or_invalid_yaml(tmp_path: Path) -> None:
 def test_options_added_later_leave_existing_hashes_alone() -> None:
     """An option added after catalogs existed (``since`` in its field) is left out of the hash
     while it keeps its default: upgrading stac2cube must not make every item stale. The pinned
-    value is the hash that stac2cube 0.1.0 (before the multi-temporal cloud test) gave."""
-    cfg = config_from_dict({**BASE, "bands": ["B02", "B04", "SCL"], "steps": {"cloudmask": {}}})
+    value is the hash that stac2cube 0.1.0 (before the multi-temporal cloud test) gave for its
+    default cloud step, whose ``cirrus_threshold`` was 0.012 (the default is now off: a changed
+    default changes the pixels, so it changes the hash, and such items are redone once)."""
+    old_default = {"cloudmask": {"cirrus_threshold": 0.012}}
+    cfg = config_from_dict({**BASE, "bands": ["B02", "B04", "SCL"], "steps": old_default})
     assert "temporal_threshold" not in cfg.processing_dict()["steps"]["cloudmask"]
     assert cfg.config_hash == (
         "sha256:0cd951f82a69522b7ece97121a7d1451caf0be6ffdc0ff614b1c7bde6663e542"
     )
-    temporal = {"cloudmask": {"temporal_threshold": 0.03}}
+    new_default = config_from_dict(
+        {**BASE, "bands": ["B02", "B04", "SCL"], "steps": {"cloudmask": {}}}
+    )
+    assert new_default.config_hash != cfg.config_hash
+    temporal = {"cloudmask": {"cirrus_threshold": 0.012, "temporal_threshold": 0.03}}
     on = config_from_dict({**BASE, "bands": ["B02", "B04", "SCL"], "steps": temporal})
     assert on.processing_dict()["steps"]["cloudmask"]["temporal_threshold"] == 0.03
     assert on.config_hash != cfg.config_hash

@@ -1,4 +1,4 @@
-"""The cloud-masking step inside the pipeline: L1C twins, fallback, assets, filter, mask on load."""
+"""The cloud-masking step inside the pipeline: L1C twins, no twin, assets, filter, mask on load."""
 
 from __future__ import annotations
 
@@ -83,7 +83,9 @@ def test_mask_on_load(masked) -> None:
     assert (m == MASK_CLOUD).any() and not (m[has_data] == MASK_NODATA).any()
 
 
-def test_without_l1c_the_fallback_is_used_and_recorded(sample: Sample, tmp_path: Path) -> None:
+def test_without_l1c_scl_masks_and_a_twin_later_makes_it_stale(
+    sample: Sample, tmp_path: Path
+) -> None:
     cfg = load_config(
         write_config(
             tmp_path,
@@ -96,7 +98,8 @@ def test_without_l1c_the_fallback_is_used_and_recorded(sample: Sample, tmp_path:
     assert run(cfg).written == 4
     for item in _items(cfg).values():
         res = item["properties"]["stac2cube:steps"][1]["results"]
-        assert res["toa_source"] == "l2a-fallback"
+        assert res["s2cloudless"] == {"status": "not run", "reason": "no L1C twin"}
+        assert res["method_used"] == "scl" and "toa_source" not in res
     # with the L1C file given, the twins are found offline too
     cfg2 = load_config(
         write_config(

@@ -47,7 +47,7 @@ def catalog(sample: Sample, tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = write_config(
         tmp,
         sample,
-        {"path": str(sample.l2a_items_path)},
+        {"path": str(sample.l2a_items_path), "l1c_path": str(sample.l1c_items_path)},
         bands=BANDS,
         run={"executor": "serial"},
     )

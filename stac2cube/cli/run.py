@@ -55,6 +55,19 @@ def report(summary: RunSummary) -> None:
         f"{summary.filtered} filtered, {summary.failed} failed  "
         f"(search: {summary.search_method}, run {summary.run_id})"
     )
+    for (why, method), n in sorted(summary.without_s2cloudless().items()):
+        scenes = "scene" if n == 1 else "scenes"
+        click.echo(f"  {n} {scenes} masked without s2cloudless ({why}): {method}")
+    coreg = summary.coreg_statuses()
+    if coreg:
+        counts = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in sorted(coreg.items()))
+        click.echo(f"  co-registration: {counts} (only 'ok' scenes were shifted)")
+        for o in summary.outcomes:
+            if o.coreg_status == "failed":
+                click.secho(f"  {o.item_id} [coreg]: {o.coreg_reason}", fg="yellow", err=True)
+    refused = next((o for o in summary.outcomes if o.s2cloudless_not_run.startswith("L1C ")), None)
+    if refused is not None:
+        click.secho(f"  {refused.item_id}: {refused.s2cloudless_not_run}", fg="yellow", err=True)
     for o in summary.outcomes:
         if o.status in ("failed", "rejected"):
             click.secho(f"  {o.item_id} [{o.stage}]: {o.message}", fg="yellow", err=True)

@@ -23,6 +23,8 @@ def status_cmd(catalog: Path) -> None:
     )
     if st.steps:
         click.echo("steps: " + ", ".join(f"{k} ×{v}" for k, v in sorted(st.steps.items())))
+    for why, n in sorted(st.without_s2cloudless.items()):
+        click.echo(f"cloud masks without s2cloudless ({why}): {n} (SCL instead)")
     for f in st.failures:
         click.secho(f"  {f.item_id} [{f.stage}, {f.error}, {f.time}]: {f.message}", fg="yellow")
     if st.orphans:

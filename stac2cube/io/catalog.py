@@ -11,7 +11,8 @@ Layout (all links relative, so the directory can be moved or served as it is)::
     <root>/<collection>/_coreg-reference/       the co-registration reference (a collection
                                                 asset, ``coreg-reference``), if steps.coreg runs
     <root>/<collection>/_cloud-reference/       the clear-sky reference of the multi-temporal
-                                                cloud test (asset ``cloud-reference``), if on
+                                                cloud test (asset ``cloud-reference``), if on, and
+                                                its later versions (``cloud-reference-v2``, ...)
     <root>/_stac2cube/failures.jsonl            failure log (one JSON object per line)
     <root>/_stac2cube/lock                      held while a run writes
 
@@ -67,10 +68,29 @@ REFERENCE_DIRS: Mapping[str, str] = {
     CLOUD_REFERENCE_ASSET: "_cloud-reference",
 }
 """Collection reference assets -> the directory (in the collection) that holds their file."""
+VERSION_MARK = "-v"
+"""Version ``n >= 2`` of reference ``key`` is the collection asset ``f"{key}-v{n}"``, its file in
+the same directory as version 1 (the asset ``key`` itself)."""
 INDEX_FILE = "items.parquet"
 PREVIOUS_INDEX_FILE = ".items-previous.parquet"
 """The index as it was before a run's commits, read back when the run writes the new one."""
 """The collection's stac-geoparquet index (:mod:`stac2cube.cube.index`), next to its JSON."""
+
+
+def reference_version_key(key: str, version: int) -> str:
+    """The collection asset of version ``version`` of reference ``key`` (1: ``key`` itself)."""
+    return key if version == 1 else f"{key}{VERSION_MARK}{version}"
+
+
+def reference_base_key(asset_key: str) -> tuple[str, int] | None:
+    """``(reference key, version)`` of a reference asset key (``cloud-reference-v2`` ->
+    ``("cloud-reference", 2)``), None when it is not one."""
+    if asset_key in REFERENCE_DIRS:
+        return asset_key, 1
+    base, mark, n = asset_key.rpartition(VERSION_MARK)
+    if mark and base in REFERENCE_DIRS and n.isdigit() and int(n) >= 2:
+        return base, int(n)
+    return None
 
 
 def load_template(name: str, **values: str) -> dict[str, Any]:
@@ -188,17 +208,17 @@ class CatalogStore:
             return []
         linked = set(self.item_ids())
         assets = self.read_collection().get("assets", {})
-        ref_files = {
-            dirname: Path(assets[key]["href"]).name
-            for key, dirname in REFERENCE_DIRS.items()
-            if key in assets
-        }
+        ref_files: dict[str, set[str]] = {}
+        for key, asset in assets.items():
+            ref = reference_base_key(key)
+            if ref is not None:
+                ref_files.setdefault(REFERENCE_DIRS[ref[0]], set()).add(Path(asset["href"]).name)
         out: list[Path] = []
         for p in sorted(coll_dir.iterdir()):
             if p.name in ("collection.json", INDEX_FILE):
                 continue
             if p.name in ref_files and p.is_dir():
-                out.extend(f for f in sorted(p.iterdir()) if f.name != ref_files[p.name])
+                out.extend(f for f in sorted(p.iterdir()) if f.name not in ref_files[p.name])
                 continue
             if not p.is_dir() or p.name not in linked:
                 out.append(p)
@@ -314,8 +334,36 @@ class CatalogStore:
         return (self.root / self.collection_id / str(asset["href"])).resolve()
 
     def reference_dir(self, key: str = REFERENCE_ASSET) -> Path:
-        """Where the COG of reference ``key`` is written."""
-        return self.root / self.collection_id / REFERENCE_DIRS[key]
+        """Where the COG of reference ``key`` (or of one of its versions) is written."""
+        ref = reference_base_key(key)
+        if ref is None:
+            raise CatalogError(f"{key!r} is not a reference asset of the collection")
+        return self.root / self.collection_id / REFERENCE_DIRS[ref[0]]
+
+    def reference_versions(self, key: str) -> list[tuple[int, str, dict[str, Any]]]:
+        """``(version, asset key, asset)`` of every stored version of reference ``key``, oldest
+        version first: the asset ``key`` is version 1 (a catalog written before versions has
+        only it), ``key-v2``, ``key-v3``, ... the later ones."""
+        try:
+            assets = self.read_collection().get("assets", {})
+        except CatalogError:
+            return []
+        out = []
+        for k, asset in assets.items():
+            ref = reference_base_key(k)
+            if ref is not None and ref[0] == key:
+                out.append((ref[1], k, dict(asset)))
+        return sorted(out, key=lambda v: v[0])
+
+    def remove_reference(self, key: str) -> None:
+        """Unlink the reference asset ``key`` from the collection, then delete its file."""
+        coll = self.read_collection()
+        old = coll.get("assets", {}).pop(key, None)
+        if old is None:
+            return
+        write_json_atomic(self.collection_path, coll)
+        with contextlib.suppress(OSError):
+            (self.root / self.collection_id / old["href"]).unlink()
 
     def set_reference(
         self, asset: Mapping[str, Any], extensions: Iterable[str] = (), key: str = REFERENCE_ASSET

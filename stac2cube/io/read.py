@@ -4,22 +4,42 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pystac
 import rasterio
+import rasterio.env
 import rasterio.errors
 from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
 from ..bands import S2_BANDS, find_asset
-from ..errors import AssetReadError
+from ..errors import AssetAccessError, AssetReadError
 from ..radiometry import Radiometry, RadiometryOverride, band_radiometry, to_reflectance
 
 log = logging.getLogger(__name__)
 
 SCL_NODATA = 0
+
+REQUESTER_PAYS_BUCKETS = frozenset({"sentinel-s2-l1c", "sentinel-s2-l2a", "sentinel-s1-l1c"})
+"""AWS Open Data buckets of Sentinel data that are requester-pays. Earth Search v1
+``sentinel-2-l1c`` items point into ``s3://sentinel-s2-l1c`` without saying so (no
+``storage:*`` field), hence this list."""
+CDSE_S3_ENDPOINT = "eodata.dataspace.copernicus.eu"
+"""GDAL's ``AWS_S3_ENDPOINT`` for the ``s3://eodata`` hrefs of CDSE items."""
+_REFUSED = (
+    "http response code: 401",
+    "http response code: 403",
+    "accessdenied",
+    "access denied",
+    "forbidden",
+    "invalidaccesskeyid",
+    "signaturedoesnotmatch",
+    "configuration options not defined",  # GDAL /vsis3/ without any credentials
+    "permission denied",
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +65,77 @@ def asset_href(asset: pystac.Asset) -> str:
     if asset.href.startswith("/") or (len(asset.href) > 2 and asset.href[1:3] == ":\\"):
         return asset.href
     return asset.get_absolute_href() or asset.href
+
+
+def _bucket(href: str) -> str | None:
+    for prefix in ("s3://", "/vsis3/"):
+        if href.startswith(prefix):
+            return href[len(prefix) :].split("/", 1)[0]
+    return None
+
+
+def requester_pays(item: pystac.Item) -> bool:
+    """Whether reading (some of) ``item``'s assets needs GDAL's ``AWS_REQUEST_PAYER=requester``:
+    the item or an asset says ``storage:requester_pays: true`` (storage extension v1), every
+    storage scheme an asset refers to is requester-pays (v2 ``storage:schemes`` /
+    ``storage:refs``), or an asset lies in one of :data:`REQUESTER_PAYS_BUCKETS`."""
+    props = item.properties
+    if props.get("storage:requester_pays") is True:
+        return True
+    schemes = props.get("storage:schemes")
+    schemes = schemes if isinstance(schemes, dict) else {}
+
+    def paid(names: Any) -> bool:
+        found = [schemes.get(n) for n in names]
+        return bool(found) and all(isinstance(f, dict) and f.get("requester_pays") for f in found)
+
+    for asset in item.assets.values():
+        fields = asset.extra_fields
+        if fields.get("storage:requester_pays") is True:
+            return True
+        # an asset without storage:refs is in every scheme of the item (v1 items migrated)
+        if paid(fields.get("storage:refs") or list(schemes)):
+            return True
+        if _bucket(asset.href) in REQUESTER_PAYS_BUCKETS:
+            return True
+    return False
+
+
+def is_access_refused(message: str) -> bool:
+    """Whether a GDAL/rasterio error message says the storage refused access (HTTP 401/403,
+    ``AccessDenied``, no credentials, file permissions) rather than that the data is bad."""
+    m = message.lower()
+    return any(s in m for s in _REFUSED)
+
+
+def access_advice(href: str) -> str:
+    """What to set when reading ``href`` was refused (see :func:`is_access_refused`)."""
+    bucket = _bucket(href)
+    if bucket == "eodata":
+        return (
+            f"CDSE S3 needs AWS_S3_ENDPOINT={CDSE_S3_ENDPOINT}, "
+            "AWS_VIRTUAL_HOSTING=FALSE and your CDSE S3 keys in AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (environment variables; see docs/sources.md)"
+        )
+    if bucket is not None:
+        payer = rasterio.env.getenv().get("AWS_REQUEST_PAYER") if rasterio.env.hasenv() else None
+        rp = (
+            "the request was sent as requester-pays (AWS_REQUEST_PAYER=requester): your AWS "
+            "account pays the transfer"
+            if payer
+            else "if the bucket is requester-pays, also set source.l1c_requester_pays: true "
+            "(GDAL's AWS_REQUEST_PAYER=requester)"
+        )
+        return (
+            f"s3://{bucket} needs AWS credentials: set AWS_ACCESS_KEY_ID and "
+            f"AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment; {rp}"
+        )
+    if href.startswith(("http://", "https://", "/vsicurl/")):
+        return (
+            "the server refused the request: its URLs may need signing (source.sign) or "
+            "credentials (GDAL_HTTP_HEADERS, GDAL_HTTP_USERPWD, or a .netrc file)"
+        )
+    return "check that the file is readable by this user"
 
 
 def choose_resampling(kind: str, src_res: float, dst_res: float, same_crs: bool) -> Resampling:
@@ -108,6 +199,11 @@ def read_band(
     except AssetReadError:
         raise
     except (rasterio.errors.RasterioError, OSError) as exc:
+        if is_access_refused(str(exc)):
+            raise AssetAccessError(
+                f"{item.id}: reading band {band} (asset {key!r}) from {href} was refused "
+                f"({exc}): {access_advice(href)}"
+            ) from exc
         raise AssetReadError(
             f"{item.id}: cannot read band {band} (asset {key!r}) from {href}: {exc}. "
             "Check that the file exists and is a valid GeoTIFF/JP2, or that the network allows "

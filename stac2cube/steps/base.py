@@ -46,10 +46,13 @@ class AuxLayer:
     geobox: GeoBox
     bands: tuple[str, ...]
     source: str
-    """Where it came from, e.g. ``l1c:<item id>`` or ``l2a-fallback``."""
+    """Where it came from, e.g. ``l1c:<item id>`` or ``l2a``."""
     datetime: dt.datetime | None = None
     """When it was observed, where a step needs it: the median acquisition time of the scenes a
     composite reference was built from (None: not known or not needed)."""
+    version: str | None = None
+    """Which stored version of a catalog reference this is (its collection asset key, e.g.
+    ``cloud-reference-v2``); None for other inputs."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,9 @@ class Scene:
     """How each ``classes`` layer is written (default: nodata 0, SCL classes for ``SCL``)."""
     aux: Mapping[str, AuxLayer] = field(default_factory=dict)
     """Inputs for steps that are not written (e.g. ``"toa"``: L1C bands)."""
+    missing_aux: Mapping[str, str] = field(default_factory=dict)
+    """Inputs a step asked for that the pipeline could not provide, with why (e.g. ``"toa"``:
+    ``"no L1C twin"`` or ``"L1C read refused: ..."``); the step decides what that means."""
     layers: Mapping[str, GridLayer] = field(default_factory=dict)
     """Layers on other grids, by asset key (e.g. ``"B04_sr"``: 2.5 m reflectance)."""
     sidecars: Mapping[str, Sidecar] = field(default_factory=dict)
@@ -131,14 +137,14 @@ class StepResult:
 @dataclass(frozen=True)
 class AuxRequest:
     """What a step asks the pipeline to read, on a grid of ``resolution`` over the scene's extent:
-    bands of the L1C twin (falling back to L2A when the provider has no L1C), of the L2A item, or
-    of the catalog's co-registration reference image."""
+    bands of the L1C twin, of the L2A item, or of the catalog's co-registration reference image.
+    What cannot be provided (no L1C twin, a refused read) is named in ``Scene.missing_aux``."""
 
     bands: tuple[str, ...]
     resolution: float
     level: str = "l1c"
-    """``l1c`` (TOA; L2A fallback where no twin exists), ``l2a``, ``reference`` (the catalog's
-    stored co-registration reference image; ``bands`` names the reference band) or
+    """``l1c`` (TOA of the L1C twin; never replaced by L2A bands), ``l2a``, ``reference`` (the
+    catalog's stored co-registration reference image; ``bands`` names the reference band) or
     ``cloud-reference`` (the clear-sky composite of the multi-temporal cloud test)."""
 
 

@@ -5,28 +5,33 @@ What the step does, per scene
 1. **Cloud probability** (methods ``s2cloudless``, ``union``, ``intersection``, or when extra
    ``thresholds`` are asked for): the shipped s2cloudless LightGBM model
    (``pixel_s2_cloud_detector_lightGBM_v0.1``) runs on the ten TOA bands
-   :data:`S2CLOUDLESS_BANDS` that the pipeline reads at ``resolution`` into ``scene.aux["toa"]``:
-   from the L1C twin when there is one (what the model was trained on), else from the L2A bands
-   (``l2a-fallback``: surface instead of TOA reflectance, and no B10, which L2A products do not
-   carry). A missing B10 is replaced by :data:`B10_FALLBACK_REFLECTANCE`, a clear-sky TOA cirrus
-   reflectance, so the model sees "no cirrus" rather than an out-of-distribution value; cirrus is
-   then only caught through the other bands. How B10 was handled goes into the step's results.
+   :data:`S2CLOUDLESS_BANDS` that the pipeline reads at ``resolution`` into ``scene.aux["toa"]``
+   from the L1C twin (what the model was trained on). Without a twin, or when its read was
+   refused (``scene.missing_aux``), s2cloudless does **not** run: with ``l1c: auto`` the scene is
+   masked by the L2A method, SCL (plus the multi-temporal test), and the results say
+   ``s2cloudless: {status: not run, reason: ...}`` and ``method_used: scl``; ``l1c: require``
+   fails the scene. Only ``l1c: never`` runs the model on the L2A bands (surface reflectance, no
+   B10, which is then :data:`B10_FALLBACK_REFLECTANCE`), an explicit opt-in recorded as such.
 2. The probability is upsampled **bilinearly** to the output grid (``CLOUD_PROB``, percent) and
-   the s2cloudless post-processing runs there, with sizes in metres so they mean the same at
-   every probability resolution: mean over a disk of radius ``average_over``, ``> threshold``,
-   dilation by a disk of radius ``dilation_size`` (radii in pixels of the output grid are
-   ``round(metres / pixel size)``).
+   the s2cloudless post-processing (:func:`s2cloudless_mask`) runs there, with sizes in metres so
+   they mean the same at every probability resolution: mean over a disk of radius
+   ``average_over``, ``> threshold``, dilation by a disk of radius ``dilation_size`` (radii in
+   pixels of the output grid are ``round(metres / pixel size)``).
    With an L1C twin, pixels whose B10 TOA reflectance exceeds ``cirrus_threshold`` (Sen2Cor's
    thin-cirrus threshold 0.012) join the s2cloudless mask, dilated the same way.
 3. **SCL clouds**: the SCL classes listed in ``scl_classes`` other than 3 count as cloud.
 4. **Combination** (``method``): ``s2cloudless``, ``scl``, ``union`` or ``intersection`` of the two.
    With ``temporal_threshold`` set, the **multi-temporal test** (:func:`temporal_cloud_test`,
    Hagolle et al. 2010) adds the pixels whose L2A blue reflectance exceeds the catalog's clear-sky
-   reference (``scene.aux["clear_reference"]``, built once per catalog by the pipeline) by more
+   reference (``scene.aux["clear_reference"]``: the version nearest in time of those the
+   pipeline builds as the archive grows, see ``temporal_refresh_days``) by more
    than ``temporal_threshold * (1 + days / temporal_days)``. Clouds brighten the blue band over
    every surface, while surface change (harvest, green-up) moves blue far less; the time term
    allows for more change over longer gaps. SCL snow (class 11) is left out, as is any pixel the
-   reference has no clear value for. Without a reference the test is skipped and recorded.
+   reference has no clear value for. Without a reference, or with one farther in time than
+   ``temporal_refresh_days``, the test is skipped and recorded. With ``defer_temporal`` (the
+   pipeline sets it when co-registration follows) :meth:`CloudMaskStep.run` leaves the test to
+   :meth:`CloudMaskStep.apply_deferred_temporal`, which applies it to the co-registered pixels.
 5. **Shadows** (``shadows``): SCL class 3 (when listed in ``scl_classes``) and/or a geometric
    search: every connected cloud object is projected away from the sun by ``h·tan(zenith)`` for
    ``h`` over ``shadow_heights``; the height whose projection lands on the largest fraction of
@@ -63,7 +68,7 @@ from odc.geo.geobox import GeoBox
 from ..errors import ConfigError, StepError
 from ..fields import doc
 from ..provenance import StepRecord
-from .base import AuxRequest, LayerInfo, Scene, StepResult
+from .base import AuxLayer, AuxRequest, LayerInfo, Scene, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +102,9 @@ S2CLOUDLESS_BANDS: Final = ("B01", "B02", "B04", "B05", "B08", "B8A", "B09", "B1
 S2CLOUDLESS_MODEL: Final = "pixel_s2_cloud_detector_lightGBM_v0.1"
 """The model shipped with the s2cloudless package and used here."""
 B10_FALLBACK_REFLECTANCE: Final = 0.002
-"""TOA reflectance put in place of a missing B10 (L2A fallback): a clear-sky value (the 1375 nm
-band sees the surface through ~1-2 % transmittance; Sen2Cor flags thin cirrus from 0.012)."""
+"""TOA reflectance put in place of a missing B10 (s2cloudless on L2A, ``l1c: never``): a
+clear-sky value (the 1375 nm band sees the surface through ~1-2 % transmittance; Sen2Cor flags
+thin cirrus from 0.012)."""
 MIN_SEARCH_PIXELS: Final = 9
 """Cloud objects smaller than this (output-grid pixels) get the scene's median shadow height."""
 MAX_SEARCH_SAMPLES: Final = 2000
@@ -110,6 +116,9 @@ _SCL_SHADOW = 3
 _SCL_SNOW = 11
 TEMPORAL_BAND: Final = "B02"
 """The band of the multi-temporal cloud test (the clear-sky reference is built from it)."""
+TEMPORAL_DEFERRED: Final = "deferred: applied after co-registration"
+"""``results["temporal"]["status"]`` of a step run with ``defer_temporal`` (until
+:meth:`CloudMaskStep.apply_deferred_temporal` replaces it)."""
 _SCL_CLASSES = frozenset(range(12))
 
 F32 = NDArray[np.float32]
@@ -162,9 +171,15 @@ class CloudMaskConfig:
         "TOA reflectance of the L1C cirrus band B10 (1375 nm) above which a pixel is cirrus "
         "cloud, added to the s2cloudless mask (after the same dilation). 0.012 is Sen2Cor's "
         "lower thin-cirrus threshold: water vapour absorbs the surface signal at 1375 nm, so "
-        "clear skies stay below it except over high, dry terrain. Used only with an L1C twin "
-        "(L2A products carry no B10); None turns the test off.",
-        0.012,
+        "clear skies stay below it except over high, dry terrain and snow. Snow and ice "
+        "pixels (NDSI > 0.4 and B08 > 0.11 when B03, B08 and B11 are loaded, else SCL class "
+        "11) are left out of this test. Used only with an L1C twin (L2A products carry no "
+        "B10). Off (null) by default: s2cloudless already takes B10 as an input, SCL's "
+        "class 10 (in the default `scl_classes`) is Sen2Cor's own cirrus test, and a fixed "
+        "threshold flags clear high, dry terrain (over half of the bright rock above 2,000 m "
+        "in the benchmark's mountain scenes); turn it on (0.012) for lowland scenes where thin "
+        "cirrus matters more.",
+        None,
     )
     shadows: Shadows = doc(
         "Cloud shadows: `none`, `scl` (SCL class 3), `geometric` (the cloud mask projected "
@@ -187,9 +202,13 @@ class CloudMaskConfig:
         None,
     )
     l1c: L1CMode = doc(
-        "TOA input of s2cloudless: `auto` uses the L1C twin where one exists and the L2A bands "
-        "otherwise (recorded as `l2a-fallback`); `require` fails a scene without twin; `never` "
-        "always uses the L2A bands.",
+        "Input of s2cloudless, which was trained on L1C top-of-atmosphere reflectance. `auto`: "
+        "the L1C twin; a scene without one (or whose L1C read is refused) is masked without "
+        "s2cloudless, by SCL (plus the multi-temporal test when `temporal_threshold` is set), "
+        "and its record says `s2cloudless: not run` and why. `require`: a scene without a "
+        "readable twin fails. `never`: an explicit opt-in to run s2cloudless on the L2A bands "
+        "(surface reflectance, B10 set to a clear-sky constant), outside what the model was "
+        "trained on: it detects little cloud (recorded as `input: l2a surface reflectance`).",
         "auto",
     )
     temporal_threshold: float | None = doc(
@@ -200,7 +219,9 @@ class CloudMaskConfig:
         "the value of Hagolle et al.; null turns the test off. Needs B02 in `bands`. The "
         "reference is the per-pixel median of the `temporal_scenes` clearest scenes of the "
         "first run, clouds masked without this test, stored as the collection asset "
-        "`cloud-reference` and reused by every update.",
+        "`cloud-reference` and reused by every update, with new versions for scenes far from "
+        "it in time (`temporal_refresh_days`). When `coreg` also runs, the test compares the "
+        "co-registered pixels.",
         None,
         since="0.2.0",
     )
@@ -217,6 +238,18 @@ class CloudMaskConfig:
         "median is the clear-sky reference of the multi-temporal test; twice as many "
         "candidates with the lowest provider cloud cover are read.",
         5,
+        since="0.2.0",
+    )
+    temporal_refresh_days: float | None = doc(
+        "Refresh of the clear-sky reference as the archive grows: a scene farther than this "
+        "many days from every stored reference version gets a new version, built before the "
+        "scenes are dispatched from the clearest scenes of the run within this many days after "
+        "the first such scene, and stored beside the old ones (which are never changed); each "
+        "scene is tested against the version nearest in time. 30 days is the test's time scale "
+        "(`temporal_days`, Hagolle et al. 2010): at that gap the threshold has doubled. A scene "
+        "whose new version could not be built is masked without the test (recorded). null "
+        "keeps the first reference for every scene, however far.",
+        30.0,
         since="0.2.0",
     )
 
@@ -295,6 +328,13 @@ class CloudMaskConfig:
             )
         if not (math.isfinite(self.temporal_days) and self.temporal_days > 0.0):
             raise ConfigError(f"{k}.temporal_days must be > 0 days, got {self.temporal_days}")
+        if self.temporal_refresh_days is not None and not (
+            math.isfinite(self.temporal_refresh_days) and self.temporal_refresh_days >= 1.0
+        ):
+            raise ConfigError(
+                f"{k}.temporal_refresh_days must be >= 1 day (or null: never refresh), got "
+                f"{self.temporal_refresh_days}"
+            )
         if not 1 <= self.temporal_scenes <= 100:
             raise ConfigError(
                 f"{k}.temporal_scenes must be between 1 and 100, got {self.temporal_scenes}"
@@ -362,6 +402,55 @@ def _dilate(mask: BoolA, radius: int) -> BoolA:
     from scipy import ndimage
 
     out: BoolA = ndimage.binary_dilation(mask, structure=_disk(radius))
+    return out
+
+
+NDSI_SNOW: Final = 0.4
+"""Normalised difference snow index ``(B03 - B11) / (B03 + B11)`` above which a pixel is snow
+(Dozier 1989; the MODIS SNOMAP threshold, Hall et al. 1995), together with NIR (B08) > 0.11."""
+
+
+def snow_mask(scene: Scene) -> tuple[BoolA | None, str]:
+    """Snow and ice pixels of ``scene``, where the cirrus test must not run: NDSI > 0.4 and
+    B08 > 0.11 (Hall et al. 1995) from the L2A bands when B03, B08 and B11 are loaded, else SCL
+    class 11 (Sen2Cor's snow), else None."""
+    if all(b in scene.bands for b in ("B03", "B08", "B11")):
+        g = np.asarray(scene.bands["B03"], dtype=np.float32)
+        n = np.asarray(scene.bands["B08"], dtype=np.float32)
+        sw = np.asarray(scene.bands["B11"], dtype=np.float32)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ndsi = (g - sw) / (g + sw)
+        ok = np.isfinite(ndsi) & np.isfinite(n)
+        out: BoolA = ok & (np.where(ok, ndsi, 0.0) > NDSI_SNOW) & (np.where(ok, n, 0.0) > 0.11)
+        return out, "ndsi"
+    scl = scene.classes.get("SCL")
+    if scl is not None:
+        return np.asarray(scl) == _SCL_SNOW, "scl"
+    return None, ""
+
+
+def s2cloudless_mask(
+    prob: F32,
+    valid: BoolA,
+    pixel_m: float,
+    threshold: float = 0.4,
+    average_over_m: float = 40.0,
+    dilation_m: float = 20.0,
+) -> BoolA:
+    """The s2cloudless post-processing of a cloud probability field, with sizes in metres.
+
+    The mean of ``prob`` over a disk of radius ``round(average_over_m / pixel_m)`` pixels,
+    ``> threshold``, dilated by a disk of radius ``round(dilation_m / pixel_m)`` pixels; False
+    where ``valid`` is False or ``prob`` is NaN. Invalid pixels are left out of the mean
+    (normalised convolution); edges are mirrored as OpenCV's ``BORDER_REFLECT`` does; the disks
+    are s2cloudless' own. On a fully valid field this is
+    ``S2PixelCloudDetector(threshold, average_over=r_avg, dilation_size=r_dil).get_mask_from_prob``
+    (at 10 m with the defaults: 4 and 2 pixels), up to float rounding of the mean (< 1e-6).
+    """
+    ok = valid & np.isfinite(prob)
+    avg = _disk_mean(prob, ok, _radius_px(average_over_m, pixel_m))
+    m = np.greater(avg, threshold, where=ok, out=np.zeros(prob.shape, dtype=bool))
+    out: BoolA = _dilate(m, _radius_px(dilation_m, pixel_m)) & ok
     return out
 
 
@@ -650,11 +739,78 @@ def _parse_time(value: Any) -> dt.datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
+@dataclass(frozen=True)
+class S2cloudlessInput:
+    """Whether s2cloudless runs on a scene, on what, and if not, why."""
+
+    status: Literal["run", "not run", "not used"]
+    toa: AuxLayer | None = None
+    """The TOA layer it runs on (None when it does not run)."""
+    input: str = ""
+    """``l1c`` or ``l2a surface reflectance`` (``l1c: never``)."""
+    reason: str = ""
+    """Why it does not run: ``no L1C twin``, ``L1C read refused: ...``, ``method: scl``."""
+
+    def record(self) -> dict[str, str]:
+        """The ``s2cloudless`` entry of the step's results."""
+        out: dict[str, str] = {"status": self.status}
+        if self.input:
+            out["input"] = self.input
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
 class CloudMaskStep:
     """Cloud and cloud-shadow masking (see the module docstring)."""
 
     name = "cloudmask"
-    version = "1.1.0"
+    version = "1.2.0"
+
+    def __init__(self, *, defer_temporal: bool = False) -> None:
+        self.defer_temporal = defer_temporal
+        """Leave the multi-temporal test out of :meth:`run` (recorded as deferred) for
+        :meth:`apply_deferred_temporal` to apply later: the pipeline sets it when the scene is
+        co-registered after masking, so that the test compares co-registered pixels."""
+
+    @staticmethod
+    def _s2cloudless_input(scene: Scene, cfg: CloudMaskConfig, has_scl: bool) -> S2cloudlessInput:
+        """Decide whether s2cloudless runs: on the L1C twin; on the L2A bands only with
+        ``l1c: never``; otherwise not at all, and SCL (plus the temporal test) masks the scene."""
+        if not cfg.uses_s2cloudless:
+            return S2cloudlessInput("not used", reason=f"method: {cfg.method}")
+        toa = scene.aux.get("toa")
+        if cfg.l1c == "never":
+            if toa is None:
+                raise StepError(
+                    f"{scene.item_id}: the cloudmask step got no TOA layer (scene.aux['toa']); "
+                    "the pipeline must read what CloudMaskStep.required_aux asks for"
+                )
+            log.info(
+                "%s: s2cloudless runs on L2A surface reflectance (steps.cloudmask.l1c: never), "
+                "outside what it was trained on",
+                scene.item_id,
+            )
+            return S2cloudlessInput("run", toa, "l2a surface reflectance (l1c: never)")
+        if toa is not None and toa.source.startswith("l1c:"):
+            return S2cloudlessInput("run", toa, "l1c")
+        why = scene.missing_aux.get("toa") or (
+            "no L1C twin" if toa is None else f"no L1C twin (TOA layer from {toa.source})"
+        )
+        if cfg.l1c == "require":
+            raise StepError(
+                f"{scene.item_id}: steps.cloudmask.l1c is 'require' but s2cloudless has no L1C "
+                f"input: {why}. Check source.l1c_collection / source.l1c_path and access to the "
+                "L1C assets, or set l1c: auto to mask such scenes with SCL"
+            )
+        if not has_scl:
+            raise StepError(
+                f"{scene.item_id}: s2cloudless cannot run ({why}) and the L2A method that "
+                "replaces it needs the SCL layer: add SCL to `bands`, provide readable L1C twins, "
+                "or set steps.cloudmask.l1c: never to run s2cloudless on L2A surface reflectance"
+            )
+        log.info("%s: s2cloudless not run (%s); clouds from SCL", scene.item_id, why)
+        return S2cloudlessInput("not run", reason=why)
 
     def required_aux(self, cfg: CloudMaskConfig) -> Mapping[str, AuxRequest]:
         """The TOA bands of s2cloudless at ``cfg.resolution`` (none for ``method: scl``) and, for
@@ -689,6 +845,24 @@ class CloudMaskStep:
         gap: float | None = None
         if t_scene is not None and ref.datetime is not None:
             gap = abs((t_scene - ref.datetime).total_seconds()) / 86400.0
+        version = {"reference_version": ref.version} if ref.version else {}
+        refresh = cfg.temporal_refresh_days
+        if gap is not None and refresh is not None and gap > refresh:
+            log.warning(
+                "%s: the nearest clear-sky reference is %.0f days away; multi-temporal cloud "
+                "test skipped",
+                scene.item_id,
+                gap,
+            )
+            results["temporal"] = {
+                "status": f"skipped: the nearest clear-sky reference is {gap:.0f} days from the "
+                f"scene, more than temporal_refresh_days ({refresh:g}), and no newer version "
+                "could be built (see the failure log, stage cloud-reference)",
+                "reference": ref.source,
+                **version,
+                "gap_days": round(gap, 3),
+            }
+            return np.zeros(candidates.shape, dtype=bool)
         # an unknown gap counts as none: the base threshold
         hit, thr = temporal_cloud_test(
             scene.bands[TEMPORAL_BAND],
@@ -705,6 +879,7 @@ class CloudMaskStep:
         results["temporal"] = {
             "status": "applied",
             "reference": ref.source,
+            **version,
             "gap_days": None if gap is None else round(gap, 3),
             "threshold": round(thr, 6),
             "added_fraction": round(float(hit.sum()) / n, 6),
@@ -736,19 +911,13 @@ class CloudMaskStep:
         prob_up: F32 | None = None
         toa_nir: F32 | None = None
         s2c_cloud: BoolA | None = None
-        if cfg.uses_s2cloudless:
-            toa = scene.aux.get("toa")
-            if toa is None:
-                raise StepError(
-                    f"{scene.item_id}: the cloudmask step got no TOA layer (scene.aux['toa']); "
-                    "the pipeline must read what CloudMaskStep.required_aux asks for"
-                )
-            if cfg.l1c == "require" and not toa.source.startswith("l1c:"):
-                raise StepError(
-                    f"{scene.item_id}: no L1C twin was found and steps.cloudmask.l1c is "
-                    "'require'; check source.l1c_collection / source.l1c_path, or set l1c: auto "
-                    "to fall back to the L2A bands"
-                )
+        s2c = self._s2cloudless_input(scene, cfg, scl is not None)
+        results["method_used"] = cfg.method if s2c.status == "run" else "scl"
+        results["s2cloudless"] = s2c.record()
+        if s2c.status != "run" and scl is not None:  # SCL decides: its nodata is nodata
+            valid = (valid & (scl != 0)) if scene.bands else (scl != 0)
+        if s2c.toa is not None:
+            toa = s2c.toa
             if tuple(toa.bands) != S2CLOUDLESS_BANDS:
                 raise StepError(
                     f"{scene.item_id}: the TOA layer has bands {toa.bands}, expected "
@@ -774,13 +943,15 @@ class CloudMaskStep:
                     "upsampled bilinearly"
                 ),
             )
-            avg = _disk_mean(prob_up, prob_ok, _radius_px(cfg.average_over, pixel))
             r_dil = _radius_px(cfg.dilation_size, pixel)
-
-            def s2c_mask(t: float) -> BoolA:
-                m: BoolA = np.greater(avg, t, where=prob_ok, out=np.zeros(shape, dtype=bool))
-                out: BoolA = _dilate(m, r_dil) & prob_ok
-                return out
+            s2c_mask = functools.partial(
+                s2cloudless_mask,
+                prob_up,
+                prob_ok,
+                pixel,
+                average_over_m=cfg.average_over,
+                dilation_m=cfg.dilation_size,
+            )
 
             s2c_cloud = s2c_mask(cfg.threshold)
             b10_toa = np.asarray(toa.data[_B10], np.float32)
@@ -792,6 +963,15 @@ class CloudMaskStep:
                     where=np.isfinite(b10_up) & prob_ok,
                     out=np.zeros(shape, dtype=bool),
                 )
+                snow, snow_from = snow_mask(scene)
+                if snow is not None:
+                    # clear snow and ice reflect enough at 1375 nm, above the dry air of high
+                    # terrain, to pass the cirrus threshold: the cirrus test is not used there
+                    results["cirrus_snow_excluded_fraction"] = round(
+                        float((thin & snow).sum()) / max(int(prob_ok.sum()), 1), 6
+                    )
+                    results["cirrus_snow_from"] = snow_from
+                    thin &= ~snow
                 cirrus = _dilate(thin, r_dil) & prob_ok
                 results["cirrus_fraction"] = round(
                     float(cirrus.sum()) / max(int(prob_ok.sum()), 1), 6
@@ -815,22 +995,25 @@ class CloudMaskStep:
         # --- SCL clouds and the combination
         scl_cloud_classes = [c for c in cfg.scl_classes if c != _SCL_SHADOW]
         scl_cloud = np.isin(scl, scl_cloud_classes) & valid if scl is not None else None
-        if cfg.method == "s2cloudless":
+        method_used = results["method_used"]
+        if method_used == "s2cloudless":
             assert s2c_cloud is not None
             cloud, known = s2c_cloud, valid_prob
-        elif cfg.method == "scl":
+        elif method_used == "scl":
             assert scl_cloud is not None
             cloud, known = scl_cloud, valid
         else:
             assert s2c_cloud is not None and scl_cloud is not None
             # where s2cloudless has no value, the SCL alone decides
-            if cfg.method == "union":
+            if method_used == "union":
                 cloud = s2c_cloud | scl_cloud
             else:
                 cloud = np.where(valid_prob, s2c_cloud & scl_cloud, scl_cloud)
             known = valid
         cloud = cloud & known
-        if cfg.temporal_threshold is not None:
+        if cfg.temporal_threshold is not None and self.defer_temporal:
+            results["temporal"] = {"status": TEMPORAL_DEFERRED}
+        elif cfg.temporal_threshold is not None:
             cloud = cloud | self._temporal(scene, cfg, known & ~cloud, results)
 
         # --- shadows
@@ -870,7 +1053,7 @@ class CloudMaskStep:
             nodata=MASK_NODATA,
             classes=dict(MASK_CLASSES),
             description=(
-                f"cloud and shadow mask ({cfg.method}"
+                f"cloud and shadow mask ({results['method_used']}"
                 + (" + multi-temporal test" if cfg.temporal_threshold is not None else "")
                 + f"; shadows {cfg.shadows})"
             ),
@@ -917,6 +1100,49 @@ class CloudMaskStep:
         new = scene.replace(classes=classes, layer_info=infos, properties=props)
         return StepResult(new, record, write=write)
 
+    def apply_deferred_temporal(
+        self, scene: Scene, cfg: CloudMaskConfig, record: StepRecord, *, coregistered: bool
+    ) -> StepResult:
+        """The multi-temporal test that :meth:`run` deferred (``defer_temporal``), on ``scene``
+        as it is now, e.g. after co-registration moved its pixels onto the reference's grid;
+        pure (no I/O).
+
+        ``record`` is this step's record from :meth:`run`. Pixels of ``CLOUD_MASK`` that are
+        clear or shadow and that the test flags become cloud; the cloud, shadow and clear
+        fractions, ``eo:cloud_cover`` and the ``max_cloud_fraction`` decision are recomputed
+        from the new mask, and the record gets the test's results with
+        ``on_coregistered_pixels`` (``coregistered``: whether the scene was co-registered).
+        Shadows of the clouds only this test finds are not searched. A record whose test was
+        not deferred is returned as it is."""
+        results = dict(record.results)
+        if cfg.temporal_threshold is None or results.get("temporal", {}).get("status") != (
+            TEMPORAL_DEFERRED
+        ):
+            return StepResult(scene, record)
+        mask = np.array(scene.classes["CLOUD_MASK"], dtype=np.uint8, copy=True)
+        hit = self._temporal(scene, cfg, (mask == MASK_CLEAR) | (mask == MASK_SHADOW), results)
+        results["temporal"] = {**results["temporal"], "on_coregistered_pixels": coregistered}
+        mask[hit] = MASK_CLOUD
+        n_known = int((mask != MASK_NODATA).sum())
+        props = dict(scene.properties)
+        write = True
+        if n_known:
+            cloud_fraction = int((mask == MASK_CLOUD).sum()) / n_known
+            results.update(
+                cloud_fraction=cloud_fraction,
+                shadow_fraction=int((mask == MASK_SHADOW).sum()) / n_known,
+                clear_fraction=int((mask == MASK_CLEAR).sum()) / n_known,
+            )
+            props["eo:cloud_cover"] = round(100.0 * cloud_fraction, 4)
+            if cfg.max_cloud_fraction is not None and cloud_fraction > cfg.max_cloud_fraction:
+                write = False
+                results["note"] = (
+                    f"cloud fraction {cloud_fraction:.3f} over the AOI exceeds "
+                    f"max_cloud_fraction {cfg.max_cloud_fraction}"
+                )
+        new = scene.replace(classes={**scene.classes, "CLOUD_MASK": mask}, properties=props)
+        return StepResult(new, dataclasses.replace(record, results=results), write=write)
+
 
 __all__ = [
     "B10_FALLBACK_REFLECTANCE",
@@ -928,12 +1154,15 @@ __all__ = [
     "PROB_NODATA",
     "S2CLOUDLESS_BANDS",
     "TEMPORAL_BAND",
+    "TEMPORAL_DEFERRED",
     "THRESHOLD_LAYER_NODATA",
     "CloudMaskConfig",
     "CloudMaskStep",
     "cloud_probability",
     "geometric_shadows",
+    "s2cloudless_mask",
     "shadow_offsets",
+    "snow_mask",
     "sun_angles",
     "temporal_cloud_test",
     "threshold_layer_name",

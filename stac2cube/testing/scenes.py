@@ -73,9 +73,10 @@ def scene_from_sample(
 ) -> SampleScenePixels:
     """Read scene ``index`` of ``sample`` onto its 10 m grid as the pipeline does.
 
-    ``toa``: ``"l1c"`` reads ``scene.aux["toa"]`` from the L1C twin, ``"l2a-fallback"`` from the
-    L2A item with a NaN plane for B10 (as the pipeline does without twin); ``toa_resolution``
-    None reads no aux layer.
+    ``toa``: ``"l1c"`` reads ``scene.aux["toa"]`` from the L1C twin, anything else (e.g.
+    ``"l2a"``) from the L2A item with a NaN plane for B10 (as the pipeline does for
+    ``steps.cloudmask.l1c: never``); ``toa_resolution`` None reads no aux layer (as the pipeline
+    does without a twin).
     """  # fmt: skip
     s = sample.scenes[index]
     gbox = sample_geobox(sample)
@@ -89,7 +90,7 @@ def scene_from_sample(
         if toa == "l1c":
             src, source = pystac.Item.from_dict(s.l1c_item), f"l1c:{s.l1c_item['id']}"
         else:
-            src, source = l2a, "l2a-fallback"
+            src, source = l2a, "l2a"
         planes = []
         for b in toa_bands:
             if b == "B10" and src is l2a:
