@@ -1,5 +1,6 @@
-"""Helpers the benchmark scripts share: peak memory of a process, and running a script's own
-worker mode in a fresh subprocess (so each measurement has its own memory peak)."""
+"""Helpers the benchmark scripts share: peak memory of a process, running a script's own
+worker mode in a fresh subprocess (so each measurement has its own memory peak), and pooled
+confusion counts."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def peak_rss_mb() -> float:
@@ -38,3 +41,21 @@ def run_worker(
         raise SystemExit(f"worker {list(args)} failed:\n{proc.stderr[-4000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
+
+
+class Counts:
+    """Pooled confusion counts."""
+
+    def __init__(self) -> None:
+        self.tp = self.fp = self.fn = 0
+
+    def add(self, pred: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> None:
+        self.tp += int((pred & truth & valid).sum())
+        self.fp += int((pred & ~truth & valid).sum())
+        self.fn += int((~pred & truth & valid).sum())
+
+    def metrics(self) -> dict[str, float]:
+        p = self.tp / max(self.tp + self.fp, 1)
+        r = self.tp / max(self.tp + self.fn, 1)
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4)}

@@ -10,8 +10,25 @@ import pytest
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 REQUIRED = {
-    "cloudmask": ("best_f1", "best_config", "scl_f1", "curve"),
+    "cloudmask": (
+        "best_f1",
+        "best_config",
+        "scl_f1",
+        "curve",
+        # issue 15: real pixels, L2A-only archives, the temporal test over time, realistic surfaces
+        "real_s2cloudless_max_abs_diff",
+        "real_mask_pixels_differing",
+        "l2a_only_f1",
+        "temporal_f1_by_gap_days",
+        "false_alarm_by_surface",
+    ),
     "coreg": (
+        # issue 15: real texture and the real misregistered pair
+        "zero_shift_applied_px_max",
+        "small_shift_rmse_px",
+        "harm_rate",
+        "real_pair_local_vs_arosics_px",
+        "real_pair_global_vs_arosics_px",
         "global_rmse_px",
         "local_rmse_px",
         "global_rmse_px_on_warp",
