@@ -51,6 +51,8 @@ EXT = "https://stac-extensions.github.io"
 # offline (see the shared data README): extensions whose schemas we do not ship, one STAC
 # pre-1.0 item, and Earth Search v1's non-standard `s2:sequence` property.
 KNOWN_PROBLEMS: dict[str, Counter[str]] = {
+    # the CEOS-ARD profile's example Sentinel-2 item (added to shared/ for the CEOS-ARD work)
+    "stac/ceos-ard/example-optical-sr-item.json": Counter(),
     "stac/collections/planetary-computer/sentinel-2-l2a.collection.json": Counter(),
     "stac/item-collections/planetary-computer/site1-20200606-tall-strip-africa.geojson": Counter(),
     "stac/item-collections/planetary-computer/site2-2020_jun_jul-35MNM.geojson": Counter(),
