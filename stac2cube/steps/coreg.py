@@ -1223,11 +1223,19 @@ def _match_local(
     results["field_f_critical"] = None if f_crit is None else round(f_crit, 2)
     results["tiepoints_effective"] = round(n_eff, 1)
     out: dict[str, Any] = info
-    if f_stat is None or f_crit is None or f_stat <= f_crit:
+    if f_stat is None or f_crit is None:
+        results["status_if_not_applied"] = "not_significant"
+        results["decision"] = (
+            f"not applied: {n_valid} tie points are only {n_eff:.1f} independent ones (their "
+            f"{win} px windows overlap at a {cfg.grid_res} px spacing), too few to tell a shift "
+            "field from noise; use a larger grid_res or a smaller window_size"
+        )
+        return out, False
+    if f_stat <= f_crit:
         results["status_if_not_applied"] = "not_significant"
         results["decision"] = (
             "not applied: the tie points' shift field (mean and affine trend) is not "
-            f"distinguishable from their noise (F {f_stat} <= {f_crit} at p = 0.01 with "
+            f"distinguishable from their noise (F {f_stat:.2f} <= {f_crit:.2f} at p = 0.01 with "
             f"{n_eff:.0f} effective tie points)"
         )
         return out, False
