@@ -1,50 +1,15 @@
 """Co-registration of a scene onto the catalog's reference image with AROSICS.
 
-What the step does, per scene
------------------------------
-1. **Inputs.** The pipeline reads the catalog's reference image (one band, ``match_band``) onto
-   the scene's own grid into ``scene.aux["reference"]`` (see :meth:`CoregStep.required_aux`).
-   The scene's band matched against it is ``match_band``, or the first of
-   :data:`MATCH_BAND_FALLBACK` the scene has.
-2. **Bad data.** Pixels that must not drive the matching: NaN in either image, and in the scene
-   ``CLOUD_MASK`` values other than clear (1) when the cloud-mask step ran, else the SCL classes
-   :data:`SCL_BAD` (no data, saturated, shadow, cloud, cirrus, snow). Around every pixel the
-   fraction of bad pixels in a ``window_size`` window is computed; windows with more than
-   ``max_bad_fraction`` are rejected. AROSICS gets both masks (``mask_baddata_ref`` /
-   ``mask_baddata_tgt``), with the window rejection folded into the target's.
-3. **Matching** (AROSICS phase correlation, sub-pixel):
-
-   * ``global``: :class:`arosics.COREG` in one window of ``window_size`` px whose position is
-     chosen here (AROSICS only looks at the window centre): among positions on a ``window/4``
-     lattice with at most ``max_bad_fraction`` bad pixels, the one with the most texture
-     (:func:`stac2cube.reference.texture_score`); when AROSICS fails there or a check below
-     rejects the match, the next best of up to :data:`MAX_WINDOW_TRIES` windows that overlap
-     each other by at most half is tried. When no position qualifies, windows of half the
-     size are tried, down to :data:`MIN_FALLBACK_WINDOW` px (smaller windows are less precise,
-     but a cloudy scene still gets a shift from its clear patches).
-   * ``local``: :class:`arosics.COREG_LOCAL` on a tie-point grid of ``grid_res`` px with
-     ``window_size`` windows, AROSICS' tie-point filtering (``tiepoint_filter_level``: reliability
-     below ``min_reliability``, SSIM not improved, RANSAC outliers).
-
-4. **Fake-success checks** (AROSICS can report success on a flat or cloudy window): the match
-   fails when the matching window's texture is below ``min_texture`` in the scene or the
-   reference, the reliability is below ``min_reliability``, the shift exceeds ``max_shift``,
-   (global) correcting a shift of at least :data:`SIMILARITY_CHECK_MIN_SHIFT` px lowers the
-   normalised cross-correlation of scene and reference over the window's clear pixels (below
-   that shift the change is within interpolation noise), or (local) fewer than
-   ``min_valid_tiepoints`` tie points survive the filtering. AROSICS' own SSIM check of the
-   global window is recorded but not used: it runs over cloudy pixels as well and misjudged
-   correct shifts in cloudy windows of the benchmark.
-5. **Correction**, applied once, with AROSICS' :class:`arosics.DESHIFTER` (GDAL warp): all
-   reflectance bands in one warp with the ``resampling`` kernel, all class layers with
-   ``nearest``, both onto exactly the scene's grid (``target_xyGrid`` = the grid's lattice,
-   ``clipextent`` = its bounds; an integer shift that AROSICS applies by moving the geotransform
-   is pasted back on the grid). Global mode shifts; local mode warps through the tie points
-   (GDAL thin-plate spline through the valid tie points, AROSICS' choice). Pixels that come from
-   outside the scene become NaN (reflectance) or the layer's nodata (classes, 0 by default).
-   Layers on other grids (``scene.layers``) are left as they are and listed in the record.
-6. **Failure policy** (``on_failure``): ``keep`` writes the scene unshifted, ``skip`` does not
-   write it, ``fail`` raises :class:`~stac2cube.errors.StepError`; the reason is in the record.
+Per scene: the match band is compared with ``scene.aux["reference"]`` (read by the pipeline onto
+the scene's grid) away from bad pixels (mask layers, nodata) and anomalies
+(:func:`anomaly_mask`); ``global`` mode matches up to :data:`MAX_WINDOWS` windows with AROSICS
+``COREG`` and refines each estimate (:func:`_refine`), ``local`` mode uses AROSICS
+``COREG_LOCAL`` tie points. A correction is applied, once, with AROSICS' ``DESHIFTER`` onto the
+scene's own grid, only when it is significant against the noise measured in the scene and
+raises the correlation with the reference on clear pixels; otherwise the estimate is recorded
+with status ``not_significant`` or ``no_improvement`` and the pixels are left alone. A match
+that cannot be trusted is ``failed`` and ``on_failure`` decides. Why each choice, and what it
+gives on real and generated pixels: ``docs/coreg.md``.
 
 Sign conventions in the record
 ------------------------------
@@ -136,7 +101,6 @@ DEFAULT_WINDOW: Final[Mapping[str, int]] = {"global": 256, "local": 128}
 128 px for local tie points (smaller windows follow a varying field more closely; below 64 px
 AROSICS warns that accuracy suffers)."""
 
-_REFINE = True  # sub-pixel refinement per window (switched off only to measure its effect)
 _FILL: Final = -9999.0  # nodata of the float arrays handed to AROSICS (it does not take NaN)
 _RESAMPLINGS: Final = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos")
 
@@ -150,16 +114,17 @@ class CoregConfig:
     """Co-registration onto the catalog's reference image with AROSICS (``steps.coreg``).
 
     The default mode is ``global``: Sentinel-2 multi-temporal misregistration is dominated by
-    a sub-pixel translation per acquisition, which one 256 px window measures to a few
-    hundredths of a pixel in well under a second, while the local tie-point warp costs 10-30x
-    more time and passes the noise of every tie point (~0.1-0.15 px each) into the image. Use
+    a sub-pixel translation per acquisition, which five refined 256 px windows measure to a
+    few thousandths of a pixel on real texture in about a second, while the local tie-point
+    warp costs several times more and passes the noise of every tie point into the image. Use
     ``local`` where the displacement varies over the scene (relief with DEM errors, detector
     boundaries, large AOIs); see ``benchmarks/results/coreg.json``.
     """
 
     mode: Mode = doc(
-        "`global`: one X/Y shift from one matching window (AROSICS COREG); `local`: a "
-        "tie-point grid and a warp through the valid tie points (AROSICS COREG_LOCAL).",
+        "`global`: one X/Y shift from up to five matching windows (AROSICS COREG, refined); "
+        "`local`: a tie-point grid and a warp through the valid tie points (AROSICS "
+        "COREG_LOCAL). Either is applied only when significant and improving the alignment.",
         "global",
     )
     reference: ReferenceMode = doc(
@@ -598,7 +563,7 @@ def _move(a: np.ndarray, mx: float, my: float) -> NDArray[np.float64]:
 
 def _for_matching(band: F32, bad: BoolA) -> F32:
     """The band as AROSICS should see it: its own bad pixels (NaN, and for the scene its cloud,
-    shadow, nodata and anomaly mask) set to the band's mean over its good pixels.
+    shadow and nodata mask; not the anomalies) set to the band's mean over its good pixels.
 
     AROSICS uses the bad-data masks only to place its window, then correlates whatever the window
     holds: a cloud hole filled with ``-9999`` swamps the spectrum with its edges and the match
@@ -733,11 +698,10 @@ def _arosics_window(
 def _match_window(
     inp: _Inputs, gbox: GeoBox, cfg: CoregConfig, win: int, r: int, c: int, rec: dict[str, Any]
 ) -> _WindowMatch:
-    """AROSICS COREG in the ``win`` px window centred on pixel ``(r, c)``, refined once: the
-    scene's window is moved back by the first estimate (exact Fourier shift) and matched again,
-    and the residual is added. Phase correlation's sub-pixel peak fit is biased towards whole
-    pixels (a few hundredths of a pixel to ~10 % of the shift); the residual of a nearly aligned
-    pair is small, and so is its bias."""
+    """AROSICS COREG in the ``win`` px window centred on pixel ``(r, c)`` (on a sub-image of the
+    window plus ``max_shift``), with the texture, ``max_shift`` and reliability checks, then
+    refined by :func:`_refine`. Raises :class:`CoregFailure` when the window gives no trusted
+    estimate; ``rec`` gets the window's record."""
     half = win // 2
     sl = (slice(max(r - half, 0), r + half), slice(max(c - half, 0), c + half))
     bad_win = inp.bad_tgt[sl] | inp.bad_ref[sl]
@@ -776,19 +740,18 @@ def _match_window(
         )
     info: dict[str, Any] = dict(cr.coreg_info)
     ssim0, ssim1 = _num(cr.ssim_orig), _num(cr.ssim_deshifted)
-    if _REFINE:
-        inner = (
-            slice(sl[0].start - reg[0].start, sl[0].stop - reg[0].start),
-            slice(sl[1].start - reg[1].start, sl[1].stop - reg[1].start),
+    inner = (
+        slice(sl[0].start - reg[0].start, sl[0].stop - reg[0].start),
+        slice(sl[1].start - reg[1].start, sl[1].stop - reg[1].start),
+    )
+    rx, ry = _refine(ref, tgt, inner, dx, dy)
+    if math.hypot(rx - dx, ry - dy) > MAX_REFINEMENT_PX:
+        raise CoregFailure(
+            f"AROSICS' shift {dx:.2f}/{dy:.2f} px and the refined cross-correlation "
+            f"{rx:.2f}/{ry:.2f} px disagree by more than {MAX_REFINEMENT_PX} px: no clear peak"
         )
-        rx, ry = _refine(ref, tgt, inner, dx, dy)
-        if math.hypot(rx - dx, ry - dy) > MAX_REFINEMENT_PX:
-            raise CoregFailure(
-                f"AROSICS' shift {dx:.2f}/{dy:.2f} px and the refined phase correlation "
-                f"{rx:.2f}/{ry:.2f} px disagree by more than {MAX_REFINEMENT_PX} px: no clear peak"
-            )
-        rec["refinement_px"] = [round(rx - dx, 4), round(ry - dy, 4)]
-        dx, dy = rx, ry
+    rec["refinement_px"] = [round(rx - dx, 4), round(ry - dy, 4)]
+    dx, dy = rx, ry
     rec["shift_px"] = [round(dx, 4), round(dy, 4)]
     return _WindowMatch(dx, dy, rel, ssim0, ssim1, info, reg)
 
@@ -989,6 +952,8 @@ def _alignment_gain(
     """Correlation of the scene with the reference over the clear pixels of ``regions``, before
     and after moving the scene's content back by ``(dx, dy)`` with an exact Fourier shift (no
     smoothing, so a shift that only blurs noise away cannot win)."""
+    from scipy import ndimage
+
     before: list[tuple[np.ndarray, np.ndarray]] = []
     after: list[tuple[np.ndarray, np.ndarray]] = []
     for reg in regions:
@@ -997,8 +962,6 @@ def _alignment_gain(
         bad = inp.bad_any[reg] | ~np.isfinite(inp.reference[reg])
         # pixels the move pulled from bad or outside pixels are left out of both
         pad = math.ceil(max(abs(dx), abs(dy))) + 2
-        from scipy import ndimage
-
         ok = ~ndimage.binary_dilation(bad, iterations=pad)
         ok[:pad] = ok[-pad:] = False
         ok[:, :pad] = ok[:, -pad:] = False
@@ -1293,6 +1256,25 @@ def _clear_correlation(a: np.ndarray, b: np.ndarray, ok: BoolA) -> float | None:
     return _ncc(lp(a), lp(b), inner)
 
 
+def _warp_improves(inp: _Inputs, warped: Scene, usable: BoolA, results: dict[str, Any]) -> bool:
+    """Local mode: whether the warped match band correlates better with the reference over the
+    clear pixels than the input did (both low-passed alike); records why not when it does not."""
+    after = np.asarray(warped.bands[inp.band], dtype=np.float32)
+    ok = usable & np.isfinite(after)
+    ncc0 = _clear_correlation(inp.target, inp.reference, ok)
+    ncc1 = _clear_correlation(after, inp.reference, ok)
+    results["correlation_before"] = _round(ncc0, 5)
+    results["correlation_after"] = _round(ncc1, 5)
+    if ncc0 is not None and ncc1 is not None and ncc1 > ncc0:
+        return True
+    results["status_if_not_applied"] = "no_improvement"
+    results["decision"] = (
+        "not applied: the warp does not raise the correlation with the reference over the "
+        f"clear pixels ({ncc0} -> {ncc1})"
+    )
+    return False
+
+
 # --------------------------------------------------------------------------------------------
 # The step
 # --------------------------------------------------------------------------------------------
@@ -1330,39 +1312,16 @@ class CoregStep:
         frac = _window_bad_fraction(bad_tgt | bad_ref | anomaly, cfg.window)
         return _Inputs(target, reference, bad_tgt, bad_ref, frac, band, anomaly, info)
 
-    def _without_reference(self, scene: Scene, cfg: CoregConfig, why: str) -> StepResult:
-        """The ``failed`` outcome of a scene the pipeline could give no reference: the failure
-        policy applies as for any failed match."""
-        params = {f.name: _jsonable(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
-        reason = f"no co-registration reference: {why}"
-        results: dict[str, Any] = {
-            "mode": cfg.mode,
-            "reference": None,
-            "status": "failed",
-            "reason": reason,
-            "applied_shift_px": [0.0, 0.0],
-        }
-        log.warning("%s: co-registration failed: %s (on_failure: %s)", scene.item_id, reason,
-                    cfg.on_failure)  # fmt: skip
-        if cfg.on_failure == "fail":
-            raise StepError(f"{scene.item_id}: co-registration failed: {reason}")
-        props = {**scene.properties, "stac2cube:coreg_status": "failed"}
-        record = StepRecord(self.name, self.version, parameters=params, results=results)
-        return StepResult(scene.replace(properties=props), record, write=cfg.on_failure != "skip")
-
-    def run(self, scene: Scene, cfg: CoregConfig) -> StepResult:
-        """Co-register ``scene`` onto ``scene.aux["reference"]``; pure (no I/O)."""
-        ref = scene.aux.get("reference")
-        if ref is None and "reference" in scene.missing_aux:
-            return self._without_reference(scene, cfg, scene.missing_aux["reference"])
-        if ref is None:
-            raise StepError(
-                f"{scene.item_id}: the coreg step got no reference image (scene.aux"
-                "['reference']); the pipeline must read what CoregStep.required_aux asks for"
-            )
-        params = {f.name: _jsonable(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
-        results: dict[str, Any] = {"mode": cfg.mode, "reference": ref.source}
-        sidecars: dict[str, Sidecar] = dict(scene.sidecars)
+    def _match(
+        self,
+        scene: Scene,
+        ref: AuxLayer,
+        cfg: CoregConfig,
+        results: dict[str, Any],
+        sidecars: dict[str, Sidecar],
+    ) -> tuple[Scene, str, str | None]:
+        """Estimate, decide and (when it helps) apply the correction: ``(scene, status,
+        reason)``. Raises :class:`CoregFailure` when there is no trustworthy match."""
         inp = self._inputs(scene, ref, cfg)
         results["match_band"] = inp.band
         results["reference_band"] = ref.bands[0] if ref.bands else None
@@ -1376,41 +1335,46 @@ class CoregStep:
         results["anomalies"] = inp.anomalies
         usable = ~inp.bad_any
         results["clear_overlap_fraction"] = round(float(usable.mean()), 4)
-        new = scene
-        try:
-            if not usable.any():
-                if not np.isfinite(inp.reference).any():
-                    raise CoregFailure("the reference has no valid pixel over the scene")
-                raise CoregFailure("the scene and the reference share no clear valid pixel")
-            if cfg.mode == "global":
-                info, apply = _match_global(inp, scene.geobox, cfg, results)
-            else:
-                info, apply = _match_local(inp, scene.geobox, cfg, results, sidecars)
-            if apply:
-                new = _apply(scene, info, cfg)
-                status, reason = "ok", None
+        if not usable.any():
+            if not np.isfinite(inp.reference).any():
+                raise CoregFailure("the reference has no valid pixel over the scene")
+            raise CoregFailure("the scene and the reference share no clear valid pixel")
+        if cfg.mode == "global":
+            info, apply = _match_global(inp, scene.geobox, cfg, results)
+        else:
+            info, apply = _match_local(inp, scene.geobox, cfg, results, sidecars)
+        if apply:
+            new = _apply(scene, info, cfg)
+            if cfg.mode == "global" or _warp_improves(inp, new, usable, results):
                 results["applied_shift_px"] = list(results["shift_px"])
-                if cfg.mode == "local":
-                    after = np.asarray(new.bands[inp.band], dtype=np.float32)
-                    ok = usable & np.isfinite(after)
-                    ncc0 = _clear_correlation(inp.target, inp.reference, ok)
-                    ncc1 = _clear_correlation(after, inp.reference, ok)
-                    results["correlation_before"] = _round(ncc0, 5)
-                    results["correlation_after"] = _round(ncc1, 5)
-                    if ncc0 is None or ncc1 is None or ncc1 <= ncc0:
-                        new, apply = scene, False
-                        results["status_if_not_applied"] = "no_improvement"
-                        results["decision"] = (
-                            "not applied: the warp does not raise the correlation with the "
-                            f"reference over the clear pixels ({ncc0} -> {ncc1})"
-                        )
-            if not apply:
-                status = str(results.pop("status_if_not_applied", "not_significant"))
-                reason = str(results.get("decision"))
-                results["applied_shift_px"] = [0.0, 0.0]
+                return new, "ok", None
+        return scene, str(results.pop("status_if_not_applied")), str(results["decision"])
+
+    def run(self, scene: Scene, cfg: CoregConfig) -> StepResult:
+        """Co-register ``scene`` onto ``scene.aux["reference"]``; pure (no I/O)."""
+        ref = scene.aux.get("reference")
+        if ref is None and "reference" not in scene.missing_aux:
+            raise StepError(
+                f"{scene.item_id}: the coreg step got no reference image (scene.aux"
+                "['reference']); the pipeline must read what CoregStep.required_aux asks for"
+            )
+        params = {f.name: _jsonable(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+        results: dict[str, Any] = {
+            "mode": cfg.mode,
+            "reference": None if ref is None else ref.source,
+            "applied_shift_px": [0.0, 0.0],
+        }
+        sidecars: dict[str, Sidecar] = dict(scene.sidecars)
+        new: Scene = scene
+        reason: str | None
+        try:
+            if ref is None:  # the pipeline says why it could not provide one
+                raise CoregFailure(
+                    f"no co-registration reference: {scene.missing_aux['reference']}"
+                )
+            new, status, reason = self._match(scene, ref, cfg, results, sidecars)
         except CoregFailure as exc:
             status, reason = "failed", str(exc)
-            results["applied_shift_px"] = [0.0, 0.0]
         results["status"] = status
         if reason is not None:
             results["reason"] = reason
