@@ -761,6 +761,40 @@ class S2cloudlessInput:
         return out
 
 
+def _summarise(
+    mask: U8, cfg: CloudMaskConfig, results: dict[str, Any], props: dict[str, Any]
+) -> bool:
+    """Record the cloud, shadow, clear and valid fractions of a ``CLOUD_MASK`` in ``results``,
+    its cloud cover as ``eo:cloud_cover`` in ``props``, and whether the scene is written
+    (``max_cloud_fraction``; never without a valid pixel)."""
+    n_total = max(int(mask.size), 1)
+    n_known = int((mask != MASK_NODATA).sum())
+    if not n_known:
+        results.update(
+            cloud_fraction=0.0,
+            shadow_fraction=0.0,
+            clear_fraction=0.0,
+            valid_fraction=0.0,
+            note="no valid pixel in the AOI: scene not written",
+        )
+        return False
+    cloud_fraction = int((mask == MASK_CLOUD).sum()) / n_known
+    results.update(
+        cloud_fraction=cloud_fraction,
+        shadow_fraction=int((mask == MASK_SHADOW).sum()) / n_known,
+        clear_fraction=int((mask == MASK_CLEAR).sum()) / n_known,
+        valid_fraction=n_known / n_total,
+    )
+    props["eo:cloud_cover"] = round(100.0 * cloud_fraction, 4)
+    if cfg.max_cloud_fraction is not None and cloud_fraction > cfg.max_cloud_fraction:
+        results["note"] = (
+            f"cloud fraction {cloud_fraction:.3f} over the AOI exceeds "
+            f"max_cloud_fraction {cfg.max_cloud_fraction}"
+        )
+        return False
+    return True
+
+
 class CloudMaskStep:
     """Cloud and cloud-shadow masking (see the module docstring)."""
 
@@ -1059,34 +1093,9 @@ class CloudMaskStep:
             ),
         )
 
-        n_total = max(int(np.prod(shape)), 1)
-        n_known = int(known.sum())
-        n_cloud, n_shadow = int(cloud.sum()), int(shadow.sum())
         props = dict(scene.properties)
-        if n_known:
-            cloud_fraction = n_cloud / n_known
-            results.update(
-                cloud_fraction=cloud_fraction,
-                shadow_fraction=n_shadow / n_known,
-                clear_fraction=(n_known - n_cloud - n_shadow) / n_known,
-                valid_fraction=n_known / n_total,
-            )
-            props["eo:cloud_cover"] = round(100.0 * cloud_fraction, 4)
-            write = cfg.max_cloud_fraction is None or cloud_fraction <= cfg.max_cloud_fraction
-            if not write:
-                results["note"] = (
-                    f"cloud fraction {cloud_fraction:.3f} over the AOI exceeds "
-                    f"max_cloud_fraction {cfg.max_cloud_fraction}"
-                )
-        else:
-            results.update(
-                cloud_fraction=0.0,
-                shadow_fraction=0.0,
-                clear_fraction=0.0,
-                valid_fraction=0.0,
-                note="no valid pixel in the AOI: scene not written",
-            )
-            write = False
+        write = _summarise(mask, cfg, results, props)
+        n_known = int(known.sum())
         log.info(
             "%s: cloud %.1f %%, shadow %.1f %% of %d valid pixels (%s)",
             scene.item_id,
@@ -1123,23 +1132,8 @@ class CloudMaskStep:
         hit = self._temporal(scene, cfg, (mask == MASK_CLEAR) | (mask == MASK_SHADOW), results)
         results["temporal"] = {**results["temporal"], "on_coregistered_pixels": coregistered}
         mask[hit] = MASK_CLOUD
-        n_known = int((mask != MASK_NODATA).sum())
         props = dict(scene.properties)
-        write = True
-        if n_known:
-            cloud_fraction = int((mask == MASK_CLOUD).sum()) / n_known
-            results.update(
-                cloud_fraction=cloud_fraction,
-                shadow_fraction=int((mask == MASK_SHADOW).sum()) / n_known,
-                clear_fraction=int((mask == MASK_CLEAR).sum()) / n_known,
-            )
-            props["eo:cloud_cover"] = round(100.0 * cloud_fraction, 4)
-            if cfg.max_cloud_fraction is not None and cloud_fraction > cfg.max_cloud_fraction:
-                write = False
-                results["note"] = (
-                    f"cloud fraction {cloud_fraction:.3f} over the AOI exceeds "
-                    f"max_cloud_fraction {cfg.max_cloud_fraction}"
-                )
+        write = _summarise(mask, cfg, results, props)
         new = scene.replace(classes={**scene.classes, "CLOUD_MASK": mask}, properties=props)
         return StepResult(new, dataclasses.replace(record, results=results), write=write)
 
