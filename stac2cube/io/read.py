@@ -79,6 +79,8 @@ def requester_pays(item: pystac.Item) -> bool:
     the item or an asset says ``storage:requester_pays: true`` (storage extension v1), every
     storage scheme an asset refers to is requester-pays (v2 ``storage:schemes`` /
     ``storage:refs``), or an asset lies in one of :data:`REQUESTER_PAYS_BUCKETS`."""
+    # raw fields, not pystac's StorageExtension: real items (Earth Search v1 Collection-1 L2A)
+    # declare the extension without storage:schemes, which its accessor refuses
     props = item.properties
     if props.get("storage:requester_pays") is True:
         return True
