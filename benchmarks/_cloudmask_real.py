@@ -38,8 +38,8 @@ from stac2cube.steps.cloudmask import (
     s2cloudless_mask,
 )
 from stac2cube.testing.data import shared_data_dir
+from stac2cube.testing.eo_patch import PATCH_DIR, Patch, read_test_eopatch
 
-PATCH = "rasters/eo-learn-TestEOPatch-2015"
 PIXEL_M = 10.0
 """Pixel size of the patch (about 10 m: 1000 m over 100 columns)."""
 THRESHOLD, AVERAGE_OVER_M, DILATION_M = 0.4, 40.0, 20.0
@@ -64,37 +64,22 @@ def _model() -> dict[str, str]:
     return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
-def _load(root: Path) -> dict[str, Any]:
-    meta = json.loads((root / "meta.json").read_text())
-    return {
-        "meta": meta,
-        "scenes": np.load(root / "REFERENCE_SCENES.npy"),  # (5, y, x, 13)
-        "clp": np.load(root / "CLP_S2C.npy")[..., 0],  # (68, y, x)
-        "clm": np.load(root / "CLM_S2C.npy")[..., 0].astype(bool),
-        "valid": np.load(root / "IS_DATA.npy")[..., 0].astype(bool),
-    }
-
-
-def _toa(scene: np.ndarray, order: list[str], bands: tuple[str, ...]) -> np.ndarray:
-    """``(10, y, x)`` float32 from a ``(y, x, 13)`` scene, bands in ``bands`` order."""
-    idx = [order.index(b) for b in bands]
-    return np.ascontiguousarray(np.moveaxis(scene[..., idx], -1, 0), dtype=np.float32)
-
-
 def _probabilities(
-    d: dict[str, Any], transform: Callable[[np.ndarray], np.ndarray] = lambda a: a
+    d: Patch,
+    transform: Callable[[np.ndarray], np.ndarray] = lambda a: a,
+    bands: tuple[str, ...] = S2CLOUDLESS_BANDS,
 ) -> list[np.ndarray]:
-    """Our probability for each reference scene (``transform`` applied to its TOA stack)."""
-    order = d["meta"]["band_order"]
-    return [cloud_probability(transform(_toa(s, order, S2CLOUDLESS_BANDS)))[0] for s in d["scenes"]]
+    """Our probability for each reference scene (``transform`` applied to its TOA stack of
+    ``bands``)."""
+    return [cloud_probability(transform(d.toa(k, bands)))[0] for k in range(len(d.scenes))]
 
 
-def _max_diff(d: dict[str, Any], probs: list[np.ndarray]) -> float:
-    idx = d["meta"]["REFERENCE_SCENES_time_index"]
-    return max(float(np.abs(p - d["clp"][t]).max()) for p, t in zip(probs, idx, strict=True))
+def _max_diff(d: Patch, probs: list[np.ndarray]) -> float:
+    pairs = zip(probs, d.time_index, strict=True)
+    return max(float(np.abs(p - d.clp[t]).max()) for p, t in pairs)
 
 
-def _masks_differing(d: dict[str, Any], **kw: float) -> list[int]:
+def _masks_differing(d: Patch, **kw: float) -> list[int]:
     args = {
         "threshold": THRESHOLD,
         "average_over_m": AVERAGE_OVER_M,
@@ -104,21 +89,19 @@ def _masks_differing(d: dict[str, Any], **kw: float) -> list[int]:
     args.update(kw)
     return [
         int((s2cloudless_mask(p, v, **args) != m).sum())
-        for p, v, m in zip(d["clp"], d["valid"], d["clm"], strict=True)
+        for p, v, m in zip(d.clp, d.valid, d.clm, strict=True)
     ]
 
 
-def _probability_figures(d: dict[str, Any]) -> dict[str, Any]:
-    meta = d["meta"]
-    order: list[str] = meta["band_order"]
-    stamps: list[str] = meta.get("all_68_timestamps", [])
+def _probability_figures(d: Patch) -> dict[str, Any]:
+    order, stamps = d.order, d.timestamps
     probs = _probabilities(d)
     per_date, diffs = [], []
-    for k, (p, t) in enumerate(zip(probs, meta["REFERENCE_SCENES_time_index"], strict=True)):
-        diff = np.abs(p - d["clp"][t])
+    for k, (p, t) in enumerate(zip(probs, d.time_index, strict=True)):
+        diff = np.abs(p - d.clp[t])
         diffs.append(diff.ravel())
         # which of the 68 expected fields is nearest: it must be the stated date
-        nearest = np.abs(p[None] - d["clp"]).max(axis=(1, 2))
+        nearest = np.abs(p[None] - d.clp).max(axis=(1, 2))
         per_date.append(
             {
                 "scene": k,
@@ -141,10 +124,8 @@ def _probability_figures(d: dict[str, Any]) -> dict[str, Any]:
         return out
 
     mistakes: dict[str, list[np.ndarray]] = {
-        "first_ten_of_13_bands": [
-            cloud_probability(_toa(s, order, tuple(order[:10])))[0] for s in d["scenes"]
-        ],
-        "b08_b8a_swapped": [cloud_probability(_toa(s, order, swap))[0] for s in d["scenes"]],
+        "first_ten_of_13_bands": _probabilities(d, bands=tuple(order[:10])),
+        "b08_b8a_swapped": _probabilities(d, bands=swap),
         "plus_1_dn": _probabilities(d, lambda a: a + np.float32(1e-4)),
         "baseline_0400_offset_left_in": _probabilities(d, lambda a: a + np.float32(0.1)),
         "scaled_by_1.01": _probabilities(d, lambda a: a * np.float32(1.01)),
@@ -159,35 +140,33 @@ def _probability_figures(d: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _mask_figures(d: dict[str, Any]) -> dict[str, Any]:
+def _mask_figures(d: Patch) -> dict[str, Any]:
     from s2cloudless.cloud_detector import S2PixelCloudDetector
 
     per_date = _masks_differing(d)
-    n_dates, h, w = d["clp"].shape
-    frac = d["clm"].mean(axis=(1, 2))
+    n_dates, h, w = d.clp.shape
+    frac = d.clm.mean(axis=(1, 2))
     # s2cloudless' own post-processing on the same fields, and ours at other pixel sizes against
     # s2cloudless with the radii the metres give there (all pixels valid, as in the patch)
     own = S2PixelCloudDetector(threshold=THRESHOLD, average_over=4, dilation_size=2)
-    own_mask = own.get_mask_from_prob(d["clp"]).astype(bool)
+    own_mask = own.get_mask_from_prob(d.clp).astype(bool)
     # how far float rounding is from flipping a pixel: our disk mean against OpenCV's (which
     # s2cloudless uses), and the closest OpenCV mean to the threshold
     import cv2
 
     r_avg = round(AVERAGE_OVER_M / PIXEL_M)
     cv_mean = np.stack(
-        [cv2.filter2D(p, -1, own.conv_filter, borderType=cv2.BORDER_REFLECT) for p in d["clp"]]
+        [cv2.filter2D(p, -1, own.conv_filter, borderType=cv2.BORDER_REFLECT) for p in d.clp]
     )
-    our_mean = np.stack(
-        [_disk_mean(p, v, r_avg) for p, v in zip(d["clp"], d["valid"], strict=True)]
-    )
+    our_mean = np.stack([_disk_mean(p, v, r_avg) for p, v in zip(d.clp, d.valid, strict=True)])
     other = {}
     for pixel_m, r_avg, r_dil in ((20.0, 2, 1), (60.0, 1, 0), (5.0, 8, 4)):
         det = S2PixelCloudDetector(threshold=THRESHOLD, average_over=r_avg, dilation_size=r_dil)
-        ref = det.get_mask_from_prob(d["clp"]).astype(bool)
+        ref = det.get_mask_from_prob(d.clp).astype(bool)
         ours = np.stack(
             [
                 s2cloudless_mask(p, v, pixel_m, THRESHOLD, AVERAGE_OVER_M, DILATION_M)
-                for p, v in zip(d["clp"], d["valid"], strict=True)
+                for p, v in zip(d.clp, d.valid, strict=True)
             ]
         )
         other[f"{pixel_m:g}m_avg{r_avg}px_dil{r_dil}px"] = int((ours != ref).sum())
@@ -196,10 +175,10 @@ def _mask_figures(d: dict[str, Any]) -> dict[str, Any]:
         "real_mask_pixels_total": int(n_dates * h * w),
         "real_mask_dates": int(n_dates),
         "real_mask_differing_by_date": per_date,
-        "real_mask_cloud_pixels_expected": int(d["clm"].sum()),
+        "real_mask_cloud_pixels_expected": int(d.clm.sum()),
         "real_mask_partly_cloudy_dates": int(((frac > 0) & (frac < 1)).sum()),
-        "real_mask_valid_pixels": int(d["valid"].sum()),
-        "s2cloudless_own_mask_pixels_differing": int((own_mask != d["clm"]).sum()),
+        "real_mask_valid_pixels": int(d.valid.sum()),
+        "s2cloudless_own_mask_pixels_differing": int((own_mask != d.clm).sum()),
         "disk_mean_max_abs_diff_vs_opencv": float(np.abs(our_mean - cv_mean).max()),
         "closest_mean_to_threshold": float(np.abs(cv_mean - THRESHOLD).min()),
         "metres_vs_s2cloudless_pixels_differing": other,
@@ -217,16 +196,16 @@ def real_patch(root: Path | None = None) -> dict[str, Any]:
     ``skipped`` reason, when the shared data is absent."""
     if root is None:
         shared = shared_data_dir()
-        root = shared / PATCH if shared is not None else None
+        root = shared / PATCH_DIR if shared is not None else None
     if root is None or not (root / "CLP_S2C.npy").is_file():
         return {
             "real_s2cloudless_max_abs_diff": None,
             "real_mask_pixels_differing": None,
-            "skipped": f"shared data {PATCH} not found (set STAC2CUBE_SHARED_DATA)",
+            "skipped": f"shared data {PATCH_DIR} not found (set STAC2CUBE_SHARED_DATA)",
         }
-    d = _load(root)
+    d = read_test_eopatch(root)
     return {
-        "data": f"{PATCH} (eo-learn TestEOPatch, Sentinel-2 L1C 2015)",
+        "data": f"{PATCH_DIR} (eo-learn TestEOPatch, Sentinel-2 L1C 2015)",
         "parameters": {
             "threshold": THRESHOLD,
             "average_over_m": AVERAGE_OVER_M,

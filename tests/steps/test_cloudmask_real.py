@@ -9,19 +9,17 @@ model (band choice and order, scaling, B10) and how we post-process its probabil
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from stac2cube.steps.cloudmask import S2CLOUDLESS_BANDS, cloud_probability, s2cloudless_mask
 from stac2cube.testing.data import require_shared_data
+from stac2cube.testing.eo_patch import PATCH_DIR, Patch, read_test_eopatch
 
 pytest.importorskip("s2cloudless")
 
-PATCH = "rasters/eo-learn-TestEOPatch-2015"
 PIXEL_M = 10.0
 THRESHOLD, AVERAGE_OVER_M, DILATION_M = 0.4, 40.0, 20.0
 """eo-learn's test parameters (0.4, 4 and 2 pixels at 10 m) in the step's metres."""
@@ -34,40 +32,12 @@ plausible input error changes it by 0.1 or more (one DN, 1e-4 reflectance, on ev
 see test_probability_check_detects_input_mistakes), 10^5 times the tolerance."""
 
 
-@dataclass(frozen=True)
-class Patch:
-    scenes: np.ndarray
-    """(5, y, x, 13) float32 TOA reflectance, bands in ``order``."""
-    order: list[str]
-    time_index: list[int]
-    """Index into the 68 dates of each of the 5 scenes."""
-    clp: np.ndarray
-    """(68, y, x) float32 expected probabilities."""
-    clm: np.ndarray
-    """(68, y, x) bool expected masks."""
-    valid: np.ndarray
-    """(68, y, x) bool valid data."""
-
-    def toa(self, k: int, bands: tuple[str, ...] = S2CLOUDLESS_BANDS) -> np.ndarray:
-        """``(len(bands), y, x)`` TOA of scene ``k``, as the pipeline hands it to the step."""
-        idx = [self.order.index(b) for b in bands]
-        return np.ascontiguousarray(np.moveaxis(self.scenes[k][..., idx], -1, 0), np.float32)
-
-
 @pytest.fixture(scope="module")
 def patch() -> Patch:
-    root = require_shared_data() / PATCH
+    root = require_shared_data() / PATCH_DIR
     if not (root / "CLP_S2C.npy").is_file():
-        pytest.skip(f"{PATCH} is not in the shared data")
-    meta = json.loads((root / "meta.json").read_text())
-    return Patch(
-        scenes=np.load(root / "REFERENCE_SCENES.npy"),
-        order=list(meta["band_order"]),
-        time_index=[int(t) for t in meta["REFERENCE_SCENES_time_index"]],
-        clp=np.load(root / "CLP_S2C.npy")[..., 0],
-        clm=np.load(root / "CLM_S2C.npy")[..., 0].astype(bool),
-        valid=np.load(root / "IS_DATA.npy")[..., 0].astype(bool),
-    )
+        pytest.skip(f"{PATCH_DIR} is not in the shared data")
+    return read_test_eopatch(root)
 
 
 def _max_diff(patch: Patch, toa: Callable[[int], np.ndarray]) -> float:
