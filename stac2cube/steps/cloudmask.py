@@ -543,7 +543,8 @@ def cloud_probability(toa: F32) -> tuple[F32, str]:
     the order of :data:`S2CLOUDLESS_BANDS`, and how B10 was handled.
 
     A pixel is nodata where any band other than B10 is NaN. Where B10 is NaN but the others are
-    not (L2A fallback), B10 is set to :data:`B10_FALLBACK_REFLECTANCE`.
+    not (s2cloudless on L2A bands, ``l1c: never``), B10 is set to
+    :data:`B10_FALLBACK_REFLECTANCE`.
     """
     if toa.ndim != 3 or toa.shape[0] != len(S2CLOUDLESS_BANDS):
         raise StepError(

@@ -399,11 +399,6 @@ def _fractal_noise(
     return out
 
 
-def _ramp(x: F32, lo: float, hi: float) -> F32:
-    """0 at ``lo``, 1 at ``hi``, linear in between (``lo > hi`` gives a decreasing ramp)."""
-    return np.asarray(np.clip((x - lo) / (hi - lo), 0.0, 1.0), dtype=np.float32)
-
-
 def _block_mean(a: F32, f: int, shape: tuple[int, int]) -> F32:
     """Mean over ``f x f`` blocks of ``a`` (shape a multiple of ``f``), cropped to ``shape``."""
     h, w = a.shape
