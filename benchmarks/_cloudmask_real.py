@@ -31,14 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from stac2cube.steps.cloudmask import (
-    S2CLOUDLESS_BANDS,
-    _disk_mean,  # only to measure rounding against OpenCV's mean
-    cloud_probability,
-    s2cloudless_mask,
-)
-from stac2cube.testing.data import shared_data_dir
-from stac2cube.testing.eo_patch import PATCH_DIR, Patch, read_test_eopatch
+from stac2cube.sample.data import shared_data_dir
+from stac2cube.sample.eo_patch import PATCH_DIR, Patch, read_test_eopatch
+from stac2cube.steps.cloudmask import S2CLOUDLESS_BANDS, cloud_probability, s2cloudless_mask
+from stac2cube.steps.cloudmask.raster import disk_mean  # to measure rounding against OpenCV's
 
 PIXEL_M = 10.0
 """Pixel size of the patch (about 10 m: 1000 m over 100 columns)."""
@@ -158,7 +154,7 @@ def _mask_figures(d: Patch) -> dict[str, Any]:
     cv_mean = np.stack(
         [cv2.filter2D(p, -1, own.conv_filter, borderType=cv2.BORDER_REFLECT) for p in d.clp]
     )
-    our_mean = np.stack([_disk_mean(p, v, r_avg) for p, v in zip(d.clp, d.valid, strict=True)])
+    our_mean = np.stack([disk_mean(p, v, r_avg) for p, v in zip(d.clp, d.valid, strict=True)])
     other = {}
     for pixel_m, r_avg, r_dil in ((20.0, 2, 1), (60.0, 1, 0), (5.0, 8, 4)):
         det = S2PixelCloudDetector(threshold=THRESHOLD, average_over=r_avg, dilation_size=r_dil)

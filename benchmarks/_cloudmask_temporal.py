@@ -4,14 +4,14 @@ clear-sky reference, with and without the reference's refresh (``temporal_f1_by_
 A generated sample spans a year (a date every 5 days from 1 June, the sample's phenology:
 cereals senesce, maize greens up, meadows are mown; its cloud cover cycles through 5 %, 20 %,
 40 % and 0 %). The catalog's first run holds the first four dates (days 0-15); its reference is
-built as :func:`stac2cube.pipeline.ensure_cloud_reference` builds it: the cloud step without the
+built as :func:`stac2cube.references.build.ensure_reference` builds it: the cloud step without the
 test on the candidates with the lowest provider cloud cover, the per-pixel B02 median of the
 ``temporal_scenes`` clearest (so its median date is day 5). Every later date is an update:
 
 * ``frozen``: the test against the first reference, its threshold grown by the gap (the
   behaviour before ``temporal_refresh_days``; 0.03 at 0 days, 0.21 at 180, 0.395 at 365);
 * ``refresh``: the versions the pipeline builds with the default ``temporal_refresh_days``
-  (30): for each window of :func:`stac2cube.reference.refresh_window`, a version from the
+  (30): for each window of :func:`stac2cube.references.refresh_window`, a version from the
   update's scenes in that window (the scene under test may be one of them, as in the
   pipeline), and every scene tested against the version nearest in time;
 * ``single_date``: the same configuration without the test, for comparison.
@@ -75,7 +75,7 @@ def _reference(dates: Sequence[_Date], name: str, cfg: Any, gbox: Any, version: 
     """A clear-sky reference version from ``dates`` as the pipeline builds one: the
     ``2 * temporal_scenes`` (at least 3) lowest provider cloud covers, the per-pixel B02 median
     of the ``temporal_scenes`` clearest; its time is the median of theirs."""
-    from stac2cube.reference import choose_reference
+    from stac2cube.references import choose_reference
     from stac2cube.steps.base import AuxLayer
 
     ranked = sorted(dates, key=lambda d: d.cover)[: max(2 * cfg.temporal_scenes, 3)]
@@ -88,8 +88,8 @@ def _reference(dates: Sequence[_Date], name: str, cfg: Any, gbox: Any, version: 
 
 def _versions(dates: Sequence[_Date], name: str, cfg: Any, gbox: Any) -> list[Any]:
     """The first run's reference and the versions the update's refresh adds, in the order
-    :func:`stac2cube.pipeline.ensure_cloud_reference` builds them."""
-    from stac2cube.reference import refresh_window
+    :func:`stac2cube.references.build.ensure_reference` builds them."""
+    from stac2cube.references import refresh_window
 
     first, update = dates[:FIRST_RUN_DATES], dates[FIRST_RUN_DATES:]
     versions = [_reference(first, name, cfg, gbox, "cloud-reference")]
@@ -117,6 +117,8 @@ def _nearest(versions: Sequence[Any], when: dt.datetime) -> Any:
 
 def temporal_by_gap(quick: bool) -> dict[str, Any]:
     """``temporal_f1_by_gap_days`` and its details (see the module docstring)."""
+    from stac2cube.sample import SampleSpec, generate_sample
+    from stac2cube.sample.scenes import sample_geobox, scene_from_sample
     from stac2cube.steps.cloudmask import (
         MASK_CLEAR,
         MASK_CLOUD,
@@ -124,8 +126,6 @@ def temporal_by_gap(quick: bool) -> dict[str, Any]:
         CloudMaskConfig,
         CloudMaskStep,
     )
-    from stac2cube.testing.sample import SampleSpec, generate_sample
-    from stac2cube.testing.scenes import sample_geobox, scene_from_sample
 
     t_start = time.perf_counter()
     size, seeds = (128, (31,)) if quick else (300, (31, 32))

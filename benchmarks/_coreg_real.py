@@ -6,7 +6,7 @@
   AROSICS' own INTER1 test); our step runs on the same pixels, global mode with defaults and
   local mode with AROSICS' tie-point parameters, once with a ``CLOUD_MASK`` (a multi-temporal
   difference test against the cloud-free reference,
-  :func:`stac2cube.testing.real_pair.difference_cloud_mask`) and once without any mask layer.
+  :func:`stac2cube.sample.real_pair.difference_cloud_mask`) and once without any mask layer.
   As a window-free arbiter, ``real_pair_ncc_optimum_px`` is the translation that maximises the
   correlation over all clear pixels of the overlap (:func:`ncc_optimum`).
   Shifts are the displacement of the target's content, ``(dx east, dy south)`` px, as
@@ -243,10 +243,20 @@ def ncc_optimum(target: np.ndarray, reference: np.ndarray, good: np.ndarray) -> 
     return [round(float(v), 4) for v in x0]
 
 
+def pair_dir() -> Path:
+    """The INTER1 pair's folder in the shared data (exits when the shared data is absent)."""
+    from stac2cube.sample.data import ENV_VAR, shared_data_dir
+    from stac2cube.sample.real_pair import INTER1_DIR
+
+    shared = shared_data_dir()
+    if shared is None:
+        raise SystemExit(f"shared data not found: set {ENV_VAR} or put it at ../shared/data")
+    return shared / INTER1_DIR
+
+
 def real_pair(quick: bool = False) -> dict[str, Any]:
     """Our step against AROSICS run directly, on the real INTER1 pair (see the module doc)."""
-    from stac2cube.steps.coreg import CoregConfig, CoregStep
-    from stac2cube.testing.real_pair import (
+    from stac2cube.sample.real_pair import (
         WP_CLOSE_TO_EDGE,
         WP_COVERING_NODATA,
         WP_INSIDE,
@@ -254,8 +264,9 @@ def real_pair(quick: bool = False) -> dict[str, Any]:
         pair_scene,
         read_inter1,
     )
+    from stac2cube.steps.coreg import CoregConfig, CoregStep
 
-    pair = read_inter1()
+    pair = read_inter1(pair_dir())
     ref_f, tgt_f = str(pair.ref_path), str(pair.tgt_path)
     mask = difference_cloud_mask(pair.target, pair.reference)
     valid = np.isfinite(pair.target) & np.isfinite(pair.reference)
@@ -406,12 +417,12 @@ def texture_windows(n_per_image: int) -> list[dict[str, Any]]:
     ``n_per_image`` per image at evenly spaced quantiles of their texture."""
     import rasterio
 
-    from stac2cube.reference import texture_score
-    from stac2cube.testing.real_pair import EPSG, SCALE, inter1_paths
+    from stac2cube.references import texture_score
+    from stac2cube.sample.real_pair import EPSG, SCALE, inter1_paths
 
     size = TEXTURE_WINDOW + 2 * SHIFT_MARGIN
     wins: list[dict[str, Any]] = []
-    for name, path in zip(("reference", "target"), inter1_paths(), strict=True):
+    for name, path in zip(("reference", "target"), inter1_paths(pair_dir()), strict=True):
         with rasterio.open(path) as ds:
             dn = ds.read(1)
             transform = ds.transform
@@ -464,9 +475,9 @@ def self_match_case(
     from odc.geo.geobox import GeoBox
     from rasterio.transform import Affine
 
+    from stac2cube.sample.coreg_scenes import TRUTH_X, TRUTH_Y, residual_px
+    from stac2cube.sample.real_pair import pair_scene
     from stac2cube.steps.coreg import CoregConfig, CoregStep
-    from stac2cube.testing.coreg_scenes import TRUTH_X, TRUTH_Y, residual_px
-    from stac2cube.testing.real_pair import pair_scene
 
     src = win["pixels"]
     if contrast != 1.0:
@@ -641,10 +652,7 @@ def main() -> None:
     ap.add_argument("--part", choices=("all", "pair", "texture"), default="all")
     ap.add_argument("--cases", action="store_true", help="include every case in the output")
     args = ap.parse_args()
-    from stac2cube.testing.data import ENV_VAR, shared_data_dir
-
-    if shared_data_dir() is None:
-        raise SystemExit(f"shared data not found: set {ENV_VAR} or put it at ../shared/data")
+    pair_dir()  # exits when the shared data is absent
     import hashlib
 
     import arosics
@@ -656,7 +664,10 @@ def main() -> None:
         "quick": args.quick,
         "arosics": arosics.__version__,
         "step_version": coreg.CoregStep.version,
-        "step_sha256": hashlib.sha256(Path(coreg.__file__).read_bytes()).hexdigest()[:12],
+        # the step is a package: its modules' sources, in name order
+        "step_sha256": hashlib.sha256(
+            b"".join(p.read_bytes() for p in sorted(Path(coreg.__file__).parent.glob("*.py")))
+        ).hexdigest()[:12],
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if args.part in ("all", "pair"):

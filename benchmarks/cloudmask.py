@@ -128,7 +128,7 @@ TEMPORAL = 0.03
 
 def _reference_candidates(step: Any, pxs: list[Any], cfg: Any) -> list[tuple[Any, ...]]:
     """``(id, B02, bad, datetime)`` of every date of a sample, masked as
-    ``pipeline.ensure_cloud_reference`` masks its candidates: the cloud step without the temporal
+    ``references.build.ensure_reference`` masks its candidates: the cloud step without the temporal
     test (shadows ``both``, as a run with the default shadows masks them)."""
     import datetime as dt
 
@@ -147,7 +147,7 @@ def _reference_candidates(step: Any, pxs: list[Any], cfg: Any) -> list[tuple[Any
 def _clear_reference(cands: list[tuple[Any, ...]], cfg: Any, gbox: Any) -> Any:
     """The clear-sky reference from ``cands`` as the pipeline builds it: the per-pixel B02
     median of the ``temporal_scenes`` clearest; its time is the median of theirs."""
-    from stac2cube.reference import choose_reference
+    from stac2cube.references import choose_reference
     from stac2cube.steps.base import AuxLayer
     from stac2cube.steps.cloudmask import TEMPORAL_BAND
 
@@ -183,6 +183,8 @@ def _false_alarms_by_distance(false_alarm: np.ndarray, truth_cloud: np.ndarray) 
 def accuracy(samples: Iterable[Any]) -> dict[str, Any]:
     import rasterio
 
+    from stac2cube.sample import LANDCOVER_CLASSES, SURFACE_TYPES
+    from stac2cube.sample.scenes import scene_from_sample
     from stac2cube.steps.cloudmask import (
         MASK_CLOUD,
         MASK_NODATA,
@@ -191,8 +193,6 @@ def accuracy(samples: Iterable[Any]) -> dict[str, Any]:
         CloudMaskStep,
         threshold_layer_name,
     )
-    from stac2cube.testing.sample import LANDCOVER_CLASSES, SURFACE_TYPES
-    from stac2cube.testing.scenes import scene_from_sample
 
     step = CloudMaskStep()
     configs = _configs()
@@ -388,9 +388,9 @@ def accuracy(samples: Iterable[Any]) -> dict[str, Any]:
 
 
 def worker_speed(root: str, resolution: float, repeat: int) -> dict[str, float]:
+    from stac2cube.sample import load_sample
+    from stac2cube.sample.scenes import scene_from_sample
     from stac2cube.steps.cloudmask import CloudMaskConfig, CloudMaskStep
-    from stac2cube.testing.sample import load_sample
-    from stac2cube.testing.scenes import scene_from_sample
 
     sample = load_sample(root)
     px = scene_from_sample(sample, 0, toa_resolution=resolution)
@@ -424,7 +424,7 @@ def main() -> None:
         print(json.dumps(worker_speed(root, float(res), int(rep))))
         return
 
-    from stac2cube.testing.sample import SampleSpec, generate_sample
+    from stac2cube.sample import SampleSpec, generate_sample
 
     seeds, size, repeat = ((11, 12), 400, 1) if args.quick else ((11, 12, 13, 14), 600, 3)
     t_start = time.perf_counter()

@@ -11,7 +11,7 @@ not assume: ``spline_*``), with independent noise measured from the images.
 
 Generated scenes (below) have a known per-pixel truth but share the sample's landscape model.
 
-Scenes come from :mod:`stac2cube.testing.coreg_scenes` (the sample's landscape and cloud model,
+Scenes come from :mod:`stac2cube.sample.coreg_scenes` (the sample's landscape and cloud model,
 target and reference from different days, sensor noise in both). The error of the *applied*
 correction is measured per pixel: two smooth bands holding the true surface coordinates of each
 pixel go through the step with the reflectance, and after the correction they should read each
@@ -87,13 +87,13 @@ def _sq(ex: np.ndarray, ey: np.ndarray) -> tuple[float, int]:
 
 
 def global_accuracy(size: int, n: int) -> dict[str, Any]:
-    from stac2cube.steps.coreg import CoregConfig, CoregStep
-    from stac2cube.testing.coreg_scenes import (
+    from stac2cube.sample.coreg_scenes import (
         make_coreg_scene,
         random_shift,
         residual_px,
         with_truth_coordinates,
     )
+    from stac2cube.steps.coreg import CoregConfig, CoregStep
 
     step, cfg = CoregStep(), CoregConfig()
     rng = np.random.default_rng(2024)
@@ -145,13 +145,13 @@ def global_accuracy(size: int, n: int) -> dict[str, Any]:
 
 
 def warp_accuracy(size: int, n: int) -> dict[str, Any]:
-    from stac2cube.steps.coreg import CoregConfig, CoregStep
-    from stac2cube.testing.coreg_scenes import (
+    from stac2cube.sample.coreg_scenes import (
         make_coreg_scene,
         random_warp,
         residual_px,
         with_truth_coordinates,
     )
+    from stac2cube.steps.coreg import CoregConfig, CoregStep
 
     step = CoregStep()
     rng = np.random.default_rng(7)
@@ -196,8 +196,8 @@ def warp_accuracy(size: int, n: int) -> dict[str, Any]:
 
 
 def temporal(size: int, n_dates: int) -> dict[str, Any]:
+    from stac2cube.sample.coreg_scenes import make_coreg_scene, random_shift
     from stac2cube.steps.coreg import CoregConfig, CoregStep
-    from stac2cube.testing.coreg_scenes import make_coreg_scene, random_shift
 
     step, cfg = CoregStep(), CoregConfig()
     rng = np.random.default_rng(99)
@@ -232,8 +232,8 @@ def temporal(size: int, n_dates: int) -> dict[str, Any]:
 
 
 def worker_speed(mode: str, size: int, cloud_cover: float) -> dict[str, float]:
+    from stac2cube.sample.coreg_scenes import Warp, make_coreg_scene
     from stac2cube.steps.coreg import CoregConfig, CoregStep
-    from stac2cube.testing.coreg_scenes import Warp, make_coreg_scene
 
     cs = make_coreg_scene(
         size=size, warp=Warp(shift=(1.3, -0.8)), seed=400, cloud_cover=cloud_cover
@@ -269,7 +269,7 @@ def real(quick: bool) -> dict[str, Any]:
     and real texture matched against itself with known shifts and noise."""
     from _coreg_real import real_pair, real_texture
 
-    from stac2cube.testing.data import shared_data_dir
+    from stac2cube.sample.data import shared_data_dir
 
     if shared_data_dir() is None:
         return {"real_skipped": "shared data not found (../shared/data or STAC2CUBE_SHARED_DATA)"}

@@ -23,7 +23,7 @@ Figures written to ``benchmarks/results/incremental.json`` (targets from issue #
 * ``open_1000_items_s`` (< 1 s): opening a 1,000-item catalog as a lazy cube with the faster of
   the two views (named in ``open_1000_items_view``); ``open_1000_items_s_by_view`` has each:
   ``open_virtual_cube`` (kerchunk references) and ``open_cube`` (odc-stac) without and with the
-  stac-geoparquet index (:mod:`stac2cube.cube.index`). The items are clones of one processed
+  stac-geoparquet index (:mod:`stac2cube.catalog.index`). The items are clones of one processed
   item (new ids and datetimes) pointing at the same COGs.
 * ``kerchunk_vs_odc_read_ratio`` (>= 0.8): throughput of reading the same pixels through the
   kerchunk view over that of the odc-stac view (catalog grid, warm file cache, median).
@@ -77,8 +77,8 @@ def worker_run(config: str, warm: bool = False) -> dict[str, Any]:
         import pyarrow.parquet  # noqa: F401
         import stac_geoparquet.arrow  # noqa: F401
 
-        import stac2cube.cube.index
-        import stac2cube.cube.kerchunk  # noqa: F401
+        import stac2cube.catalog.index
+        import stac2cube.catalog.kerchunk  # noqa: F401
     cfg = load_config(config)
     done_at: list[float] = []
     t0 = time.perf_counter()
@@ -105,7 +105,7 @@ def worker_open(catalog: str) -> dict[str, Any]:
     import odc.stac  # noqa: F401  (import cost is not what is measured)
 
     from stac2cube import open_cube, open_virtual_cube
-    from stac2cube.cube.index import read_index
+    from stac2cube.catalog.index import read_index
     from stac2cube.cube.odc import catalog_items
 
     indexed = read_index(catalog) is not None
@@ -213,7 +213,7 @@ def _median(values: list[float]) -> float:
 
 # ------------------------------------------------------------------------------ sections
 def bench_update(sample: Any, tmp: Path, n_cat: int, repeat: int) -> dict[str, Any]:
-    from stac2cube.cube.index import write_index
+    from stac2cube.catalog.index import write_index
 
     feats = json.loads(sample.l2a_items_path.read_text())["features"]
     assert len(feats) >= n_cat + 1
@@ -453,9 +453,9 @@ def make_clone_catalog(base: Path, out: Path, n: int) -> Path:
     one kerchunk reference file per item."""
     import datetime as dt
 
-    from stac2cube.cube.kerchunk import item_references, references_path
+    from stac2cube.catalog import CatalogStore
+    from stac2cube.catalog.kerchunk import item_references, references_path
     from stac2cube.io.atomic import write_json_atomic
-    from stac2cube.io.catalog import CatalogStore
 
     src = CatalogStore.open(base)
     store = CatalogStore(out, src.collection_id)
@@ -494,7 +494,7 @@ def make_clone_catalog(base: Path, out: Path, n: int) -> Path:
 
 
 def bench_open(base: Path, tmp: Path, n: int, repeat: int) -> dict[str, Any]:
-    from stac2cube.cube.index import index_path, invalidate_index, write_index
+    from stac2cube.catalog.index import index_path, invalidate_index, write_index
 
     cat = make_clone_catalog(base, tmp / "clones", n)
     t0 = time.perf_counter()
@@ -536,7 +536,7 @@ def bench_open(base: Path, tmp: Path, n: int, repeat: int) -> dict[str, Any]:
 
 def _catalog_state(catalog: Path) -> dict[str, Any]:
     """What must equal between runs: items minus timestamps, file checksums, kerchunk refs."""
-    from stac2cube.io.catalog import CatalogStore
+    from stac2cube.catalog import CatalogStore
 
     store = CatalogStore.open(catalog)
     items = {}
@@ -580,8 +580,8 @@ def _start_run(config: Path, catalog: Path) -> tuple[subprocess.Popen[bytes], fl
 def bench_crash(sample: Any, tmp: Path, n_scenes: int, trials: int, seed: int) -> dict[str, Any]:
     import yaml
 
+    from stac2cube.catalog import STAGING_PREFIX, CatalogStore
     from stac2cube.check import check_catalog
-    from stac2cube.io.catalog import STAGING_PREFIX, CatalogStore
 
     feats = json.loads(sample.l2a_items_path.read_text())["features"]
     items = _subset(feats[:n_scenes], tmp / "crash.json")
@@ -682,7 +682,7 @@ def main() -> None:
         print(json.dumps(worker_read(a.catalog, a.repeat)))
         return
 
-    from stac2cube.testing.sample import SampleSpec, generate_sample
+    from stac2cube.sample import SampleSpec, generate_sample
 
     quick = a.quick
     only = set(a.only.split(",")) if a.only else set(SECTIONS)

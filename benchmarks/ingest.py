@@ -132,7 +132,7 @@ def main() -> None:
     import yaml
 
     from stac2cube.demo import demo_config
-    from stac2cube.testing.sample import SampleSpec, generate_sample
+    from stac2cube.sample import SampleSpec, generate_sample
 
     n_scenes = a.scenes or (3 if a.quick else 6)
     repeat = a.repeat or (1 if a.quick else 3)

@@ -47,9 +47,9 @@ KINDS = ("rgbn_x4", "swir_x2", "full_x4")
 
 
 def _scene(root: str, size: int | None = None) -> Any:
-    from stac2cube.steps.superres_models import FULL_BANDS
-    from stac2cube.testing.sample import load_sample
-    from stac2cube.testing.scenes import scene_from_sample
+    from stac2cube.sample import load_sample
+    from stac2cube.sample.scenes import scene_from_sample
+    from stac2cube.steps.superres import FULL_BANDS
 
     sample = load_sample(root)
     sc = scene_from_sample(sample, 0, bands=FULL_BANDS, toa_resolution=None).scene
@@ -60,7 +60,7 @@ def _scene(root: str, size: int | None = None) -> Any:
 
 
 def _bundles(root: Path) -> dict[str, Path]:
-    from stac2cube.steps import superres_models as sm
+    from stac2cube.steps import superres as sm
 
     out = {}
     for kind in KINDS:
@@ -81,7 +81,9 @@ def accuracy(sample_root: str, bundles: dict[str, Path], size: int) -> dict[str,
     scene = _scene(sample_root, size)
     cons: dict[str, Any] = {}
     for kind in KINDS:
-        res = step.run(scene, SuperResConfig(model=kind, bundle=str(bundles[kind]), device="cpu"))
+        cfg = SuperResConfig(model=kind, bundle=str(bundles[kind]), device="cpu")
+        step.prepare(cfg)
+        res = step.run(scene, cfg)
         errs = res.record.results["consistency_rel_error"]
         raw = res.record.results["consistency_rel_error_before_back_projection"]
         cons[kind] = {
@@ -99,10 +101,13 @@ def accuracy(sample_root: str, bundles: dict[str, Path], size: int) -> dict[str,
     # seams: 96 x 96 px fit one 128-px tile (with its 16-px mirrored margins)
     crop = _scene(sample_root, 96)
     seams: dict[str, Any] = {}
-    ref = step.run(crop, SuperResConfig(bundle=str(bundles["rgbn_x4"]), tile_size=128, overlap=32))
+    cfg = SuperResConfig(bundle=str(bundles["rgbn_x4"]), tile_size=128, overlap=32)
+    step.prepare(cfg)
+    ref = step.run(crop, cfg)
     assert ref.record.results["tiles"] == 1
     for tile, ov in ((64, 32), (64, 16), (48, 16)):
         cfg = SuperResConfig(bundle=str(bundles["rgbn_x4"]), tile_size=tile, overlap=ov)
+        step.prepare(cfg)  # the masks are made for the tile size
         res = step.run(crop, cfg)
         d = [np.abs(ref.scene.layers[k].data - res.scene.layers[k].data) for k in ref.scene.layers]
         seams[f"tile{tile}_overlap{ov}"] = {
@@ -140,7 +145,8 @@ def worker_speed(
     small = scene.replace(
         bands={b: a[:32, :32] for b, a in scene.bands.items()}, geobox=scene.geobox[:32, :32]
     )
-    step.run(small, cfg)  # load the model, warm up; not timed
+    step.prepare(cfg)  # load the model; not timed
+    step.run(small, cfg)  # warm up; not timed
     times, cpu = [], []
     for _ in range(repeat):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -187,6 +193,7 @@ def gpu(sample_root: str, bundles: dict[str, Path]) -> dict[str, Any]:
                 half=half,
                 batch_size=32,  # type: ignore[arg-type]
             )
+            step.prepare(cfg)
             step.run(scene, cfg)  # warm-up
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -226,7 +233,7 @@ def main() -> None:
         print(json.dumps(worker_speed(root, bundle, kind, int(tile), int(ov), int(size), int(rep))))
         return
 
-    from stac2cube.testing.sample import SampleSpec, generate_sample
+    from stac2cube.sample import SampleSpec, generate_sample
 
     t_start = time.perf_counter()
     acc_size = 128 if args.quick else 256
@@ -274,7 +281,7 @@ def main() -> None:
                 }  # fmt: skip
         gpu_res = gpu(root, bundles) if args.gpu else {"measured": False}
     n_params = {}
-    from stac2cube.steps import superres_models as sm
+    from stac2cube.steps import superres as sm
 
     for kind in KINDS:
         d = sm.model_definition(kind)

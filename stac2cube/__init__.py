@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from .config import Config, load_config
@@ -16,10 +17,9 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     """The cube views, imported on first use (xarray and odc-stac are not needed to write)."""
-    if name in ("open_cube", "open_virtual_cube", "reflectance"):
-        from . import cube
-
-        return getattr(cube, name)
+    if name in ("cube", "open_cube", "open_virtual_cube", "reflectance"):
+        cube = importlib.import_module(".cube", __name__)
+        return cube if name == "cube" else getattr(cube, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -1,24 +1,6 @@
-"""The Sentinel-2 band catalogue and a provider-independent band → asset lookup.
-
-Canonical band names in stac2cube are the ESA names (``"B04"``, ``"B8A"``, ``"SCL"``). Providers
-key the same band differently:
-
-==========================  =================================  ==================================
-provider                    asset key of B04 / B8A / SCL       notes
-==========================  =================================  ==================================
-Earth Search v1             ``red`` / ``nir08`` / ``scl``      ``*-jp2`` twins hold the original
-                                                               ESA JPEG2000 (used only when no
-                                                               COG key exists)
-Earth Search v0, Planetary  ``B04`` / ``B8A`` / ``SCL``
-Computer
-CDSE (STAC 1.1)             ``B04_10m`` / ``B8A_20m`` /        one asset per band and resolution
-                            ``SCL_20m``
-anything else               matched through ``eo:bands`` (STAC 1.0) or ``bands`` (STAC 1.1)
-==========================  =================================  ==================================
-
-:func:`find_asset` tries these in that order; :func:`normalize_band_name` turns what users type
-(``"b4"``, ``"red"``, ``"nir08"``) into the canonical name.
-"""
+"""The Sentinel-2 band catalogue, a provider-independent band → asset lookup, and the class codes
+of the layers items carry (SCL, CLOUD_MASK). How each provider keys the bands, and the order
+:func:`find_asset` tries them in: docs/sources.md."""
 
 from __future__ import annotations
 
@@ -27,14 +9,25 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import pystac
 
 from stac2cube.errors import ConfigError, MissingAssetError
 
 __all__ = [
+    "MASK_CLASSES",
+    "MASK_CLEAR",
+    "MASK_CLOUD",
+    "MASK_NODATA",
+    "MASK_SHADOW",
     "S2_BANDS",
+    "SCL_BAD",
+    "SCL_CLASSES",
+    "SCL_NODATA",
+    "SCL_SHADOW",
+    "SCL_SNOW",
+    "SCL_VALID",
     "BandInfo",
     "BandKind",
     "accepted_band_names",
@@ -106,6 +99,50 @@ S2_BANDS: Mapping[str, BandInfo] = MappingProxyType(
     }
 )
 """Sentinel-2 bands by canonical name, in ESA order."""
+
+SCL_CLASSES: Mapping[int, str] = {
+    0: "no_data",
+    1: "saturated_or_defective",
+    2: "dark_area_pixels",
+    3: "cloud_shadows",
+    4: "vegetation",
+    5: "not_vegetated",
+    6: "water",
+    7: "unclassified",
+    8: "cloud_medium_probability",
+    9: "cloud_high_probability",
+    10: "thin_cirrus",
+    11: "snow",
+}
+"""Sen2Cor scene classification (``SCL``) values → class names (STAC classification extension)."""
+SCL_VALID: frozenset[int] = frozenset(SCL_CLASSES)
+"""Every value an SCL pixel can take (0-11)."""
+SCL_NODATA: Final = 0
+"""SCL class: no data."""
+SCL_SHADOW: Final = 3
+"""SCL class: cloud shadows."""
+SCL_SNOW: Final = 11
+"""SCL class: snow (and ice)."""
+SCL_BAD: Final = (0, 1, 3, 8, 9, 10, 11)
+"""SCL classes that are bad data for image matching (co-registration without a ``CLOUD_MASK``):
+no data, saturated/defective, cloud shadow, cloud medium/high probability, thin cirrus, snow."""
+
+MASK_NODATA: Final = 0
+"""``CLOUD_MASK`` value: no valid reflectance (outside the swath or the AOI)."""
+MASK_CLEAR: Final = 1
+"""``CLOUD_MASK`` value: clear (neither cloud nor cloud shadow)."""
+MASK_CLOUD: Final = 2
+"""``CLOUD_MASK`` value: cloud (thick, thin or cirrus), dilated."""
+MASK_SHADOW: Final = 3
+"""``CLOUD_MASK`` value: cloud shadow."""
+MASK_CLASSES: Final[Mapping[int, str]] = {
+    MASK_NODATA: "nodata",
+    MASK_CLEAR: "clear",
+    MASK_CLOUD: "cloud",
+    MASK_SHADOW: "shadow",
+}
+"""Values of the ``CLOUD_MASK`` layer the cloud step writes → names (STAC classification
+extension); what readers of a catalog (the cube views) select clear pixels with."""
 
 # Earth Search v1 asset keys (and, from 2023 items on, their ``eo:bands`` names). These are not all
 # STAC common names: the red-edge bands are ``rededge1..3`` there, ``rededge071..078`` in eo v1.1.

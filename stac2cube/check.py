@@ -7,8 +7,8 @@ from pathlib import Path
 
 from rio_cogeo.cogeo import cog_validate
 
+from .catalog import CatalogStore
 from .cube.odc import catalog_items
-from .io.catalog import CatalogStore
 from .io.cog import file_checksum
 from .validation import validate_catalog_tree
 

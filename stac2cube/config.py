@@ -13,23 +13,22 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import difflib
 import functools
 import hashlib
 import json
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, Literal, TypeVar
 
 import yaml
 
 from .errors import ConfigError
-from .fields import doc
+from .fields import FrozenMap, build, coerce, doc, to_dict, type_name
 from .steps.cloudmask import CloudMaskConfig
 from .steps.coreg import CoregConfig
+from .steps.registry import StepPlugin, get_step, registered_steps
 from .steps.superres import SuperResConfig
 
 T = TypeVar("T")
@@ -226,24 +225,54 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class StepsConfig:
-    """Processing steps, run in this order after harmonisation; a step runs when its section is
-    present (``steps: {cloudmask: {}}`` runs cloud masking with its defaults)."""
+    """Processing steps, run after harmonisation in the order below (steps of other packages
+    by their plug-in's rank, see docs/steps.md); a step runs when its section is present
+    (``steps: {cloudmask: {}}`` runs cloud masking with its defaults)."""
 
-    cloudmask: CloudMaskConfig | None = doc(
-        "Cloud and shadow masking with s2cloudless and/or SCL (see docs/cloudmask.md).", None
-    )
-    coreg: CoregConfig | None = doc(
-        "Co-registration of every band and mask to the catalog's reference image with AROSICS "
-        "(see docs/coreg.md). Runs after cloud masking, whose mask keeps matching windows off "
-        "clouds.",
-        None,
-    )
-    superres: SuperResConfig | None = doc(
-        "Super-resolution with SEN2SR to 2.5 m (see docs/superres.md): adds `<band>_sr` assets "
-        "on a 4x finer grid beside the 10 m bands (`swir_x2`: its 20 m bands sharpened on the "
-        "10 m grid).",
-        None,
-    )
+    cloudmask: CloudMaskConfig | None = doc("The `cloudmask` step; None: not run.", None)
+    coreg: CoregConfig | None = doc("The `coreg` step; None: not run.", None)
+    superres: SuperResConfig | None = doc("The `superres` step; None: not run.", None)
+    plugins: Mapping[str, Any] = field(default_factory=FrozenMap, metadata={"internal": True})
+    """The sections of the other registered steps (:mod:`stac2cube.steps.registry`), by name,
+    each of its plug-in's config class; written as ``steps.<name>`` like the three above."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plugins", FrozenMap(self.plugins))
+        for name, cfg in self.plugins.items():
+            if name in _typed_fields(StepsConfig):
+                raise ConfigError(f"steps.{name} is a field of its own, not one of `plugins`")
+            plugin = get_step(name)
+            if not isinstance(cfg, plugin.config):
+                raise ConfigError(
+                    f"steps.{name}: expected a {plugin.config.__name__}, got {type(cfg).__name__}"
+                )
+
+    @classmethod
+    def from_section(cls, data: Mapping[str, Any], where: str = "steps") -> StepsConfig:
+        """The ``steps`` section: each key a registered step, parsed into its plug-in's config
+        class (null: the step does not run)."""
+        typed: dict[str, Any] = {}
+        plugins: dict[str, Any] = {}
+        for name, value in data.items():
+            plugin = get_step(str(name))
+            if value is not None:
+                cfg = coerce(value, plugin.config, f"{where}.{name}")
+                (typed if name in _typed_fields(cls) else plugins)[str(name)] = cfg
+        return cls(**typed, plugins=plugins)
+
+    def sections(self) -> dict[str, Any]:
+        """Every step's section by name, the three typed ones first (None: not run)."""
+        return {name: getattr(self, name) for name in _typed_fields(self)} | dict(self.plugins)
+
+    def configured(self) -> list[tuple[StepPlugin[Any], Any]]:
+        """``(plugin, section)`` of every step that runs, in run order."""
+        steps = [(get_step(n), cfg) for n, cfg in self.sections().items() if cfg is not None]
+        return sorted(steps, key=lambda step: (step[0].order, step[0].name))
+
+
+def _typed_fields(cls: Any) -> tuple[str, ...]:
+    """The configuration keys of a config class (internal fields left out)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal"))
 
 
 @dataclass(frozen=True)
@@ -378,26 +407,9 @@ class Config:
         if not self.bands:
             raise ConfigError("bands: list at least one band")
         object.__setattr__(self, "bands", tuple(normalize_band_names(self.bands)))
-        cm = self.steps.cloudmask
-        if cm is not None and cm.uses_scl and "SCL" not in self.bands:
-            raise ConfigError(
-                f"steps.cloudmask: method {cm.method!r} with shadows {cm.shadows!r} needs SCL: "
-                "add SCL to `bands`, or use method: s2cloudless with shadows: geometric or none"
-            )
-
-        if cm is not None and cm.temporal_threshold is not None and "B02" not in self.bands:
-            raise ConfigError(
-                "steps.cloudmask.temporal_threshold: the multi-temporal cloud test compares the "
-                f"blue band B02 with a clear-sky reference; add B02 to `bands` {list(self.bands)} "
-                "or set temporal_threshold: null"
-            )
-
-        cr = self.steps.coreg
-        if cr is not None and cr.match_band not in self.bands:
-            raise ConfigError(
-                f"steps.coreg.match_band {cr.match_band} is not in `bands` {list(self.bands)}; "
-                "add it there or choose another matching band"
-            )
+        for plugin, section in self.steps.configured():
+            if plugin.validate is not None:
+                plugin.validate(section, self)
 
     def resolve_path(self, p: str) -> Path:
         """A path of the config, made absolute against the config file's directory."""
@@ -431,122 +443,11 @@ class Config:
 # --------------------------------------------------------------------------------------------
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = get_origin(tp)
-    args = get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: invalid value {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
-        return value
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping of {_type_name(tp)} fields")
-        return _build(tp, value, where)
-    if origin is tuple:
-        if isinstance(value, str) or not isinstance(value, Sequence):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-        pairs = enumerate(zip(value, args, strict=True))
-        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in pairs)
-    if origin in (Mapping, dict) or tp is Mapping:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        kt, vt = args if args else (Any, Any)
-        return types.MappingProxyType(
-            {_coerce(k, kt, where): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
-        )
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
-            return value.lower() in ("true", "yes")
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if tp in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if isinstance(value, int | float):
-            if tp is int and isinstance(value, float) and not value.is_integer():
-                raise ConfigError(f"{where}: expected an integer, got {value!r}")
-            return tp(value)
-        if isinstance(value, str):
-            try:
-                return tp(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    if tp is dt.date:
-        if isinstance(value, dt.datetime):
-            return value.date()
-        if isinstance(value, dt.date):
-            return value
-        try:
-            return dt.date.fromisoformat(str(value))
-        except ValueError:
-            raise ConfigError(f"{where}: {value!r} is not a date (YYYY-MM-DD)") from None
-    if tp is Path:
-        return Path(value)
-    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
-
-
-def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}  # type: ignore[arg-type]
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        k = unknown[0]
-        close = difflib.get_close_matches(str(k), list(fields), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        prefix = f"{where}." if where else ""
-        raise ConfigError(
-            f"unknown config key {prefix}{k}{hint} (valid keys: {', '.join(sorted(fields))})"
-        )
-    kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        key = f"{where}.{name}" if where else name
-        if name in data:
-            kwargs[name] = _coerce(data[name], hints[name], key)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing config key {key}: {f.metadata.get('doc', '')}")
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where or 'config'}: {exc}") from exc
-
-
 def config_from_dict(data: Mapping[str, Any], *, base_dir: Path | str = ".") -> Config:
     """Build a :class:`Config` from a plain mapping (as read from YAML)."""
     if not isinstance(data, Mapping):
         raise ConfigError("the config file must hold a mapping of sections (source, aoi, ...)")
-    cfg = _build(Config, data, "")
+    cfg = build(Config, data, "")
     return dataclasses.replace(cfg, base_dir=Path(base_dir).resolve())
 
 
@@ -582,32 +483,6 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
     return out
 
 
-def to_dict(obj: Any, *, for_hash: bool = False) -> Any:
-    """A JSON-able dict of a config (dates as ISO strings, tuples as lists).
-
-    ``for_hash`` leaves out options added later (``since`` in their field) that keep their
-    default, so that adding an option leaves the hash of existing configurations as it was."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {
-            f.name: to_dict(getattr(obj, f.name), for_hash=for_hash)
-            for f in dataclasses.fields(obj)
-            if not f.metadata.get("internal")
-            and not (
-                for_hash
-                and f.metadata.get("since")
-                and f.default is not dataclasses.MISSING
-                and getattr(obj, f.name) == f.default
-            )
-        }
-    if isinstance(obj, Mapping):
-        return {str(k): to_dict(v, for_hash=for_hash) for k, v in obj.items()}
-    if isinstance(obj, tuple | list):
-        return [to_dict(v, for_hash=for_hash) for v in obj]
-    if isinstance(obj, dt.date):
-        return obj.isoformat()
-    return obj
-
-
 def config_reference() -> str:
     """Markdown reference of every config key, generated from the field docs."""
     lines = [
@@ -621,9 +496,15 @@ def config_reference() -> str:
     ]
 
     def section(cls: Any, prefix: str, level: int) -> None:
-        hints = typing.get_type_hints(cls)
         lines.extend([f"{'#' * level} `{prefix or 'top level'}`", "", (cls.__doc__ or "").strip()])
         lines.extend(["", "| key | type | default | meaning |", "|---|---|---|---|"])
+        if cls is StepsConfig:  # a row per registered step, documented by its plug-in
+            for p in registered_steps():
+                tname = f"{type_name(p.config)} or None"
+                lines.append(f"| `{prefix}.{p.name}` | {tname} | `null` | {p.doc} |")
+            lines.append("")
+            return
+        hints = typing.get_type_hints(cls)
         nested = []
         for f in dataclasses.fields(cls):
             if f.metadata.get("internal"):
@@ -639,7 +520,7 @@ def config_reference() -> str:
                 default = f"`{json.dumps(to_dict(f.default_factory()))}`"
             else:
                 default = "*required*"
-            tname = _type_name(tp).replace("|", "or")
+            tname = type_name(tp).replace("|", "or")
             lines.append(f"| `{key}` | {tname} | {default} | {f.metadata.get('doc', '')} |")
         lines.append("")
         for tp, key in nested:
@@ -647,7 +528,6 @@ def config_reference() -> str:
 
     section(Config, "", 2)
     section(RadiometryOverrideConfig, "radiometry.overrides.<collection>", 2)
-    section(CloudMaskConfig, "steps.cloudmask", 2)
-    section(CoregConfig, "steps.coreg", 2)
-    section(SuperResConfig, "steps.superres", 2)
+    for plugin in registered_steps():
+        section(plugin.config, f"steps.{plugin.name}", 2)
     return "\n".join(lines).rstrip() + "\n"

@@ -15,8 +15,8 @@ import yaml
 
 from .config import load_config
 from .pipeline import ProgressCallback, RunSummary, run
-from .testing.sample import Sample, SampleSpec, generate_sample
-from .testing.stac_api import RustacServer
+from .sample import Sample, SampleSpec, generate_sample
+from .serve import RustacServer
 
 log = logging.getLogger(__name__)
 

@@ -65,6 +65,15 @@ class SchemaValidationError(Stac2CubeError, ValueError):
     """A STAC object does not validate against its JSON Schemas."""
 
 
+class ReportedError(Exception):
+    """An error that happened elsewhere (on a worker, or while building a reference), carried to
+    the catalog's failure log under its own class name (``error_name``)."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.error_name = name
+
+
 __all__ = [
     "AssetAccessError",
     "AssetReadError",
@@ -76,6 +85,7 @@ __all__ = [
     "MissingAssetError",
     "NoOverlapError",
     "RadiometryError",
+    "ReportedError",
     "SchemaValidationError",
     "SearchError",
     "Stac2CubeError",

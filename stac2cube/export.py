@@ -4,8 +4,9 @@ A stac2cube catalog links everything relatively, which is what lets the director
 API or a GeoParquet file holds items *outside* that directory, so their hrefs must be absolute:
 :func:`read_catalog` walks ``catalog.json → collections → items`` and hands every catalog-relative
 file to a function that says where it lives (a local path, a served URL, a bucket), and
-:func:`export_geoparquet` writes the result with stac-geoparquet. :mod:`stac2cube.serve` uses the
-same walk for its STAC API.
+:func:`export_geoparquet` writes the result with stac-geoparquet (the conversion, and
+:func:`read_geoparquet` and :func:`drop_nulls`, are those of :mod:`stac2cube.catalog.index`).
+:mod:`stac2cube.serve` uses the same walk for its STAC API.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+from .catalog.index import drop_nulls, items_to_arrow, read_geoparquet, write_geoparquet
 from .errors import CatalogError
 
 log = logging.getLogger(__name__)
@@ -89,8 +91,6 @@ def export_geoparquet(
     the file's ``stac-geoparquet`` metadata. An existing ``out_path`` is only replaced with
     ``overwrite=True``. Read it back with :func:`read_geoparquet`.
     """
-    import stac_geoparquet.arrow as sga
-
     out = Path(out_path)
     if out.exists() and not overwrite:
         raise CatalogError(f"{out} exists; choose another path or pass overwrite=True")
@@ -103,48 +103,13 @@ def export_geoparquet(
     if not contents.items:
         raise CatalogError(f"{contents.root} has no items to export")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     try:
-        table = sga.parse_stac_items_to_arrow(list(contents.items), schema="FullFile")
-        sga.to_parquet(table, tmp, collections={c["id"]: c for c in contents.collections})
-        tmp.replace(out)
+        collections = {c["id"]: c for c in contents.collections}
+        write_geoparquet(items_to_arrow(contents.items), out, collections)
     except (OSError, ValueError, TypeError) as exc:
-        tmp.unlink(missing_ok=True)
         raise CatalogError(f"cannot write {out} as stac-geoparquet: {exc}") from exc
     log.info("exported %d item(s) of %s to %s", len(contents.items), contents.root, out)
     return out
-
-
-def read_geoparquet(path: str | Path) -> list[dict[str, Any]]:
-    """The items of a stac-geoparquet file as STAC item dicts.
-
-    Arrow holds one schema for all rows, so a key that only some items (or some elements of a
-    list, such as the provenance steps) have reads back as ``null`` in the others. Null values are
-    therefore dropped (STAC treats an optional ``null`` like an absent field), except
-    ``properties.datetime``, which an item must always have.
-    """
-    import pyarrow.parquet as pq
-    import stac_geoparquet.arrow as sga
-
-    try:
-        table = pq.read_table(path)
-    except (OSError, ValueError) as exc:
-        raise CatalogError(f"cannot read {path} as stac-geoparquet: {exc}") from exc
-    out = []
-    for raw in sga.stac_table_to_items(table):
-        item: dict[str, Any] = drop_nulls(raw)
-        item.setdefault("properties", {}).setdefault("datetime", None)
-        out.append(item)
-    return out
-
-
-def drop_nulls(value: Any) -> Any:
-    """``value`` without the ``None`` values of its mappings, recursively (lists keep length)."""
-    if isinstance(value, Mapping):
-        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [drop_nulls(v) for v in value]
-    return value
 
 
 # ---------------------------------------------------------------------------- helpers

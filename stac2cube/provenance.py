@@ -34,6 +34,14 @@ def software_versions() -> dict[str, str]:
     return out
 
 
+def jsonable(v: Any) -> Any:
+    """``v`` as a step record holds it: tuples and lists, nested ones too, become lists (as
+    JSON gives them back); any other value is returned as it is."""
+    if isinstance(v, tuple | list):
+        return [jsonable(x) for x in v]
+    return v
+
+
 def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 

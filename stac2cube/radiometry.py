@@ -1,48 +1,9 @@
 """Per-item radiometric harmonisation of Sentinel-2 digital numbers.
 
-From processing baseline 04.00 (January 2022) on, ESA adds 1000 to every L1C and L2A reflectance
-DN (``RADIO_ADD_OFFSET`` / ``BOA_ADD_OFFSET`` = -1000), so that
-
-    reflectance = (DN - 1000) / 10000 = DN * 1e-4 - 0.1.
-
-Which DNs carry the offset is decided here **per item, from its metadata, never from its date**:
-reprocessed archives (Collection-1) carry baselines ≥ 05.00 for 2017 acquisitions, and some
-providers remove the offset themselves. The rules, first match wins:
-
-====  =================================================  ===================  =====================
-#     condition                                          scale / offset       ``source``
-====  =================================================  ===================  =====================
-0     a :class:`RadiometryOverride` is given (reflect-   the override         ``override``
-      ance bands only)
-1     SCL (classification)                               1 / 0                ``default``
-1     AOT, WVP (auxiliary)                               raster scale, else   raster field or
-      (raster offset ≠ 0, as CDSE lists: rejected with   0.001 / 0            ``default``
-      a warning, 0.001 / 0 used)
-2     ``earthsearch:boa_offset_applied`` (or v0          raster scale or      ``earthsearch:boa_
-      ``sentinel:boa_offset_applied``) is true and the   1e-4 / **0**         offset_applied``
-      asset is not a ``*-jp2`` twin
-3     asset ``raster:scale``/``raster:offset`` (STAC     as given             ``raster:scale/offset
-      1.1, CDSE) or ``raster:bands[0].scale/offset``                          (asset)`` /
-      (STAC 1.0, Earth Search v1)                                             ``raster:bands``
-4     processing baseline ≥ 04.00                        1e-4 / -0.1          ``processing_
-      processing baseline < 04.00                        1e-4 / 0             baseline``
-4     baseline unknown                                   :class:`~stac2cube.errors.RadiometryError`
-====  =================================================  ===================  =====================
-
-Rule 5: when raster metadata (rule 3) contradicts the baseline (≥ 04.00 with offset 0, or < 04.00
-with offset ≠ 0) the raster metadata is trusted, a warning is logged and put in
-:attr:`Radiometry.note`.
-
-Earth Search v1 ``sentinel-2-l2a`` (rule 2): Element84 subtracted the 1000 from the COG pixels
-(``earthsearch:boa_offset_applied: true``) but still lists ``offset: -0.1`` in ``raster:bands``;
-applying both would subtract the offset twice. The flag has been reported wrong on some items in
-both directions (Element84/earth-search#66 and #71, cirrus-geo/cirrus-earth-search#21 and #33); a
-per-collection :class:`RadiometryOverride` is the remedy when a collection is known to be
-mislabelled. The ``*-jp2`` twins point at the original ESA JPEG2000 files, which still carry the
-offset, so rule 2 does not apply to them.
-
-Nodata: ``raster:bands[0].nodata``, else asset ``nodata`` (STAC 1.1), else 0 (the Sentinel-2
-no-data DN).
+From processing baseline 04.00 on, ESA adds 1000 to every reflectance DN; which DNs carry the
+offset is decided per item, from its metadata (override, provider flags, raster scale/offset,
+processing baseline), never from its date. The rules, first match wins, and the providers'
+quirks are in docs/radiometry.md.
 """
 
 from __future__ import annotations

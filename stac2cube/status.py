@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .io.catalog import CatalogStore, FailureRecord
+from .catalog import CatalogStore, FailureRecord
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from stac2cube.demo import serve_sample
+from stac2cube.sample import Sample, SampleSpec, generate_sample
 from stac2cube.testing.data import require_shared_data
-from stac2cube.testing.sample import Sample, SampleSpec, generate_sample
 from stac2cube.testing.stac_api import RustacServer
 
 PC_SITE2 = "stac/item-collections/planetary-computer/site2-2020_jun_jul-35MNM.geojson"

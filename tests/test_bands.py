@@ -9,6 +9,12 @@ import pytest
 
 from stac2cube.bands import (
     S2_BANDS,
+    SCL_BAD,
+    SCL_CLASSES,
+    SCL_NODATA,
+    SCL_SHADOW,
+    SCL_SNOW,
+    SCL_VALID,
     BandInfo,
     accepted_band_names,
     asset_resolution,
@@ -329,3 +335,12 @@ def test_asset_resolution() -> None:
     assert asset_resolution("B04_20m", load_item(CDSE).assets["B04_20m"]) == 20.0
     assert asset_resolution("B04", load_item(ES_V0).assets["B04"]) is None
     assert asset_resolution("x_60m", pystac.Asset(href="x.tif")) == 60.0
+
+
+def test_scl_codes_name_their_classes() -> None:
+    assert sorted(SCL_CLASSES) == list(range(12)) and set(SCL_CLASSES) == SCL_VALID
+    assert SCL_CLASSES[SCL_NODATA] == "no_data"
+    assert SCL_CLASSES[SCL_SHADOW] == "cloud_shadows"
+    assert SCL_CLASSES[SCL_SNOW] == "snow"
+    assert set(SCL_BAD) <= SCL_VALID
+    assert not {"vegetation", "not_vegetated", "water"} & {SCL_CLASSES[c] for c in SCL_BAD}

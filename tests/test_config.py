@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import pickle
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,24 @@ def test_config_is_frozen() -> None:
     with pytest.raises(AttributeError):
         cfg.bands = ("B04",)  # type: ignore[misc]
     assert isinstance(cfg, Config)
+
+
+def test_config_pickles_as_itself_and_stays_read_only() -> None:
+    """A config travels to Dask workers as itself (SceneTask): every section, the radiometry
+    overrides and every step's section included; its mappings stay read-only."""
+    data = {
+        **BASE,
+        "radiometry": {"overrides": {"sentinel-2-l2a": {"scale": 1e-4, "offset": 0.0}}},
+        "steps": {"cloudmask": {}, "coreg": {"match_band": "B08"}},
+    }
+    cfg = config_from_dict(data, base_dir="/some/where")
+    again = pickle.loads(pickle.dumps(cfg))
+    assert again == cfg and again.config_hash == cfg.config_hash
+    assert (
+        again.base_dir == cfg.base_dir and again.radiometry.overrides["sentinel-2-l2a"].offset == 0
+    )
+    with pytest.raises(TypeError):
+        cfg.radiometry.overrides["other"] = cfg.radiometry.overrides["sentinel-2-l2a"]  # type: ignore[index]
 
 
 def test_docs_configuration_reference_is_current() -> None:

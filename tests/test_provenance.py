@@ -7,6 +7,7 @@ from stac2cube.provenance import (
     Provenance,
     SourceRecord,
     StepRecord,
+    jsonable,
     software_versions,
 )
 from stac2cube.validation import validate_stac_dict
@@ -76,3 +77,8 @@ def test_schema_catches_broken_provenance() -> None:
     assert "config_hash" in text or "md5:abc" in text
     assert "unknown_field" in text
     assert "'id' is a required property" in text
+
+
+def test_jsonable_gives_what_json_gives_back() -> None:
+    assert jsonable((1, [2.5, ("a", (None, True))])) == [1, [2.5, ["a", [None, True]]]]
+    assert jsonable("abc") == "abc" and jsonable(None) is None

@@ -8,9 +8,9 @@ import pytest
 from stac2cube import load_config, run
 from stac2cube.check import check_catalog
 from stac2cube.errors import CatalogError
+from stac2cube.sample import Sample
 from stac2cube.status import catalog_status
 from stac2cube.testing.configs import write_config
-from stac2cube.testing.sample import Sample
 
 
 def test_status_counts_written_filtered_and_failed(sample: Sample, tmp_path: Path) -> None:

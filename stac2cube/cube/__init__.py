@@ -23,7 +23,7 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    if name in ("odc", "kerchunk", "index"):  # ``stac2cube.cube.odc.X`` after ``import stac2cube``
+    if name in ("odc", "kerchunk"):  # ``stac2cube.cube.odc.X`` after ``import stac2cube``
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -1,113 +1,36 @@
-"""The cube as a virtual Zarr dataset: kerchunk references to the catalog's COGs.
+"""The cube as a virtual Zarr dataset: the catalog's COGs through their kerchunk references.
 
-Each committed item gets one reference file, ``<catalog>/_kerchunk/<item id>.json``, holding,
-per COG asset, the zarr array metadata (dtype, tile shape, codecs, fill value) and the byte range
-of every internal tile, with paths relative to the catalog. Adding an item adds its file; nothing
-is rebuilt. :func:`open_virtual_cube` stacks the items' references along ``time`` into one zarr
-group (variables ``(time, y, x)`` per band, like :func:`~stac2cube.cube.odc.open_cube`) and opens
-it lazily with xarray: every read goes straight to the COG tiles, no GDAL involved.
-
-When to use which view: :func:`open_cube` (odc-stac) reprojects, resamples, groups by solar day
-and applies masks; use it for analysis on another grid or CRS. :func:`open_virtual_cube` reads the
-stored tiles as they are (the catalog's own grid, raw values); use it for fast repeated access in
-the catalog's grid, from any zarr/fsspec tool, without GDAL.
+:func:`open_virtual_cube` stacks the items' reference files (written as items are committed,
+:mod:`stac2cube.catalog.kerchunk`) along ``time`` into one zarr group, variables ``(time, y, x)``
+per band, and opens it lazily with xarray: every read goes straight to the COG tiles, no GDAL.
+It reads the stored tiles as they are (the catalog's grid, raw values); for another grid, masks
+or same-day fusing use :func:`~stac2cube.cube.odc.open_cube` (see ``docs/cube.md``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
+from ..catalog.kerchunk import references_path
+from ..catalog.store import CatalogStore
 from ..errors import CatalogError
-from ..io.atomic import write_json_atomic
-from ..io.catalog import CatalogStore
 
-if TYPE_CHECKING:  # the view imports xarray; writing references does not need it
+if TYPE_CHECKING:  # xarray is imported when a cube is opened
     import xarray as xr
 
 log = logging.getLogger(__name__)
-
-REFS_DIR = "_kerchunk"
 
 
 def _register_codecs() -> None:
     import imagecodecs.numcodecs
 
     imagecodecs.numcodecs.register_codecs(verbose=False)
-
-
-def item_references(store: CatalogStore, item: Mapping[str, Any]) -> dict[str, Any]:
-    """kerchunk references of every COG asset of a committed item (paths relative to the
-    catalog root)."""
-    from kerchunk.tiff import tiff_to_zarr
-
-    item_dir = store.item_dir(str(item["id"]))
-    assets: dict[str, Any] = {}
-    for key, asset in item.get("assets", {}).items():
-        if "cloud-optimized" not in str(asset.get("type", "")):
-            continue
-        path = item_dir / Path(asset["href"]).name
-        refs = tiff_to_zarr(str(path))
-        # a COG with internal overviews is a pyramid: its full resolution is level "0/"
-        level = "" if ".zarray" in refs else "0/"
-        rel = path.relative_to(store.root).as_posix()
-        chunks = {
-            k[len(level) :]: [rel, int(v[1]), int(v[2])]
-            for k, v in refs.items()
-            if k.startswith(level)
-            and "/" not in k[len(level) :]
-            and not k[len(level) :].startswith(".")
-            and isinstance(v, list)
-        }
-        assets[key] = {
-            "zarray": json.loads(refs[f"{level}.zarray"]),
-            "chunks": chunks,
-            "proj:transform": asset.get("proj:transform", item["properties"].get("proj:transform")),
-        }
-    return {
-        "id": item["id"],
-        "datetime": item["properties"]["datetime"],
-        "proj:transform": item["properties"].get("proj:transform"),
-        "proj:code": item["properties"].get("proj:code"),
-        "assets": assets,
-    }
-
-
-def references_path(store: CatalogStore, item_id: str) -> Path:
-    return store.root / REFS_DIR / f"{item_id}.json"
-
-
-def write_item_references(store: CatalogStore, item: Mapping[str, Any]) -> Path:
-    """Write (or replace) the reference file of one committed item."""
-    path = references_path(store, str(item["id"]))
-    write_json_atomic(path, item_references(store, item))
-    return path
-
-
-def remove_item_references(store: CatalogStore, item_id: str) -> None:
-    references_path(store, item_id).unlink(missing_ok=True)
-
-
-def build_references(catalog: str | Path, *, overwrite: bool = False) -> list[Path]:
-    """Write the reference files that are missing (all with ``overwrite``); returns them."""
-    store = CatalogStore.open(catalog)
-    try:  # one listing, not one stat per item: every run calls this
-        have = {e.name for e in os.scandir(store.root / REFS_DIR)}
-    except FileNotFoundError:
-        have = set()
-    written = []
-    for item_id in store.item_ids():  # item JSON is read only where references are missing
-        if overwrite or f"{item_id}.json" not in have:
-            item = store.read_item(item_id)
-            if item is not None:
-                written.append(write_item_references(store, item))
-    return written
 
 
 BAND_VAR = "bands"
@@ -167,7 +90,7 @@ def open_virtual_cube(
         except FileNotFoundError:
             raise CatalogError(
                 f"{path} is missing: build the references with "
-                "`stac2cube.cube.kerchunk.build_references(catalog)`"
+                "`stac2cube.catalog.kerchunk.build_references(catalog)`"
             ) from None
     refs.sort(key=lambda r: (r["datetime"], r["id"]))
     item_grid = refs[0]["proj:transform"]

@@ -12,7 +12,7 @@ import numpy as np
 import pystac
 import xarray as xr
 
-from ..bands import S2_BANDS, normalize_band_names
+from ..bands import MASK_CLEAR, MASK_SHADOW, S2_BANDS, normalize_band_names
 from ..errors import CatalogError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def catalog_items(
     """All items of a catalog (directory, ``catalog.json`` or ``collection.json``), by time.
 
     With ``use_index`` (default) the items come from the collection's stac-geoparquet index
-    (:mod:`stac2cube.cube.index`) when it is current, so thousands of items cost one file read;
+    (:mod:`stac2cube.catalog.index`) when it is current, so thousands of items cost one file read;
     otherwise, or when the index is missing or stale, every item JSON is read.
 
     ``assets`` keeps only those asset keys in the items, and ``drop_properties`` leaves out the
@@ -42,7 +42,7 @@ def catalog_items(
     if not path.exists():
         raise CatalogError(f"{path} does not exist: give a stac2cube catalog directory or file")
     if use_index:
-        from .index import read_index
+        from ..catalog.index import read_index
 
         indexed = read_index(
             path, collection=collection, assets=assets, drop_properties=drop_properties
@@ -168,8 +168,6 @@ def open_cube(
         if "nodata" in rb:
             ds[name].attrs["nodata"] = float(rb["nodata"]) if rb["nodata"] != "nan" else np.nan
     if mask is not None:
-        from ..steps.cloudmask import MASK_CLEAR, MASK_SHADOW
-
         keep = ds["CLOUD_MASK"] == MASK_CLEAR
         if mask == "not-cloud":
             keep = keep | (ds["CLOUD_MASK"] == MASK_SHADOW)

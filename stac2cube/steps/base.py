@@ -1,8 +1,10 @@
 """The one small protocol every processing step follows.
 
-A step has a ``name`` and a ``version`` and a pure ``run(scene, cfg)``: pixels and their grid in,
-pixels and a record of what it did out. Steps do no file or network I/O and print nothing; the
-pipeline reads the inputs, runs the steps in order and writes what they return.
+A step has a ``name`` and a ``version``, a ``prepare(cfg)`` that does the I/O it needs once per
+worker (loading a model), and a pure ``run(scene, cfg)``: pixels and their grid in, pixels and a
+record of what it did out. ``run`` does no file or network I/O and prints nothing; the pipeline
+reads the inputs, runs the steps in order and writes what they return. Steps are found through
+:mod:`stac2cube.steps.registry`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 from odc.geo.geobox import GeoBox
@@ -125,13 +127,42 @@ class Scene:
 
 
 @dataclass(frozen=True)
+class Skip:
+    """Why a step decided that a scene must not be written."""
+
+    code: str
+    """A short machine-readable reason, e.g. ``too-cloudy``."""
+    message: str
+    """What happened, for the run's log and summary."""
+
+
+UNSPECIFIED_SKIP: Final = "unspecified"
+"""The :attr:`Skip.code` of a result made with ``write=False`` and no ``skip``."""
+
+
+@dataclass(frozen=True)
 class StepResult:
-    """What a step returns: the new scene and the record that goes into provenance."""
+    """What a step returns: the new scene and the record that goes into provenance.
+
+    A step that decides the scene must not be written says why with ``skip``. ``write`` is kept
+    for steps that set it directly and always equals ``skip is None``: ``skip`` set makes
+    ``write`` False, and ``write=False`` without a reason gets a ``Skip`` with code
+    :data:`UNSPECIFIED_SKIP`.
+    """
 
     scene: Scene
     record: StepRecord
     write: bool = True
     """False when the step decided the scene must not be written (e.g. too cloudy)."""
+    skip: Skip | None = None
+    """Why the scene must not be written; None: write it."""
+
+    def __post_init__(self) -> None:
+        if self.skip is not None:
+            object.__setattr__(self, "write", False)
+        elif not self.write:
+            message = f"step {self.record.name} decided not to write the scene"
+            object.__setattr__(self, "skip", Skip(UNSPECIFIED_SKIP, message))
 
 
 @dataclass(frozen=True)
@@ -155,10 +186,16 @@ class Step(Protocol[C_contra]):
     name: str
     version: str
 
+    def prepare(self, cfg: C_contra) -> None:
+        """Do the I/O the step needs before :meth:`run` (e.g. load a model) and keep the result
+        on the step; called once per worker with the configuration ``run`` will get."""
+        ...
+
     def required_aux(self, cfg: C_contra) -> Mapping[str, AuxRequest]:
         """The auxiliary inputs the pipeline must read into ``scene.aux`` before :meth:`run`."""
         ...
 
     def run(self, scene: Scene, cfg: C_contra) -> StepResult:
-        """Process ``scene`` with configuration ``cfg``; pure, no I/O."""
+        """Process ``scene`` with configuration ``cfg``; pure, no I/O (:meth:`prepare` has done
+        it)."""
         ...

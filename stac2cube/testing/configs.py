@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from ..demo import demo_config
-from .sample import Sample
+from ..sample import Sample
 
 
 def write_config(directory: Path, sample: Sample, source: dict[str, Any], **sections: Any) -> Path:

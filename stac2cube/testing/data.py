@@ -1,40 +1,24 @@
-"""Access to the shared offline test data (real provider STAC items, schemas, small rasters).
+"""The shared offline test data for tests: a test that needs it is skipped when it is absent.
 
-The data lives outside the repository: in ``$STAC2CUBE_SHARED_DATA`` when that is set, else in
-``<repository>/../shared/data`` (where CI puts it beside the clone). Tests call
-:func:`require_shared_data`, which skips them when the data is absent.
+Where the data lives: :mod:`stac2cube.sample.data`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pystac
 
+from ..sample.data import ENV_VAR, shared_data_dir
+
 __all__ = [
-    "ENV_VAR",
     "load_item",
     "load_item_collection",
     "require_shared_data",
-    "shared_data_dir",
 ]
-
-ENV_VAR = "STAC2CUBE_SHARED_DATA"
-"""Environment variable naming the shared data directory."""
-
-
-def shared_data_dir() -> Path | None:
-    """The shared data directory, or None when it does not exist."""
-    env = os.environ.get(ENV_VAR)
-    if env:
-        path = Path(env).expanduser()
-    else:
-        path = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return path if path.is_dir() else None
 
 
 def require_shared_data() -> Path:

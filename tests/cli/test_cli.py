@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from stac2cube.sample import Sample
 from stac2cube.testing.configs import write_config
-from stac2cube.testing.sample import Sample
 
 EXE = str(Path(sys.executable).with_name("stac2cube"))
 

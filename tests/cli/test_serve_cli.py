@@ -1,6 +1,7 @@
 """``stac2cube serve`` as a user runs it: real subprocesses, their URLs, Ctrl-C and SIGTERM.
 
-A taken port, a missing catalog and rustac missing are tested on the library (tests/test_serve.py).
+A taken port, a missing catalog and rustac missing are tested on the library
+(tests/serve/test_server.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stac2cube.io.catalog import CatalogStore
+from stac2cube.catalog import CatalogStore
 from stac2cube.testing.stac_api import free_port
 
 EXE = str(Path(sys.executable).with_name("stac2cube"))

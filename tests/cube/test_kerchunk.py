@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from stac2cube import load_config, open_cube, open_virtual_cube, run
-from stac2cube.cube.kerchunk import REFS_DIR, build_references
+from stac2cube.catalog import REFS_DIR
+from stac2cube.catalog.kerchunk import build_references
 from stac2cube.errors import CatalogError
+from stac2cube.sample import Sample
 from stac2cube.testing.configs import write_config
-from stac2cube.testing.sample import Sample
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ from odc.geo.geobox import GeoBox
 from pyproj import Transformer
 
 from stac2cube import load_config, open_cube, reflectance, run
+from stac2cube.catalog import CatalogStore
 from stac2cube.errors import CatalogError
 from stac2cube.grid import footprint_lonlat
-from stac2cube.io.catalog import CatalogStore
 from stac2cube.io.cog import write_cog
+from stac2cube.sample import Sample
 from stac2cube.testing.configs import write_config
-from stac2cube.testing.sample import Sample
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
-from stac2cube.io.atomic import append_line, exchange_paths, write_bytes_atomic
+from stac2cube.io.atomic import append_line, exchange_paths, write_bytes_atomic, write_json_atomic
 
 
 def test_exchange_swaps_directories(tmp_path: Path) -> None:
@@ -32,3 +33,11 @@ def test_atomic_write_and_append(tmp_path: Path) -> None:
     append_line(log, "a")
     append_line(log, "b\n")
     assert log.read_text() == "a\nb\n"
+
+
+def test_atomic_json_write_replaces_whole(tmp_path: Path) -> None:
+    p = tmp_path / "x.json"
+    write_json_atomic(p, {"a": 1})
+    write_json_atomic(p, {"b": [1, 2]})
+    assert json.loads(p.read_text()) == {"b": [1, 2]}
+    assert os.listdir(tmp_path) == ["x.json"]

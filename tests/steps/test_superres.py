@@ -3,8 +3,10 @@ from the bundle format a user would use, run over generated scenes and construct
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,17 +16,19 @@ import pytest
 from odc.geo.geobox import GeoBox
 from rasterio.transform import Affine
 
+from stac2cube.config import config_from_dict
 from stac2cube.errors import ConfigError, StepError
-from stac2cube.steps.base import Scene, Step
-from stac2cube.testing.sample import Sample
-from stac2cube.testing.scenes import scene_from_sample
+from stac2cube.sample import Sample
+from stac2cube.sample.scenes import scene_from_sample
+from stac2cube.steps.base import Scene, Step, StepResult
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sen2sr")
 pytest.importorskip("safetensors")
 
-from stac2cube.steps import superres_models as sm  # noqa: E402
+from stac2cube.steps import superres as sm  # noqa: E402
 from stac2cube.steps.superres import (  # noqa: E402
+    PLUGIN,
     SuperResConfig,
     SuperResStep,
     TileGrid,
@@ -74,6 +78,12 @@ def wedge_scene(sample: Sample) -> Scene:
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> None:
     clear_model_cache()
+
+
+def _run(scene: Scene, cfg: SuperResConfig) -> StepResult:
+    """What the pipeline does on a worker: prepare the step once (loads the model), then run."""
+    STEP.prepare(cfg)
+    return STEP.run(scene, cfg)
 
 
 def _cfg(bundle: Path, kind: str = "rgbn_x4", **kw: object) -> SuperResConfig:
@@ -137,7 +147,48 @@ def test_invalid_config_is_refused(kw: dict[str, object], match: str) -> None:
 
 def test_no_model_configured_is_a_clear_error(sample_scene: Scene) -> None:
     with pytest.raises(StepError, match="has no model"):
-        STEP.run(sample_scene, SuperResConfig(device="cpu"))
+        STEP.prepare(SuperResConfig(device="cpu"))
+
+
+def test_run_uses_the_prepared_model_and_does_no_io(
+    tmp_path: Path, bundles: dict[str, Path]
+) -> None:
+    """prepare loads the model; run needs it, reads no file, and refuses another model."""
+    step = SuperResStep()
+    scene = _rect_scene(20, 20)
+    folder = tmp_path / "b"
+    shutil.copytree(bundles["rgbn_x4"], folder)
+    cfg = _cfg(folder)
+    with pytest.raises(StepError, match=r"call step\.prepare\(cfg\)"):
+        step.run(scene, cfg)
+    step.prepare(cfg)
+    shutil.rmtree(folder)
+    clear_model_cache()
+    assert step.run(scene, cfg).record.results["tiles"] == 1
+    other = step.run(scene, dataclasses.replace(cfg, overlap=8, back_projection=False))
+    assert other.record.parameters["overlap"] == 8  # run-time options need no new model
+    with pytest.raises(StepError, match="prepared for another model"):
+        step.run(scene, _cfg(bundles["swir_x2"], "swir_x2"))
+    # a step sent to another process leaves its model behind: prepare it there
+    with pytest.raises(StepError, match="prepare"):
+        pickle.loads(pickle.dumps(step)).run(scene, cfg)
+
+
+def test_plugin_resolves_local_paths_against_the_config_file(tmp_path: Path) -> None:
+    config = config_from_dict(
+        {
+            "source": {"api": "https://earth-search.aws.element84.com/v1"},
+            "aoi": {"bbox": [11.0, 46.0, 11.1, 46.1]},
+            "time": {"start": "2023-06-01", "end": "2023-06-30"},
+            "steps": {"superres": {"bundle": "models/rgbn"}},
+        },
+        base_dir=tmp_path,
+    )
+    [(plugin, section)] = config.steps.configured()
+    assert plugin is PLUGIN and section == config.steps.superres
+    step, cfg = plugin.build(section, config)
+    assert isinstance(step, SuperResStep) and isinstance(step, Step)
+    assert cfg.bundle == str(tmp_path.resolve() / "models" / "rgbn")
 
 
 # ------------------------------------------------------------------------------ models, bundles
@@ -224,7 +275,7 @@ def test_corrupt_or_missing_weights_are_clear_errors(
     data = (bundles["rgbn_x4"] / "model.safetensor").read_bytes()
     (folder / "model.safetensor").write_bytes(data[: len(data) // 2])  # truncated download
     with pytest.raises(StepError, match="corrupt"):
-        STEP.run(_rect_scene(20, 20), _cfg(folder))
+        STEP.prepare(_cfg(folder))
     (folder / "model.safetensor").unlink()
     with pytest.raises(sm.ModelLoadError, match=r"lacks model\.safetensor"):
         sm.load_bundle(folder, kind="rgbn_x4", variant="lite", tile_size=TILE)
@@ -256,7 +307,7 @@ def test_transformer_variants_need_timm() -> None:
 def test_each_model_runs_on_any_rectangle(kind: str, bundles: dict[str, Path]) -> None:
     """37 x 53 pixels: smaller than a tile, not square, odd sides."""
     scene = _rect_scene(37, 53)
-    res = STEP.run(scene, _cfg(bundles[kind], kind))
+    res = _run(scene, _cfg(bundles[kind], kind))
     s = 1 if kind == "swir_x2" else 4
     outs = sm.model_definition(kind).output_bands
     assert set(res.scene.layers) == {layer_key(b) for b in outs}
@@ -281,14 +332,14 @@ def test_each_model_runs_on_any_rectangle(kind: str, bundles: dict[str, Path]) -
 def test_tiled_equals_untiled(sample_scene: Scene, bundles: dict[str, Path]) -> None:
     """A scene that fits one tile, run as one tile and as 3 x 3 overlapping tiles: no seams."""
     scene = _crop(sample_scene, 96, 96)
-    one = STEP.run(scene, _cfg(bundles["rgbn_x4"], tile_size=128, overlap=32))
+    one = _run(scene, _cfg(bundles["rgbn_x4"], tile_size=128, overlap=32))
     assert one.record.results["tiles"] == 1
-    tiled = STEP.run(scene, _cfg(bundles["rgbn_x4"], tile_size=64, overlap=32))
+    tiled = _run(scene, _cfg(bundles["rgbn_x4"], tile_size=64, overlap=32))
     assert tiled.record.results["tiles"] == 9
     for k, layer in one.scene.layers.items():
         diff = np.abs(layer.data - tiled.scene.layers[k].data)
         assert float(diff.max()) < 5e-4 and float(diff.mean()) < 1e-5, k
-    coarse = STEP.run(scene, _cfg(bundles["rgbn_x4"], tile_size=48, overlap=16))
+    coarse = _run(scene, _cfg(bundles["rgbn_x4"], tile_size=48, overlap=16))
     for k, layer in one.scene.layers.items():
         assert float(np.abs(layer.data - coarse.scene.layers[k].data).max()) < 2e-3, k
 
@@ -317,7 +368,7 @@ def test_hard_constraint_keeps_the_10m_content(
     much more than what bicubic upsampling alone gives back (the hard constraint takes the low
     frequencies from it); the network's own output (no constraint) is far from it."""
     scene = _crop(sample_scene, 96, 120)
-    res = STEP.run(scene, _cfg(bundles["rgbn_x4"], back_projection=False))
+    res = _run(scene, _cfg(bundles["rgbn_x4"], back_projection=False))
     errs = res.record.results["consistency_rel_error"]
     for b, err in errs.items():
         lr = torch.from_numpy(scene.bands[b])[None, None]
@@ -342,8 +393,8 @@ def test_back_projection_gives_the_input_back_under_block_averaging(
     record keeps the error of the network alone, the same as a run without it."""
     scene = _crop(sample_scene, 48, 64)
     scene.bands["B04"][10:14, 20:30] = np.nan  # nodata: its blocks stay NaN, the rest is exact
-    on = STEP.run(scene, _cfg(bundles[kind], kind))
-    off = STEP.run(scene, _cfg(bundles[kind], kind, back_projection=False))
+    on = _run(scene, _cfg(bundles[kind], kind))
+    off = _run(scene, _cfg(bundles[kind], kind, back_projection=False))
     r_on, r_off = on.record.results, off.record.results
     assert r_on["consistency_rel_error_before_back_projection"] == r_off["consistency_rel_error"]
     assert max(r_off["consistency_rel_error"].values()) > 1e-3
@@ -382,7 +433,7 @@ def test_20m_bands_stay_consistent(
     kind: str, sample_scene: Scene, bundles: dict[str, Path]
 ) -> None:
     """Every output band averaged back is its own input band (not a neighbour's)."""
-    res = STEP.run(_crop(sample_scene, 48, 64), _cfg(bundles[kind], kind))
+    res = _run(_crop(sample_scene, 48, 64), _cfg(bundles[kind], kind))
     errs = res.record.results["consistency_rel_error"]
     outs = sm.SWIR_BANDS if kind == "swir_x2" else sm.FULL_BANDS
     assert set(errs) == set(outs) and max(errs.values()) < 0.08, errs
@@ -393,7 +444,7 @@ def test_20m_bands_stay_consistent(
         },
         geobox=sample_scene.geobox[:40, :40],
     )
-    out = STEP.run(flat, _cfg(bundles[kind], kind)).scene.layers
+    out = _run(flat, _cfg(bundles[kind], kind)).scene.layers
     for b in outs:
         level = 0.05 + 0.02 * sm.FULL_BANDS.index(b)
         assert float(np.mean(out[layer_key(b)].data)) == pytest.approx(level, abs=0.01), b
@@ -404,7 +455,7 @@ def test_nodata_is_masked_again(wedge_scene: Scene, bundles: dict[str, Path]) ->
     invalid = ~np.isfinite(scene.bands["B04"])
     assert invalid.any()
     margin = 3
-    res = STEP.run(scene, _cfg(bundles["rgbn_x4"], nodata_margin=margin))
+    res = _run(scene, _cfg(bundles["rgbn_x4"], nodata_margin=margin))
     out = res.scene.layers["B04_sr"].data
     nan10 = np.isnan(out).reshape(out.shape[0] // 4, 4, out.shape[1] // 4, 4)
     assert (nan10.all(axis=(1, 3)) == nan10.any(axis=(1, 3))).all()  # whole 10 m pixels
@@ -417,7 +468,7 @@ def test_nodata_is_masked_again(wedge_scene: Scene, bundles: dict[str, Path]) ->
     assert nan10.sum() > invalid.sum()
     assert res.record.results["nodata_margin_px"] == margin
     # the default margin is the model's receptive radius
-    default = STEP.run(scene, _cfg(bundles["rgbn_x4"]))
+    default = _run(scene, _cfg(bundles["rgbn_x4"]))
     assert default.record.results["nodata_margin_px"] == 3 * TINY["num_blocks"] + 5
 
 
@@ -428,33 +479,33 @@ def test_raw_dn_and_offset_mistakes_are_caught(
     cfg = _cfg(bundles["rgbn_x4"])
     dn = scene.replace(bands={b: a * 10000 for b, a in scene.bands.items()})
     with pytest.raises(StepError, match="digital numbers"):
-        STEP.run(dn, cfg)
+        _run(dn, cfg)
     twice = scene.replace(bands={b: a - 0.1 for b, a in scene.bands.items()})
     with pytest.raises(StepError, match="applied twice"):
-        STEP.run(twice, cfg)
+        _run(twice, cfg)
     left_in = scene.replace(bands={b: a + 0.1 for b, a in scene.bands.items()})
     with caplog.at_level(logging.WARNING, logger="stac2cube.steps.superres"):
-        res = STEP.run(left_in, cfg)
+        res = _run(left_in, cfg)
     assert res.record.results["suspect_offset_left_in"] is True
     assert "offset may have been left in" in caplog.text
-    assert STEP.run(scene, cfg).record.results["suspect_offset_left_in"] is False
-    STEP.run(dn, _cfg(bundles["rgbn_x4"], check_inputs=False))  # the check can be turned off
+    assert _run(scene, cfg).record.results["suspect_offset_left_in"] is False
+    _run(dn, _cfg(bundles["rgbn_x4"], check_inputs=False))  # the check can be turned off
 
 
 def test_missing_bands_are_named(sample_scene: Scene, bundles: dict[str, Path]) -> None:
     scene = _crop(sample_scene, 32, 32)
     scene = scene.replace(bands={b: a for b, a in scene.bands.items() if b not in ("B08", "B12")})
     with pytest.raises(StepError, match=r"; B08, B12 are not loaded: add them to `bands`"):
-        STEP.run(scene, _cfg(bundles["full_x4"], "full_x4"))
+        _run(scene, _cfg(bundles["full_x4"], "full_x4"))
     with pytest.raises(StepError, match="B08 is not loaded"):
-        STEP.run(scene, _cfg(bundles["rgbn_x4"]))
+        _run(scene, _cfg(bundles["rgbn_x4"]))
 
 
 def test_scene_not_at_10m_is_refused(bundles: dict[str, Path]) -> None:
     scene = _rect_scene(20, 20)
     g20 = GeoBox((20, 20), Affine(20.0, 0.0, 600000.0, 0.0, -20.0, 5000000.0), "EPSG:32633")
     with pytest.raises(StepError, match="10 m pixels"):
-        STEP.run(scene.replace(geobox=g20), _cfg(bundles["rgbn_x4"]))
+        _run(scene.replace(geobox=g20), _cfg(bundles["rgbn_x4"]))
 
 
 def test_cuda_without_gpu_is_a_clear_error(
@@ -462,17 +513,17 @@ def test_cuda_without_gpu_is_a_clear_error(
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(StepError, match="no CUDA device"):
-        STEP.run(_rect_scene(20, 20), _cfg(bundles["rgbn_x4"], device="cuda"))
-    res = STEP.run(_rect_scene(20, 20), _cfg(bundles["rgbn_x4"], device="auto", half=True))
+        STEP.prepare(_cfg(bundles["rgbn_x4"], device="cuda"))
+    res = _run(_rect_scene(20, 20), _cfg(bundles["rgbn_x4"], device="auto", half=True))
     assert res.record.results["device"] == "cpu" and res.record.results["half"] is False
 
 
 def test_memory_bound_limits_the_batch(bundles: dict[str, Path]) -> None:
     scene = _rect_scene(100, 100)
-    res = STEP.run(scene, _cfg(bundles["rgbn_x4"], batch_size=64, max_memory_mb=72))
+    res = _run(scene, _cfg(bundles["rgbn_x4"], batch_size=64, max_memory_mb=72))
     assert 1 <= res.record.results["batch_size"] < 64
     with pytest.raises(StepError, match="max_memory_mb"):
-        STEP.run(_rect_scene(1200, 1200), _cfg(bundles["rgbn_x4"], max_memory_mb=64))
+        _run(_rect_scene(1200, 1200), _cfg(bundles["rgbn_x4"], max_memory_mb=64))
 
 
 def test_weights_file_config(tmp_path: Path, bundles: dict[str, Path]) -> None:
@@ -480,18 +531,18 @@ def test_weights_file_config(tmp_path: Path, bundles: dict[str, Path]) -> None:
     cfg = SuperResConfig(
         model="swir_x2", weights=str(f), architecture="CNNSR", tile_size=TILE, overlap=OVERLAP
     )
-    res = STEP.run(_rect_scene(30, 40), cfg)
+    res = _run(_rect_scene(30, 40), cfg)
     assert res.record.results["model_source"] == f"weights:{f}"
     assert res.scene.layers["B11_sr"].geobox == _rect_scene(30, 40).geobox
     with pytest.raises(sm.ModelLoadError, match="holds a swir_x2 model"):
-        STEP.run(_rect_scene(30, 40), SuperResConfig(weights=str(f), architecture="CNNSR"))
+        STEP.prepare(SuperResConfig(weights=str(f), architecture="CNNSR"))
 
 
 def test_hub_cache_without_download_is_a_clear_error(tmp_path: Path) -> None:
     pytest.importorskip("huggingface_hub")
     cfg = SuperResConfig(hub_id="tacofoundation/sen2sr", cache_dir=str(tmp_path))
     with pytest.raises(StepError, match="allow_download"):
-        STEP.run(_rect_scene(20, 20), cfg)
+        STEP.prepare(cfg)
 
 
 @pytest.mark.gpu
@@ -499,11 +550,11 @@ def test_half_precision_on_gpu(sample_scene: Scene, bundles: dict[str, Path]) ->
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     scene = _crop(sample_scene, 96, 96)
-    f32 = STEP.run(scene, _cfg(bundles["full_x4"], "full_x4", device="cuda"))
-    f16 = STEP.run(scene, _cfg(bundles["full_x4"], "full_x4", device="cuda", half=True))
+    f32 = _run(scene, _cfg(bundles["full_x4"], "full_x4", device="cuda"))
+    f16 = _run(scene, _cfg(bundles["full_x4"], "full_x4", device="cuda", half=True))
     assert f16.record.results["half"] is True and f16.record.results["device"] == "cuda"
     for k, layer in f32.scene.layers.items():
         assert float(np.abs(layer.data - f16.scene.layers[k].data).max()) < 5e-3, k
-    cpu = STEP.run(scene, _cfg(bundles["full_x4"], "full_x4", device="cpu"))
+    cpu = _run(scene, _cfg(bundles["full_x4"], "full_x4", device="cpu"))
     for k, layer in f32.scene.layers.items():  # cuDNN may use TF32 for fp32 convolutions
         assert float(np.abs(layer.data - cpu.scene.layers[k].data).max()) < 2e-3, k

@@ -1,0 +1,218 @@
+"""Reading a scene: every configured band harmonised onto the target grid, and the
+auxiliary inputs its steps ask for (L1C TOA of the twin, L2A bands, catalog references)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pystac
+import rasterio
+import rasterio.errors
+from odc.geo.geobox import GeoBox
+
+from .. import __version__
+from ..bands import S2_BANDS
+from ..catalog import (
+    CLOUD_REFERENCE_ASSET,
+    REFERENCE_ASSET,
+)
+from ..config import Config
+from ..errors import (
+    AssetAccessError,
+    NoOverlapError,
+)
+from ..grid import load_aoi, target_geobox
+from ..io.read import BandRead, read_band
+from ..provenance import InputRecord, StepRecord
+from ..radiometry import (
+    RadiometryOverride,
+    processing_baseline,
+)
+from ..references.store import read_reference
+from ..steps.base import AuxLayer, AuxRequest, Scene, Step
+from .steps import active_steps
+from .twins import l1c_env
+
+log = logging.getLogger(__name__)
+
+
+def read_scene(
+    item: pystac.Item, config: Config, geobox: GeoBox
+) -> tuple[Scene, tuple[InputRecord, ...], tuple[StepRecord, ...]]:
+    """Read and harmonise every configured band of ``item`` onto ``geobox``."""
+    ov_cfg = config.radiometry.overrides.get(item.collection_id or "")
+    override = RadiometryOverride(ov_cfg.scale, ov_cfg.offset) if ov_cfg else None
+    reads: dict[str, BandRead] = {}
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_HTTP_MAX_RETRY="3"):
+        for band in config.bands:
+            reads[band] = read_band(item, band, geobox, override=override)
+    bands = {b: r.data for b, r in reads.items() if S2_BANDS[b].kind != "classification"}
+    classes = {b: r.data for b, r in reads.items() if S2_BANDS[b].kind == "classification"}
+    scene = Scene(
+        item_id=item.id,
+        geobox=geobox,
+        bands=bands,
+        classes=classes,
+        source_properties=dict(item.properties),
+    )
+    valid = (
+        scene.valid_mask() if bands else np.logical_and.reduce([a > 0 for a in classes.values()])
+    )
+    n_valid = int(valid.sum())
+    if n_valid == 0:
+        raise NoOverlapError(
+            f"{item.id} has no valid pixel inside the AOI (all bands are nodata there); the "
+            "scene's footprint only touches the AOI's bounding box or lies on a swath edge"
+        )
+    inputs = tuple(InputRecord(b, r.asset_key, r.href, item.id) for b, r in reads.items())
+    harmonise = StepRecord(
+        name="harmonise",
+        version=__version__,
+        parameters={
+            "grid": {
+                "crs": str(geobox.crs),
+                "resolution": float(geobox.resolution.x),
+                "shape": list(geobox.shape.yx),
+            },
+        },
+        results={
+            "processing_baseline": processing_baseline(item),
+            "bands": {
+                b: {
+                    "scale": r.radiometry.scale,
+                    "offset": r.radiometry.offset,
+                    "source": r.radiometry.source,
+                    **({"note": r.radiometry.note} if r.radiometry.note else {}),
+                    "resampling": r.resampling,
+                    "source_resolution": r.source_resolution,
+                }
+                for b, r in reads.items()
+            },
+            "valid_fraction": round(n_valid / valid.size, 6),
+        },
+    )
+    return scene, inputs, (harmonise,)
+
+
+def read_aux(
+    item: pystac.Item,
+    twin: pystac.Item | None,
+    scene: Scene,
+    steps: Sequence[tuple[Step[Any], Any]],
+    config: Config,
+) -> tuple[Scene, tuple[InputRecord, ...]]:
+    """Read what the steps ask for (e.g. L1C TOA bands at 60 m) into ``scene.aux``.
+
+    L1C bands come from the twin only: without one, or when the storage refuses the read
+    (:class:`~stac2cube.errors.AssetAccessError`), ``scene.missing_aux`` says why and the step
+    decides (the cloud step masks with SCL, or fails with ``l1c: require``)."""
+    aux = dict(scene.aux)
+    missing = dict(scene.missing_aux)
+    inputs: list[InputRecord] = []
+    crs = scene.geobox.crs
+    for step, cfg in steps:
+        for name, req in step.required_aux(cfg).items():
+            if req.resolution <= 0 or req.resolution == scene.geobox.resolution.x:
+                gbox = scene.geobox
+            else:
+                gbox = GeoBox.from_bbox(
+                    scene.geobox.extent.boundingbox, crs, resolution=req.resolution, tight=False
+                )
+            if req.level in _REFERENCE_LEVELS:
+                key = _REFERENCE_LEVELS[req.level]
+                ref = read_reference(config, gbox, req.bands, key, when=item.datetime)
+                if ref is not None:
+                    aux[name] = ref
+                    asset_key = ref.version or key
+                    inputs.append(
+                        InputRecord(f"{name}:{req.bands[0]}", asset_key, *_ref_src(ref, key))
+                    )
+                else:
+                    missing[name] = (
+                        f"the catalog has no {key} (its build failed or found no clear scene: "
+                        f"see <catalog>/_stac2cube/failures.jsonl, stage {key})"
+                    )
+                continue
+            if req.level == "l1c":
+                # never replaced by L2A bands: the step decides what a missing twin means
+                if twin is None:
+                    missing[name] = "no L1C twin"
+                    continue
+                try:
+                    with l1c_env(twin, config):
+                        layer, got = _read_aux_bands(twin, name, req, gbox, config)
+                except AssetAccessError as exc:
+                    log.warning("%s: L1C read refused: %s", item.id, exc)
+                    missing[name] = f"L1C read refused: {exc}"
+                    continue
+                aux[name] = dataclasses.replace(layer, source=f"l1c:{twin.id}")
+            else:
+                aux[name], got = _read_aux_bands(item, name, req, gbox, config, l2a=True)
+            inputs += got
+    return scene.replace(aux=aux, missing_aux=missing), tuple(inputs)
+
+
+def _read_aux_bands(
+    src_item: pystac.Item,
+    name: str,
+    req: AuxRequest,
+    gbox: GeoBox,
+    config: Config,
+    *,
+    l2a: bool = False,
+) -> tuple[AuxLayer, list[InputRecord]]:
+    """The bands of ``req`` from ``src_item`` on ``gbox``; of an L2A item (``l2a``), B10, which
+    L2A products do not carry, is a NaN plane."""
+    ov = config.radiometry.overrides.get(src_item.collection_id or "")
+    override = RadiometryOverride(ov.scale, ov.offset) if ov else None
+    planes, inputs = [], []
+    for band in req.bands:
+        if band == "B10" and l2a:
+            planes.append(np.full(gbox.shape.yx, np.nan, dtype="float32"))
+            continue
+        r = read_band(src_item, band, gbox, override=override)
+        planes.append(r.data)
+        inputs.append(InputRecord(f"{name}:{band}", r.asset_key, r.href, src_item.id))
+    return AuxLayer(np.stack(planes), gbox, tuple(req.bands), "l2a"), inputs
+
+
+_REFERENCE_LEVELS: Mapping[str, str] = {
+    "reference": REFERENCE_ASSET,
+    "cloud-reference": CLOUD_REFERENCE_ASSET,
+}
+"""``AuxRequest.level`` of a catalog reference -> its collection asset."""
+
+
+def _ref_src(ref: AuxLayer, key: str) -> tuple[str, str]:
+    href, _, ident = ref.source.partition("#")
+    return href, ident or key
+
+
+def reference_reader(
+    config: Config, twins: Mapping[str, pystac.Item]
+) -> Callable[[pystac.Item], Scene]:
+    """How a candidate scene of a catalog reference is read: harmonised on the target grid,
+    clouds masked by the cloud step without its multi-temporal test (which needs a reference
+    itself), or only SCL without the step."""
+    geobox = target_geobox(load_aoi(config.aoi, config.base_dir), config.grid)
+    cloud_steps = [
+        (s, dataclasses.replace(c, temporal_threshold=None))
+        for s, c in active_steps(config)
+        if s.name == "cloudmask"
+    ]
+    for step, step_cfg in cloud_steps:
+        step.prepare(step_cfg)
+
+    def read(item: pystac.Item) -> Scene:
+        scene, _, _ = read_scene(item, config, geobox)
+        if cloud_steps:
+            scene, _ = read_aux(item, twins.get(item.id), scene, cloud_steps, config)
+            for step, step_cfg in cloud_steps:
+                scene = step.run(scene, step_cfg).scene
+        return scene
+
+    return read

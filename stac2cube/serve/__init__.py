@@ -1,0 +1,40 @@
+"""Serve a catalog to other STAC tools: a real STAC API and the COGs over HTTP, on one port.
+
+:func:`serve` starts a front HTTP server that serves the catalog's files (with range requests)
+and proxies a STAC API backend (``rustac serve``, or stac-fastapi-static for CQL2 filters) that
+listens on 127.0.0.1 only. How the pieces fit, and the backends' limits: ``docs/serve.md``.
+"""
+
+from __future__ import annotations
+
+from .backends import UNSUPPORTED_SEARCH_PARAMS, Backend
+from .http import (
+    COG_TYPE,
+    FILES_PREFIX,
+    MAX_BODY,
+    RangeNotSatisfiableError,
+    byte_range,
+    resolve_under,
+)
+from .process import RustacServer, ServeError, StacApiServerError, free_port, stop_process
+from .server import DEFAULT_HOST, DEFAULT_PORT, CatalogServer, serve
+
+__all__ = [
+    "COG_TYPE",
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "FILES_PREFIX",
+    "MAX_BODY",
+    "UNSUPPORTED_SEARCH_PARAMS",
+    "Backend",
+    "CatalogServer",
+    "RangeNotSatisfiableError",
+    "RustacServer",
+    "ServeError",
+    "StacApiServerError",
+    "byte_range",
+    "free_port",
+    "resolve_under",
+    "serve",
+    "stop_process",
+]

@@ -1,0 +1,112 @@
+"""Global mode: one shift for the scene, the mean of the refined estimates of up to
+:data:`~stac2cube.steps.coreg.windows.MAX_WINDOWS` windows after dropping outliers, applied only
+when significant and improving the alignment."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from odc.geo.geobox import GeoBox
+
+from .backend import CoregFailure, crs
+from .config import CoregConfig
+from .estimate import WindowMatch, match_window
+from .inputs import MatchInputs
+from .significance import shift_helps, standard_error
+from .windows import MAX_WINDOWS, MIN_FALLBACK_WINDOW, pick_windows, window_bad_fraction
+
+log = logging.getLogger(__name__)
+
+
+def match_global(
+    inp: MatchInputs, gbox: GeoBox, cfg: CoregConfig, results: dict[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    """Match up to :data:`MAX_WINDOWS` windows, combine their refined estimates and decide
+    whether the shift is significant and improves the alignment. Returns AROSICS' correction
+    info for the combined shift and whether to apply it (the reason is in ``results``)."""
+    win = cfg.window
+    centres: list[tuple[int, int]] = []
+    while not centres:
+        frac = inp.frac if win == cfg.window else window_bad_fraction(inp.bad_any, win)
+        centres = pick_windows(
+            inp.target, inp.bad_any, frac, win, cfg.max_bad_fraction, MAX_WINDOWS
+        )
+        if not centres:
+            if win // 2 < MIN_FALLBACK_WINDOW:
+                raise CoregFailure(
+                    f"no matching window of {cfg.window} down to {win} px has at most "
+                    f"{cfg.max_bad_fraction:.0%} cloud, shadow, anomaly or nodata pixels"
+                )
+            win //= 2
+    windows: list[dict[str, Any]] = []
+    matches: list[WindowMatch] = []
+    for r, c in centres:
+        rec: dict[str, Any] = {"center_px": [c, r]}
+        try:
+            matches.append(match_window(inp, gbox, cfg, win, r, c, rec))
+            rec["status"] = "matched"
+        except CoregFailure as exc:
+            rec.update(status="rejected", reason=str(exc))
+            log.debug("matching window at col %d row %d: %s", c, r, exc)
+        windows.append(rec)
+    results.update(window_size_px=[win, win], windows_tried=len(windows), windows=windows)
+    if not matches:
+        reasons = sorted({w["reason"] for w in windows})
+        raise CoregFailure(
+            f"{len(windows)} matching window(s) failed: " + "; ".join(reasons)
+            if len(reasons) > 1
+            else reasons[0]
+        )
+    first = next(w for w in windows if w["status"] == "matched")
+    results["window_center_px"] = first["center_px"]
+    results["texture"] = first["texture"]
+    d = np.asarray([(m.dx, m.dy) for m in matches], dtype=np.float64)
+    inlier = np.ones(len(matches), dtype=bool)
+    if len(matches) >= 3:
+        dist = np.hypot(*(d - np.median(d, axis=0)).T)
+        inlier = dist <= 3.0 * 1.4826 * float(np.median(dist)) + 0.02
+        for w, m_ok in zip((w for w in windows if w["status"] == "matched"), inlier, strict=True):
+            if not m_ok:
+                w["status"] = "outlier"
+    used = [m for m, ok in zip(matches, inlier, strict=True) if ok]
+    du = d[inlier]
+    mdx, mdy = (float(v) for v in du.mean(axis=0))
+    se, noise_from = standard_error(inp, gbox, cfg, used, du, win)
+    rels = [m.reliability for m in used if m.reliability is not None]
+    ssim0 = [m.ssim_before for m in used if m.ssim_before is not None]
+    ssim1 = [m.ssim_after for m in used if m.ssim_after is not None]
+    res_x, res_y = gbox.affine.a, abs(gbox.affine.e)
+    results.update(
+        shift_px=[round(mdx, 4), round(mdy, 4)],
+        shift_m=[round(mdx * res_x, 3), round(-mdy * res_y, 3)],
+        windows_used=len(used),
+        reliability=round(float(np.mean(rels)), 2) if rels else None,
+        ssim_before=round(float(np.mean(ssim0)), 4) if ssim0 else None,
+        ssim_after=round(float(np.mean(ssim1)), 4) if ssim1 else None,
+        noise_floor_from=noise_from,
+    )
+    info = _global_info(used[0].info, gbox, mdx, mdy)
+    return info, shift_helps(inp, [m.region for m in used], mdx, mdy, se, results)
+
+
+def _global_info(template: Mapping[str, Any], gbox: GeoBox, dx: float, dy: float) -> dict[str, Any]:
+    """AROSICS' ``coreg_info`` for a global correction of the displacement ``(dx, dy)`` px."""
+    from py_tools_ds.geo.map_info import geotransform2mapinfo
+
+    _x0, res_x, _, _y0, _, res_y = gbox.affine.to_gdal()
+    xm, ym = -dx * res_x, dy * abs(res_y)  # the correction in map units (AROSICS' convention)
+    info = dict(template)
+    prj = crs(gbox).to_wkt()
+    original = geotransform2mapinfo(gbox.affine.to_gdal(), prj)
+    updated = list(original)
+    updated[3] = str(float(original[3]) + xm)
+    updated[4] = str(float(original[4]) + ym)
+    info.update(
+        corrected_shifts_px={"x": -dx, "y": -dy},
+        corrected_shifts_map={"x": xm, "y": ym},
+        **{"original map info": original, "updated map info": updated},
+    )
+    return info

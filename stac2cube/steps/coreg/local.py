@@ -1,0 +1,250 @@
+"""Local mode: AROSICS ``COREG_LOCAL`` tie points every ``grid_res`` px, filtered, and a warp
+through the valid ones, applied only when their shift field is significant (an F test against
+no displacement, allowing for the overlap of their windows). The tie points are written as a
+GeoJSON sidecar."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+from odc.geo.geobox import GeoBox
+
+from ..base import Sidecar
+from .backend import FILL, CoregFailure, arosics_call, crs, geoarray, num
+from .config import CoregConfig
+from .inputs import MatchInputs, for_matching
+from .significance import field_significance
+
+TIEPOINTS_SIDECAR: Final = "coreg_tiepoints"
+"""Key of the tie-point sidecar in ``scene.sidecars`` (local mode)."""
+
+
+def _tiepoints_geojson(tbl: Any, gbox: GeoBox, valid: NDArray[np.bool_]) -> bytes:
+    """The tie-point table as a GeoJSON FeatureCollection (lon/lat, WGS 84)."""
+    from pyproj import Transformer
+
+    x = np.asarray(tbl["X_MAP"], dtype=np.float64)
+    y = np.asarray(tbl["Y_MAP"], dtype=np.float64)
+    tr = Transformer.from_crs(crs(gbox).to_wkt(), "EPSG:4326", always_xy=True)
+    lon, lat = tr.transform(x, y)
+    cols = set(tbl.columns)
+
+    def col(name: str, i: int) -> Any:
+        return tbl[name].iloc[i] if name in cols else None
+
+    def flag(name: str, i: int) -> bool | None:
+        v = col(name, i)
+        if v is None or (num(v) is None and not isinstance(v, bool | np.bool_)):
+            return None
+        return bool(v)
+
+    feats = []
+    for i in range(len(tbl)):
+        sx, sy = num(col("X_SHIFT_PX", i)), num(col("Y_SHIFT_PX", i))
+        mx, my = num(col("X_SHIFT_M", i)), num(col("Y_SHIFT_M", i))
+        matched = sx is not None and sy is not None
+        props = {
+            "point_id": int(col("POINT_ID", i)),
+            "col": float(col("X_IM", i)),
+            "row": float(col("Y_IM", i)),
+            "x": float(x[i]),
+            "y": float(y[i]),
+            "matched": matched,
+            "dx_px": None if sx is None else round(-sx, 4),
+            "dy_px": None if sy is None else round(-sy, 4),
+            "dx_m": None if mx is None else round(-mx, 3),
+            "dy_m": None if my is None else round(-my, 3),
+            "reliability": num(col("RELIABILITY", i)),
+            "ssim_before": num(col("SSIM_BEFORE", i)),
+            "ssim_after": num(col("SSIM_AFTER", i)),
+            "outlier_reliability": flag("L1_OUTLIER", i) if matched else None,
+            "outlier_ssim": flag("L2_OUTLIER", i) if matched else None,
+            "outlier_ransac": flag("L3_OUTLIER", i) if matched else None,
+            "valid": bool(valid[i]),
+        }
+        feats.append(
+            {
+                "type": "Feature",
+                "id": props["point_id"],
+                "geometry": {"type": "Point", "coordinates": [float(lon[i]), float(lat[i])]},
+                "properties": props,
+            }
+        )
+    doc_: dict[str, Any] = {
+        "type": "FeatureCollection",
+        "features": feats,
+        # foreign member (RFC 7946 section 6.1): the CRS of the x/y properties
+        "stac2cube:crs": str(crs(gbox)),
+        "stac2cube:convention": (
+            "dx/dy: displacement of the scene's content relative to the reference; px with x to "
+            "the east and y to the south, m with y to the north"
+        ),
+    }
+    return json.dumps(doc_, allow_nan=False, separators=(",", ":")).encode()
+
+
+def match_local(
+    inp: MatchInputs,
+    gbox: GeoBox,
+    cfg: CoregConfig,
+    results: dict[str, Any],
+    sidecars: dict[str, Sidecar],
+) -> tuple[dict[str, Any], bool]:
+    """Match the tie points, check them and decide whether their warp is applied. Returns
+    AROSICS' correction info and whether to apply it (the reason is in ``results``); the
+    tie-point table goes into ``sidecars``."""
+    from arosics import COREG_LOCAL
+
+    win = cfg.window
+    # tie points whose window has too many bad pixels are rejected through the target's mask
+    tgt_mask = inp.bad_tgt | inp.anomaly | (inp.frac > cfg.max_bad_fraction)
+
+    def run() -> tuple[Any, Any, Any]:
+        cl = COREG_LOCAL(
+            geoarray(for_matching(inp.reference, inp.bad_ref), gbox, FILL),
+            geoarray(for_matching(inp.target, inp.bad_tgt), gbox, FILL),
+            grid_res=cfg.grid_res,
+            window_size=(win, win),
+            max_shift=cfg.max_shift,
+            tieP_filter_level=cfg.tiepoint_filter_level,
+            min_reliability=cfg.min_reliability,
+            nodata=(FILL, FILL),
+            mask_baddata_ref=geoarray(inp.bad_ref, gbox, None),
+            mask_baddata_tgt=geoarray(tgt_mask, gbox, None),
+            CPUs=1,
+            progress=False,
+            q=True,
+            ignore_errors=True,
+        )
+        tbl = cl.CoRegPoints_table
+        return cl, tbl, cl.coreg_info
+
+    _, tbl, info = arosics_call("tie-point matching", run)
+    n_grid = int(np.ceil((gbox.shape.x + cfg.grid_res) / cfg.grid_res)) * int(
+        np.ceil((gbox.shape.y + cfg.grid_res) / cfg.grid_res)
+    )
+    cols = set(getattr(tbl, "columns", ()))
+    if len(tbl) == 0 or "ABS_SHIFT" not in cols:
+        results.update(tiepoints_grid=n_grid, tiepoints_total=len(tbl), tiepoints_matched=0)
+        results["tiepoints_valid"] = 0
+        raise CoregFailure(
+            f"no tie point could be placed on clear, textured pixels ({len(tbl)} of {n_grid} "
+            "grid points are off cloud and nodata)"
+        )
+    matched = np.asarray(tbl["ABS_SHIFT"], dtype=np.float64) != -9999.0
+    outlier = (
+        np.asarray(tbl["OUTLIER"]).astype(bool)
+        if "OUTLIER" in cols and cfg.tiepoint_filter_level > 0
+        else np.zeros(len(tbl), bool)
+    )
+    valid = matched & ~outlier
+    sidecars[TIEPOINTS_SIDECAR] = Sidecar(
+        filename="coreg_tiepoints.geojson",
+        data=_tiepoints_geojson(tbl, gbox, valid),
+        media_type="application/geo+json",
+        title="Co-registration tie points",
+        roles=("metadata",),
+    )
+    n_valid = int(valid.sum())
+    counts: dict[str, Any] = {
+        "tiepoints_grid": n_grid,
+        "tiepoints_total": len(tbl),
+        "tiepoints_matched": int(matched.sum()),
+        "tiepoints_valid": n_valid,
+    }
+    for lvl, name in ((1, "L1_OUTLIER"), (2, "L2_OUTLIER"), (3, "L3_OUTLIER")):
+        if name in cols:
+            v = np.asarray(tbl[name])
+            counts[f"tiepoints_outliers_l{lvl}"] = int(np.sum(matched & (v == True)))  # noqa: E712
+    results.update(counts)
+    if n_valid < cfg.min_valid_tiepoints and "L2_OUTLIER" in cols:
+        # AROSICS' SSIM filter drops every tie point whose correction does not improve the
+        # similarity, which is what a well-registered scene looks like: test the points the
+        # other filters kept for a significant field before calling the match failed.
+        kept = matched.copy()
+        for name in ("L1_OUTLIER", "L3_OUTLIER"):
+            if name in cols:
+                kept &= ~(np.asarray(tbl[name]) == True)  # noqa: E712
+        if int(kept.sum()) >= cfg.min_valid_tiepoints:
+            kdx = -np.asarray(tbl["X_SHIFT_PX"], dtype=np.float64)[kept]
+            kdy = -np.asarray(tbl["Y_SHIFT_PX"], dtype=np.float64)[kept]
+            kcol = np.asarray(tbl["X_IM"], dtype=np.float64)[kept]
+            krow = np.asarray(tbl["Y_IM"], dtype=np.float64)[kept]
+            k_eff = int(kept.sum()) * min(1.0, (cfg.grid_res / win) ** 2)
+            f_stat, f_crit = field_significance(kcol, krow, kdx, kdy, k_eff)
+            if f_stat is not None and f_crit is not None and f_stat <= f_crit:
+                results.update(
+                    shift_px=[round(float(kdx.mean()), 4), round(float(kdy.mean()), 4)],
+                    field_f=round(f_stat, 2),
+                    field_f_critical=round(f_crit, 2),
+                    tiepoints_effective=round(k_eff, 1),
+                    window_size_px=[win, win],
+                    status_if_not_applied="not_significant",
+                    decision=(
+                        f"not applied: AROSICS' SSIM check rejected {int(kept.sum())} tie "
+                        "points because correcting them would not improve the similarity, and "
+                        "their shift field is not distinguishable from noise (F "
+                        f"{f_stat:.2f} <= {f_crit:.2f} at p = 0.01): no misregistration found"
+                    ),
+                )
+                return info, False
+    if n_valid == 0:
+        raise CoregFailure("no tie point survived AROSICS' filtering")
+    dx = -np.asarray(tbl["X_SHIFT_PX"], dtype=np.float64)[valid]
+    dy = -np.asarray(tbl["Y_SHIFT_PX"], dtype=np.float64)[valid]
+    mx = -np.asarray(tbl["X_SHIFT_M"], dtype=np.float64)[valid]
+    my = -np.asarray(tbl["Y_SHIFT_M"], dtype=np.float64)[valid]
+    rel = np.asarray(tbl["RELIABILITY"], dtype=np.float64)[valid]
+    mdx, mdy = float(dx.mean()), float(dy.mean())
+    results.update(
+        shift_px=[round(mdx, 4), round(mdy, 4)],
+        shift_m=[round(float(mx.mean()), 3), round(float(my.mean()), 3)],
+        shift_std_px=[round(float(dx.std()), 4), round(float(dy.std()), 4)],
+        shift_rmse_px=round(float(np.sqrt(np.mean(dx**2 + dy**2))), 4),
+        residual_rmse_px=round(float(np.sqrt(np.mean((dx - mdx) ** 2 + (dy - mdy) ** 2))), 4),
+        reliability=round(float(rel.mean()), 2),
+        window_size_px=[win, win],
+    )
+    if n_valid < cfg.min_valid_tiepoints:
+        raise CoregFailure(
+            f"only {n_valid} valid tie point(s) of {len(tbl)} (min_valid_tiepoints "
+            f"{cfg.min_valid_tiepoints}); the scene is too cloudy or too flat for a local warp"
+        )
+    if float(np.median(rel)) < cfg.min_reliability:
+        raise CoregFailure(
+            f"median tie-point reliability {float(np.median(rel)):.1f} % is below "
+            f"min_reliability {cfg.min_reliability} %"
+        )
+    if max(abs(mdx), abs(mdy)) > cfg.max_shift:
+        raise CoregFailure(
+            f"mean shift {mdx:.2f}/{mdy:.2f} px is larger than max_shift {cfg.max_shift}"
+        )
+    col = np.asarray(tbl["X_IM"], dtype=np.float64)[valid]
+    row = np.asarray(tbl["Y_IM"], dtype=np.float64)[valid]
+    n_eff = n_valid * min(1.0, (cfg.grid_res / win) ** 2)
+    f_stat, f_crit = field_significance(col, row, dx, dy, n_eff)
+    results["field_f"] = None if f_stat is None else round(f_stat, 2)
+    results["field_f_critical"] = None if f_crit is None else round(f_crit, 2)
+    results["tiepoints_effective"] = round(n_eff, 1)
+    out: dict[str, Any] = info
+    if f_stat is None or f_crit is None:
+        results["status_if_not_applied"] = "not_significant"
+        results["decision"] = (
+            f"not applied: {n_valid} tie points are only {n_eff:.1f} independent ones (their "
+            f"{win} px windows overlap at a {cfg.grid_res} px spacing), too few to tell a shift "
+            "field from noise; use a larger grid_res or a smaller window_size"
+        )
+        return out, False
+    if f_stat <= f_crit:
+        results["status_if_not_applied"] = "not_significant"
+        results["decision"] = (
+            "not applied: the tie points' shift field (mean and affine trend) is not "
+            f"distinguishable from their noise (F {f_stat:.2f} <= {f_crit:.2f} at p = 0.01 with "
+            f"{n_eff:.0f} effective tie points)"
+        )
+        return out, False
+    results["decision"] = "applied"
+    return out, True
