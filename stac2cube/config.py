@@ -421,21 +421,54 @@ class Config:
         """Absolute directory of the output catalog."""
         return self.resolve_path(self.output.catalog)
 
-    def processing_dict(self) -> dict[str, Any]:
-        """The parts of the config that determine the pixels of an output item (options added
-        later are left out while they keep their default, see :func:`to_dict`)."""
-        d = to_dict(self, for_hash=True)
-        return {k: d[k] for k in ("aoi", "bands", "grid", "radiometry", "steps")} | {
+    def processing_dict(self, *, legacy: bool = False) -> dict[str, Any]:
+        """The parts of the config that determine the pixels of an output item: options added
+        later while they keep their default, execution-only settings and paths hashed by
+        content are left out (see :func:`to_dict`); each step section's ``content_for_hash``
+        adds what those paths hold (:attr:`hashed_content`). ``legacy``: as the earlier rule
+        made it (:attr:`legacy_config_hash`)."""
+        d = to_dict(self, for_hash=True, legacy=legacy)
+        out = {k: d[k] for k in ("aoi", "bands", "grid", "radiometry", "steps")} | {
             "output": {k: d["output"][k] for k in ("dtype", "cog_profile", "blocksize")}
         }
+        if not legacy:
+            for name, content in self.hashed_content.items():
+                out["steps"][name] = {**out["steps"][name], "content_for_hash": dict(content)}
+        return out
+
+    @functools.cached_property
+    def hashed_content(self) -> Mapping[str, Mapping[str, Any]]:
+        """Per step section with a ``content_for_hash(resolve)`` hook (``superres``: the SHA-256
+        of the model's weight files), what it puts into the hash in place of its paths. Read
+        once per config; a ConfigError when the files cannot be read."""
+        out: dict[str, Mapping[str, Any]] = {}
+        for name, section in self.steps.sections().items():
+            hook = getattr(section, "content_for_hash", None)
+            if section is not None and hook is not None:
+                content = hook(self.resolve_path)
+                if content:
+                    out[name] = content
+        return out
 
     @functools.cached_property
     def config_hash(self) -> str:
         """sha256 of :meth:`processing_dict`; an item built with other parameters is stale.
 
         Computed once per config (it is frozen): a run compares it with every catalog item."""
-        blob = json.dumps(self.processing_dict(), sort_keys=True, separators=(",", ":"))
-        return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+        return _sha256_json(self.processing_dict())
+
+    @functools.cached_property
+    def legacy_config_hash(self) -> str:
+        """The hash the earlier rule gave this config, which items written before it carry:
+        every field's value in, execution-only settings and model paths included, the model's
+        files not. A configuration without such fields hashes the same under both rules; the
+        planner (:mod:`stac2cube.pipeline.plan`) accepts either (docs/updates.md)."""
+        return _sha256_json(self.processing_dict(legacy=True))
+
+
+def _sha256_json(value: Any) -> str:
+    blob = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -483,6 +516,12 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
     return out
 
 
+_HASH_NOTES: Mapping[Any, str] = {
+    "execution": " *Execution only: not in the configuration hash.*",
+    "content": " *In the configuration hash by the content of its files, not the path.*",
+}
+
+
 def config_reference() -> str:
     """Markdown reference of every config key, generated from the field docs."""
     lines = [
@@ -521,7 +560,8 @@ def config_reference() -> str:
             else:
                 default = "*required*"
             tname = type_name(tp).replace("|", "or")
-            lines.append(f"| `{key}` | {tname} | {default} | {f.metadata.get('doc', '')} |")
+            meaning = f.metadata.get("doc", "") + _HASH_NOTES.get(f.metadata.get("hash"), "")
+            lines.append(f"| `{key}` | {tname} | {default} | {meaning} |")
         lines.append("")
         for tp, key in nested:
             section(tp, key, 2)

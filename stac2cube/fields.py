@@ -22,18 +22,30 @@ V = TypeVar("V")
 
 
 def doc(
-    text: str, default: Any = dataclasses.MISSING, *, since: str | None = None, **kw: Any
+    text: str,
+    default: Any = dataclasses.MISSING,
+    *,
+    since: str | None = None,
+    execution: bool = False,
+    content: bool = False,
+    **kw: Any,
 ) -> Any:
     """A dataclass field with its documentation attached (shown in the config reference).
 
     ``since`` marks an option added after catalogs already existed (the version that added it):
     while it keeps its default it is left out of the configuration hash, so adding the option
-    does not make every existing item stale."""
+    does not make every existing item stale. ``execution`` marks a setting of how the work is
+    done that provably leaves the output pixels as they are (a device, a batch size, a memory
+    bound): it is never in the hash. ``content`` marks a path whose files, not the path, are in
+    the hash: the section's ``content_for_hash`` hook puts them there
+    (:meth:`~stac2cube.config.Config.processing_dict`)."""
     if isinstance(default, list | dict | set):
         raise TypeError("use an immutable default (tuple / Mapping) in config fields")
     meta: dict[str, Any] = {"doc": text}
     if since is not None:
         meta["since"] = since
+    if execution or content:
+        meta["hash"] = "execution" if execution else "content"
     return dataclasses.field(default=default, metadata=meta, **kw)
 
 
@@ -181,30 +193,33 @@ def build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
         raise ConfigError(f"{where or 'config'}: {exc}") from exc
 
 
-def to_dict(obj: Any, *, for_hash: bool = False) -> Any:
+def to_dict(obj: Any, *, for_hash: bool = False, legacy: bool = False) -> Any:
     """A JSON-able dict of a config (dates as ISO strings, tuples as lists).
 
-    ``for_hash`` leaves out options added later (``since`` in their field) that keep their
-    default, so that adding an option leaves the hash of existing configurations as it was."""
+    ``for_hash`` gives what the configuration hash is made of: options added later (``since`` in
+    their field) are left out while they keep their default, so that adding an option leaves the
+    hash of existing configurations as it was, and so are execution-only settings and paths
+    hashed by content (``execution`` and ``content`` in :func:`doc`). ``legacy`` keeps those two
+    in, as the hash's earlier rule did (:attr:`~stac2cube.config.Config.legacy_config_hash`)."""
+
+    def hashed(f: dataclasses.Field[Any]) -> bool:
+        if f.metadata.get("since") and getattr(obj, f.name) == f.default:
+            return False  # an option added later, at its default
+        return legacy or "hash" not in f.metadata
+
     sections = getattr(obj, "sections", None)
     if callable(sections):  # a section whose keys are not its fields (``steps``)
-        return {k: to_dict(v, for_hash=for_hash) for k, v in sections().items()}
+        return {k: to_dict(v, for_hash=for_hash, legacy=legacy) for k, v in sections().items()}
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {
-            f.name: to_dict(getattr(obj, f.name), for_hash=for_hash)
+            f.name: to_dict(getattr(obj, f.name), for_hash=for_hash, legacy=legacy)
             for f in dataclasses.fields(obj)
-            if not f.metadata.get("internal")
-            and not (
-                for_hash
-                and f.metadata.get("since")
-                and f.default is not dataclasses.MISSING
-                and getattr(obj, f.name) == f.default
-            )
+            if not f.metadata.get("internal") and (not for_hash or hashed(f))
         }
     if isinstance(obj, Mapping):
-        return {str(k): to_dict(v, for_hash=for_hash) for k, v in obj.items()}
+        return {str(k): to_dict(v, for_hash=for_hash, legacy=legacy) for k, v in obj.items()}
     if isinstance(obj, tuple | list):
-        return [to_dict(v, for_hash=for_hash) for v in obj]
+        return [to_dict(v, for_hash=for_hash, legacy=legacy) for v in obj]
     if isinstance(obj, dt.date):
         return obj.isoformat()
     return obj

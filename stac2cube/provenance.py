@@ -2,8 +2,8 @@
 
 Written into the item with the STAC processing extension (``processing:*``) and our own
 ``stac2cube`` extension (``stac2cube:*``), whose JSON Schema is
-``catalog_templates/stac2cube/v1.0.0/schema.json``. :meth:`Provenance.to_properties` and
-:meth:`Provenance.from_properties` round-trip.
+``catalog_templates/stac2cube/v1.0.0/schema.json``, published at :data:`STAC2CUBE_SCHEMA`.
+:meth:`Provenance.to_properties` and :meth:`Provenance.from_properties` round-trip.
 """
 
 from __future__ import annotations
@@ -15,19 +15,46 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PROCESSING_SCHEMA = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
-STAC2CUBE_SCHEMA = "https://stac2cube.github.io/stac2cube-extension/v1.0.0/schema.json"
+STAC2CUBE_SCHEMA = "https://stac2cube.github.io/stac2cube/schemas/v1.0.0/schema.json"
+"""The ``$id`` of our extension's schema: a file of the documentation site (``docs/schemas/``),
+also served by ``stac2cube serve`` at the same path."""
+LEGACY_STAC2CUBE_SCHEMAS = ("https://stac2cube.github.io/stac2cube-extension/v1.0.0/schema.json",)
+"""Earlier URIs of the same schema (never resolvable), still declared by older catalogs."""
 
-_SOFTWARE = ("stac2cube", "pystac", "rasterio", "rio-cogeo", "numpy", "odc-geo")
+SOFTWARE: tuple[tuple[str, str], ...] = (
+    ("stac2cube", "stac2cube"),
+    ("pystac", "pystac"),
+    ("rasterio", "rasterio"),
+    ("rio-cogeo", "rio-cogeo"),
+    ("numpy", "numpy"),
+    ("scipy", "scipy"),
+    ("odc-geo", "odc-geo"),
+    ("gdal-python", "GDAL"),
+    ("arosics", "arosics"),
+    ("geoarray", "geoarray"),
+    ("py_tools_ds", "py_tools_ds"),
+    ("s2cloudless", "s2cloudless"),
+    ("lightgbm", "lightgbm"),
+    ("torch", "torch"),
+    ("sen2sr", "sen2sr"),
+)
+"""``processing:software`` key -> distribution, for every library that can shape the pixels:
+reading and warping (rasterio, odc-geo, GDAL), harmonising and masks (numpy, scipy),
+co-registration (arosics with GDAL's Python bindings, geoarray, py_tools_ds), cloud
+probabilities (s2cloudless on lightgbm), super-resolution (torch, sen2sr), writing (rio-cogeo)."""
 
 
 def software_versions() -> dict[str, str]:
-    """Versions of the software that shapes the pixels (and GDAL's)."""
+    """Versions of the software that shapes the pixels: each of :data:`SOFTWARE` that is
+    installed, and ``gdal``, the GDAL library rasterio reads and writes with (``gdal-python`` is
+    the version of GDAL's Python bindings, used by AROSICS). A library that is not installed is
+    left out: it cannot have shaped the pixels."""
     out = {}
-    for name in _SOFTWARE:
+    for key, dist in SOFTWARE:
         try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:  # pragma: no cover
-            out[name] = "unknown"
+            out[key] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
     import rasterio
 
     out["gdal"] = str(rasterio.__gdal_version__)
@@ -56,6 +83,8 @@ class SourceRecord:
 
     id: str
     href: str | None
+    """Where the source item was read from: the URL it was fetched from, or the file of a local
+    source (the one local path an item may hold: it names the source, not the catalog)."""
     collection: str | None
     processing_baseline: str | None
     updated: str | None
@@ -86,16 +115,28 @@ class InputRecord:
     """One input asset read for an output band."""
 
     band: str
+    """The output band, or ``<aux layer>:<band>`` for a step's auxiliary input."""
     asset: str
+    """The asset key in the item it was read from (for a catalog reference: the collection
+    asset, e.g. ``coreg-reference``)."""
     href: str
+    """The asset's href as the item it was read from gives it, never resolved: a relative href
+    resolves against :attr:`item_href`, or without one against the source item's href
+    (``stac2cube:source``), or, for a catalog reference, against the output item itself."""
     item: str
+    """The id of the item read (for a catalog reference: the scenes it was built from)."""
+    item_href: str | None = None
+    """Where that item was read from, when it is not the source item (the L1C twin)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"band": self.band, "asset": self.asset, "href": self.href, "item": self.item}
+        d = {"band": self.band, "asset": self.asset, "href": self.href, "item": self.item}
+        if self.item_href is not None:
+            d["item_href"] = self.item_href
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InputRecord:
-        return cls(d["band"], d["asset"], d["href"], d["item"])
+        return cls(d["band"], d["asset"], d["href"], d["item"], d.get("item_href"))
 
 
 @dataclass(frozen=True)

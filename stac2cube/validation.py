@@ -34,11 +34,13 @@ from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT7
 
 from stac2cube.errors import CatalogError, SchemaValidationError
+from stac2cube.provenance import LEGACY_STAC2CUBE_SCHEMAS, STAC2CUBE_SCHEMA
 
 __all__ = [
     "PROVENANCE_SCHEMA_URL",
     "SchemaProblem",
     "core_schema_url",
+    "provenance_schema_file",
     "raise_for_problems",
     "schema_registry",
     "shipped_schema_urls",
@@ -49,8 +51,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PROVENANCE_SCHEMA_URL = "https://stac2cube.github.io/stac2cube-extension/v1.0.0/schema.json"
-"""Canonical URL (``$id``) of the stac2cube provenance extension schema."""
+PROVENANCE_SCHEMA_URL = STAC2CUBE_SCHEMA
+"""Canonical URL (``$id``) of the stac2cube provenance extension schema; it is also registered
+under its earlier URIs (:data:`~stac2cube.provenance.LEGACY_STAC2CUBE_SCHEMAS`), which older
+catalogs declare."""
 
 _TEMPLATES_PACKAGE = "stac2cube.catalog_templates"
 _PROVENANCE_SCHEMA_PARTS = ("stac2cube", "v1.0.0", "schema.json")
@@ -191,6 +195,8 @@ def _registry_for(extra_dirs: tuple[Path, ...]) -> Registry[Any]:
     _add_catalog_templates(resources, importlib.resources.files(_TEMPLATES_PACKAGE))
     for directory in extra_dirs:
         _add_extra_dir(resources, directory)
+    for url in LEGACY_STAC2CUBE_SCHEMAS:  # older catalogs declare it: the same schema
+        resources.setdefault(url, resources[PROVENANCE_SCHEMA_URL])
     logger.debug("registering %d schema URLs (extra dirs: %s)", len(resources), extra_dirs)
     registry: Registry[Any] = Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
     return registry.with_resources(resources.items()).crawl()
@@ -203,13 +209,21 @@ def _normalise_dirs(extra_dirs: Iterable[str | PathLike[str]]) -> tuple[Path, ..
 def schema_registry(extra_dirs: Sequence[str | PathLike[str]] = ()) -> Registry[Any]:
     """A :class:`referencing.Registry` of every schema stac2cube ships, built once and cached.
 
-    Each schema is registered under its canonical URL and under its ``$id`` (without ``#``).
+    Each schema is registered under its canonical URL and under its ``$id`` (without ``#``); the
+    provenance extension's also under its earlier URIs, which older catalogs declare.
     ``extra_dirs`` adds directories of further schemas laid out as ``<host>/<path>`` (optionally
     with an ``index.json`` of URL → relative file); they override shipped schemas of the same URL.
     Looking up any other URL raises :class:`referencing.exceptions.Unretrievable` whose cause is a
     :class:`~stac2cube.errors.SchemaValidationError`: the registry never downloads anything.
     """
     return _registry_for(_normalise_dirs(extra_dirs))
+
+
+def provenance_schema_file() -> Traversable:
+    """The provenance extension's JSON Schema as shipped in the package: the one copy, which the
+    documentation site publishes at :data:`PROVENANCE_SCHEMA_URL` and ``stac2cube serve``
+    serves at that URL's path."""
+    return importlib.resources.files(_TEMPLATES_PACKAGE).joinpath(*_PROVENANCE_SCHEMA_PARTS)
 
 
 def shipped_schema_urls() -> list[str]:

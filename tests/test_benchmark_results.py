@@ -35,6 +35,15 @@ REQUIRED = {
         "temporal_std_before",
         "temporal_std_after",
     ),
+    "superres": (
+        # issue 18: the published model against back-projection; the 20 m hand-over
+        "consistency_rel_error_published",
+        "consistency_rel_error_backprojected",
+        "sharpness_hf_ratio_published",
+        "sharpness_hf_ratio_backprojected",
+        "seam_max_abs_diff_published",
+        "input_20m_reconstruction",
+    ),
     "incremental": (
         "update_ratio",
         "old_cogs_rewritten",

@@ -130,6 +130,96 @@ def test_config_hash_tracks_pixels_not_paths() -> None:
     assert a.config_hash.startswith("sha256:") and len(a.config_hash) == 7 + 64
 
 
+SR_BANDS = ["B02", "B03", "B04", "B08", "SCL"]
+HUB = {"hub_id": "tacofoundation/sen2sr", "revision": "abc123"}
+
+
+def _sr(section: dict[str, object], base_dir: Path | str = ".") -> Config:
+    data = {**BASE, "bands": SR_BANDS, "steps": {"superres": section}}
+    return config_from_dict(data, base_dir=base_dir)
+
+
+def test_execution_settings_are_not_in_the_hash() -> None:
+    """How the work is done (device, batch size, memory bound, the input check, the Hub cache)
+    leaves the hash alone; what shapes the pixels (fp16, tiling, the model's revision) does not."""
+    base = _sr(HUB)
+    same = [
+        {"device": "cpu"},
+        {"batch_size": 1},
+        {"max_memory_mb": 256},
+        {"check_inputs": False},
+        {"cache_dir": "/elsewhere"},
+        {"allow_download": True},
+    ]
+    for change in same:
+        assert _sr({**HUB, **change}).config_hash == base.config_hash, change
+    other = [
+        {"half": True},
+        {"tile_size": 64},
+        {"overlap": 16},
+        {"nodata_margin": 4},
+        {"revision": "def456"},
+    ]
+    hashes = {_sr({**HUB, **change}).config_hash for change in other}
+    assert len(hashes) == len(other) and base.config_hash not in hashes
+    # the dump keeps every setting (provenance, `stac2cube config`)
+    assert to_dict(base)["steps"]["superres"]["device"] == "auto"
+
+
+def test_the_earlier_hash_rule_is_kept_as_legacy() -> None:
+    """``legacy_config_hash`` is the hash stac2cube gave before execution-only settings and
+    model content (pinned: the value the previous code computes for this config), so items
+    written before stay recognisable. A config without such settings hashes the same under
+    both rules."""
+    sr = {**HUB, "device": "cpu", "batch_size": 4, "back_projection": True}
+    steps = {"cloudmask": {"method": "scl"}, "coreg": {}, "superres": sr}
+    cfg = config_from_dict({**BASE, "bands": SR_BANDS, "steps": steps})
+    assert cfg.legacy_config_hash == (
+        "sha256:d3ee0bfbbd0f17116c4338e8318145cc87887237439827b7228e64836a98b011"
+    )
+    assert cfg.config_hash != cfg.legacy_config_hash
+    plain = config_from_dict({**BASE, "steps": {"cloudmask": {}, "coreg": {}}})
+    assert plain.config_hash == plain.legacy_config_hash
+
+
+def test_model_weights_enter_the_hash_by_content(tmp_path: Path) -> None:
+    """A bundle (or weights file) moved elsewhere keeps the hash; the same folder with other
+    weights changes it; a model that cannot be read is a ConfigError naming the key."""
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    from stac2cube.steps import superres as sm
+
+    def tiny(seed: int) -> sm.ModelWeights:
+        d = sm.model_definition("rgbn_x4", tile_size=64, feature_channels=4, num_blocks=1)
+        return sm.random_model(d, seed=seed)
+
+    sm.write_bundle(tiny(1), tmp_path / "a")
+    sr = {"bundle": "a", "tile_size": 64, "overlap": 16}
+    first = _sr(sr, tmp_path)
+    assert "weight_files" in first.hashed_content["superres"]  # read now, before the move
+    (tmp_path / "models").mkdir()
+    (tmp_path / "a").rename(tmp_path / "models" / "b")
+    moved = _sr({**sr, "bundle": str(tmp_path / "models" / "b")}, tmp_path)
+    assert moved.config_hash == first.config_hash
+    assert moved.legacy_config_hash != first.legacy_config_hash  # the earlier rule: by path
+    sm.write_bundle(tiny(2), tmp_path / "models" / "b")  # replaced in place
+    replaced = _sr({**sr, "bundle": "models/b"}, tmp_path)
+    assert replaced.config_hash != first.config_hash
+    assert replaced.legacy_config_hash == _sr({**sr, "bundle": "models/b"}).legacy_config_hash
+
+    f = sm.save_weights(tiny(1), tmp_path / "w" / "tiny.safetensors")
+    single = {"weights": str(f), "architecture": "CNNSR", "tile_size": 64, "overlap": 16}
+    one = _sr(single)
+    assert one.hashed_content["superres"]["weight_files"].keys() == {"weights"}
+    renamed = f.rename(tmp_path / "elsewhere.safetensors")
+    assert _sr({**single, "weights": str(renamed)}).config_hash == one.config_hash
+    sm.save_weights(tiny(3), renamed)
+    assert _sr({**single, "weights": str(renamed)}).config_hash != one.config_hash
+
+    with pytest.raises(ConfigError, match=r"steps\.superres\.bundle: cannot read the model"):
+        _ = _sr({**sr, "bundle": "nowhere"}, tmp_path).config_hash
+
+
 def test_config_is_frozen() -> None:
     cfg = config_from_dict(BASE)
     with pytest.raises(AttributeError):

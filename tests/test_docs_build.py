@@ -3,6 +3,7 @@ pages left out of the nav fail it), and the tutorial's commands work as written.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,6 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
+
+from stac2cube.provenance import STAC2CUBE_SCHEMA
+from stac2cube.validation import provenance_schema_file
 
 ROOT = Path(__file__).parents[1]
 DOCS = ROOT / "docs"
@@ -51,6 +55,12 @@ def test_strict_build(tmp_path: Path) -> None:
     for page in nav_pages(mkdocs_config()["nav"]):
         html = "index.html" if page == "index.md" else f"{page.removesuffix('.md')}/index.html"
         assert (tmp_path / "site" / html).exists(), html
+    # the provenance extension's schema is published at its $id, the package's copy as it is
+    published = STAC2CUBE_SCHEMA.removeprefix(mkdocs_config()["site_url"])
+    assert published != STAC2CUBE_SCHEMA
+    schema = (tmp_path / "site" / published).read_bytes()
+    assert schema == provenance_schema_file().read_bytes()
+    assert json.loads(schema)["$id"] == STAC2CUBE_SCHEMA
 
 
 def test_every_page_is_in_the_nav() -> None:

@@ -27,6 +27,7 @@ from referencing.exceptions import Unretrievable
 
 from stac2cube import validation
 from stac2cube.errors import CatalogError, SchemaValidationError
+from stac2cube.provenance import LEGACY_STAC2CUBE_SCHEMAS
 from stac2cube.testing.data import require_shared_data
 from stac2cube.validation import (
     PROVENANCE_SCHEMA_URL,
@@ -256,6 +257,9 @@ def test_provenance_schema_resolves_to_the_catalog_template() -> None:
     contents = json.loads(template.read_text(encoding="utf-8"))
     assert schema_registry()[PROVENANCE_SCHEMA_URL].contents == contents
     assert contents.get("$id", PROVENANCE_SCHEMA_URL).rstrip("#") == PROVENANCE_SCHEMA_URL
+    assert validation.provenance_schema_file().read_bytes() == template.read_bytes()
+    for legacy in LEGACY_STAC2CUBE_SCHEMAS:  # older catalogs declare it: they stay valid
+        assert schema_registry()[legacy].contents == contents
 
 
 def test_catalog_templates_register_the_provenance_schema_and_skip_templates(
@@ -406,7 +410,7 @@ def test_provenance_extension_validates_with_a_schema_dir(tmp_path: Path) -> Non
             }
         },
     }
-    target = tmp_path.joinpath("stac2cube.github.io", "stac2cube-extension", "v1.0.0")
+    target = tmp_path.joinpath("stac2cube.github.io", "stac2cube", "schemas", "v1.0.0")
     target.mkdir(parents=True)
     (target / "schema.json").write_text(json.dumps(schema), encoding="utf-8")
     item = _pystac_item().to_dict()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,27 @@ def asset_href(asset: pystac.Asset) -> str:
     if asset.href.startswith("/") or (len(asset.href) > 2 and asset.href[1:3] == ":\\"):
         return asset.href
     return asset.get_absolute_href() or asset.href
+
+
+_CREDENTIAL_PARAMS = frozenset(
+    {"sig", "se", "st", "sp", "sv", "sr", "spr", "skoid", "sktid", "skt", "ske", "sks", "skv"}
+)
+"""Query parameters of an Azure SAS token (Planetary Computer's signed hrefs)."""
+
+
+def href_without_credentials(href: str) -> str:
+    """``href`` without the credentials a signed URL carries in its query (an Azure SAS token,
+    an S3 pre-signed ``X-Amz-*`` signature), for records that outlive them: the other query
+    parameters stay."""
+    parts = urllib.parse.urlsplit(href)
+    if not parts.query:
+        return href
+    kept = [
+        (k, v)
+        for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        if k not in _CREDENTIAL_PARAMS and not k.lower().startswith("x-amz-")
+    ]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(kept)))
 
 
 def _bucket(href: str) -> str | None:

@@ -26,7 +26,7 @@ from ..errors import (
     NoOverlapError,
 )
 from ..grid import load_aoi, target_geobox
-from ..io.read import BandRead, read_band
+from ..io.read import BandRead, href_without_credentials, read_band
 from ..provenance import InputRecord, StepRecord
 from ..radiometry import (
     RadiometryOverride,
@@ -68,7 +68,7 @@ def read_scene(
             f"{item.id} has no valid pixel inside the AOI (all bands are nodata there); the "
             "scene's footprint only touches the AOI's bounding box or lies on a swath edge"
         )
-    inputs = tuple(InputRecord(b, r.asset_key, r.href, item.id) for b, r in reads.items())
+    inputs = tuple(_input(b, r, item) for b, r in reads.items())
     harmonise = StepRecord(
         name="harmonise",
         version=__version__,
@@ -144,7 +144,9 @@ def read_aux(
                     continue
                 try:
                     with l1c_env(twin, config):
-                        layer, got = _read_aux_bands(twin, name, req, gbox, config)
+                        layer, got = _read_aux_bands(
+                            twin, name, req, gbox, config, item_href=twin.get_self_href()
+                        )
                 except AssetAccessError as exc:
                     log.warning("%s: L1C read refused: %s", item.id, exc)
                     missing[name] = f"L1C read refused: {exc}"
@@ -164,9 +166,11 @@ def _read_aux_bands(
     config: Config,
     *,
     l2a: bool = False,
+    item_href: str | None = None,
 ) -> tuple[AuxLayer, list[InputRecord]]:
     """The bands of ``req`` from ``src_item`` on ``gbox``; of an L2A item (``l2a``), B10, which
-    L2A products do not carry, is a NaN plane."""
+    L2A products do not carry, is a NaN plane. ``item_href``: where ``src_item`` was read from,
+    when it is not the source item (for the inputs' records)."""
     ov = config.radiometry.overrides.get(src_item.collection_id or "")
     override = RadiometryOverride(ov.scale, ov.offset) if ov else None
     planes, inputs = [], []
@@ -176,8 +180,18 @@ def _read_aux_bands(
             continue
         r = read_band(src_item, band, gbox, override=override)
         planes.append(r.data)
-        inputs.append(InputRecord(f"{name}:{band}", r.asset_key, r.href, src_item.id))
+        inputs.append(_input(f"{name}:{band}", r, src_item, item_href))
     return AuxLayer(np.stack(planes), gbox, tuple(req.bands), "l2a"), inputs
+
+
+def _input(
+    band: str, read: BandRead, item: pystac.Item, item_href: str | None = None
+) -> InputRecord:
+    """The record of ``read``: its asset's href as ``item`` gives it (a relative one stays
+    relative: the reader resolves it, but a local path it resolved to never reaches the
+    output item), without the credentials of a signed href (Planetary Computer)."""
+    href = href_without_credentials(item.assets[read.asset_key].href)
+    return InputRecord(band, read.asset_key, href, item.id, item_href)
 
 
 _REFERENCE_LEVELS: Mapping[str, str] = {

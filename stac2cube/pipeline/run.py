@@ -32,7 +32,7 @@ from ..references.build import ensure_reference, reference_specs
 from ..search import search
 from .commit import commit
 from .executors import execute
-from .plan import PLAN_COLUMNS, plan_scene, unchanged_check
+from .plan import PLAN_COLUMNS, available_references, plan_scene, unchanged_check
 from .read import reference_reader
 from .steps import active_steps
 from .summary import ProgressCallback, ProgressEvent, RunSummary, SceneOutcome
@@ -76,6 +76,11 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
         need_twins = any(r.level == "l1c" for s, c in steps for r in s.required_aux(c).values())
         # what the catalog holds, from its index when current (a few columns, not the items)
         plan_index = read_index_table(store, columns=PLAN_COLUMNS)
+        # the references the catalog holds before this run builds any (items made without one
+        # are stale; one built below makes its reference-less items stale in the next run)
+        references = available_references(config, store)
+        # hashed here, once (a model's files are read): every task carries the hash
+        log.debug("configuration hash %s", config.config_hash)
         try:
             found = search(
                 config.source,
@@ -84,7 +89,9 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
                 base_dir=config.base_dir,
                 # items the catalog holds up to date are not even parsed (an update of a large
                 # catalog); the L1C twin search needs every item parsed
-                unchanged=None if need_twins else unchanged_check(config, store, plan_index),
+                unchanged=None
+                if need_twins
+                else unchanged_check(config, store, plan_index, references),
             )
         except SearchError as exc:
             store.record_failure("<search>", "search", exc, run_id=run_id)
@@ -117,7 +124,14 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
         for item in found.items:
             twin = twins.get(item.id)
             skip, reason, existing = plan_scene(
-                item, twin, config, store, failed_before, filtered_before.get(item.id), probe
+                item,
+                twin,
+                config,
+                store,
+                failed_before,
+                filtered_before.get(item.id),
+                probe,
+                references,
             )
             if skip is not None:
                 report(skip)

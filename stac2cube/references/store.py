@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,9 +47,10 @@ def read_reference(
     whose median time is nearest to ``when`` (the first version when ``when`` or the versions'
     times are not known).
 
-    ``AuxLayer.source`` is ``<href>#<sources>``: the reference file and the scenes (or user file)
-    it was built from, for the scene's provenance; ``AuxLayer.datetime`` the median acquisition
-    time of those scenes, where recorded; ``AuxLayer.version`` the asset key of the version."""
+    ``AuxLayer.source`` is ``<href>#<sources>``, for the scene's provenance: the reference file
+    as an item of the collection refers to it (:func:`href_from_item`) and the scenes (or user
+    file) it was built from; ``AuxLayer.datetime`` the median acquisition time of those scenes,
+    where recorded; ``AuxLayer.version`` the asset key of the version."""
     store = CatalogStore(config.catalog_dir, config.output.collection_id)
     versions = [(k, a, reference_time(a)) for _, k, a in store.reference_versions(key)]
     if not versions:
@@ -63,8 +65,22 @@ def read_reference(
     meta = asset.get("stac2cube:reference", {})
     sources = ",".join(meta.get("sources", [])) or key
     return AuxLayer(
-        data[None], geobox, tuple(bands), f"{path}#{sources}", datetime=t, version=asset_key
+        data[None],
+        geobox,
+        tuple(bands),
+        f"{href_from_item(str(asset['href']))}#{sources}",
+        datetime=t,
+        version=asset_key,
     )
+
+
+def href_from_item(collection_href: str) -> str:
+    """A collection asset's href as seen from an item of the collection (the items live in
+    ``<collection>/<id>/``): ``./_coreg-reference/r.tif`` -> ``../_coreg-reference/r.tif``. An
+    absolute href or URL is returned as it is."""
+    if "://" in collection_href or collection_href.startswith("/"):
+        return collection_href
+    return posixpath.normpath(posixpath.join("..", collection_href))
 
 
 def reference_time(asset: Mapping[str, Any]) -> dt.datetime | None:

@@ -1,7 +1,8 @@
-"""The front HTTP server: the catalog's files with range requests, everything else proxied.
+"""The front HTTP server: the catalog's files (range requests), our schema, the rest proxied.
 
 ``/catalog/<path>`` serves the catalog's files (GET/HEAD, a single ``Range`` → 206) through a
-path guard that never leaves the catalog root (:func:`resolve_under`). Any other path is proxied
+path guard that never leaves the catalog root (:func:`resolve_under`). :data:`SCHEMA_PATH` serves
+the JSON Schema of the provenance extension, at the path of its ``$id``. Any other path is proxied
 to the STAC API backend on its loopback port, with the backend's internal base URL rewritten to
 the public one, and with the search parameters the backend cannot honour refused (400). The
 server runs in a child process (:mod:`stac2cube.serve.front`).
@@ -29,12 +30,15 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..catalog import STATE_DIR
 from ..errors import Stac2CubeError
+from ..provenance import STAC2CUBE_SCHEMA
 from .backends import UNSUPPORTED_SEARCH_PARAMS
 
 log = logging.getLogger(__name__)
 
 FILES_PREFIX = "/catalog/"
 """URL prefix under which the catalog directory's files are served."""
+SCHEMA_PATH = urlsplit(STAC2CUBE_SCHEMA).path
+"""URL path of the provenance extension's schema: that of its ``$id``."""
 MAX_BODY = 1 << 20
 COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 _CHUNK = 1 << 20
@@ -112,6 +116,13 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     if start >= size:
         raise RangeNotSatisfiableError(f"{header} of {size} bytes")
     return start, min(end, size - 1)
+
+
+@functools.cache
+def _schema_bytes() -> bytes:
+    from ..validation import provenance_schema_file
+
+    return provenance_schema_file().read_bytes()
 
 
 def _content_type(path: Path) -> str:
@@ -209,7 +220,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._proxy("POST")
 
     def do_OPTIONS(self) -> None:
-        if self._is_file_route():
+        if self._is_file_route() or urlsplit(self.path).path == SCHEMA_PATH:
             self.send_response(204)
             self._cors_headers()
             self.send_header("Allow", "GET, HEAD, OPTIONS")
@@ -227,6 +238,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, *, head: bool) -> None:
         if self._is_file_route():
             self._send_file(head=head)
+        elif urlsplit(self.path).path == SCHEMA_PATH:
+            self._send_schema(head=head)
         else:
             self._proxy("HEAD" if head else "GET")
 
@@ -300,6 +313,16 @@ class _Handler(BaseHTTPRequestHandler):
                     left -= len(chunk)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
+
+    def _send_schema(self, *, head: bool) -> None:
+        body = _schema_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/schema+json")
+        self.send_header("Content-Length", str(len(body)))
+        self._cors_headers()
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
 
     # ------------------------------------------------------------------ the STAC API
     def _send_json(self, status: int, doc: Mapping[str, Any]) -> None:

@@ -4,6 +4,7 @@ as a collection asset with provenance, and reused by later updates."""
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from stac2cube import load_config, run
 from stac2cube.catalog import REFERENCE_ASSET, CatalogStore
 from stac2cube.check import check_catalog
+from stac2cube.pipeline.summary import RunSummary
 from stac2cube.sample import Sample
 from stac2cube.testing.configs import write_config
 from stac2cube.testing.stac_api import RustacServer
@@ -204,3 +206,60 @@ def test_run_summary_counts_coregistration_outcomes(
     assert out.exit_code == 0, out.output
     line = next(x for x in out.output.splitlines() if "co-registration:" in x)
     assert "not significant" in line and " ok" not in line, line
+
+
+@pytest.mark.parametrize("on_failure", ["keep", "skip"])
+def test_a_scene_made_without_the_reference_is_redone_once_it_exists(
+    sample: Sample, tmp_path: Path, on_failure: str
+) -> None:
+    """A reference that cannot be built (here: its file is not there yet) leaves the first
+    scene without one (``keep``: written unshifted, ``skip``: not written); runs after that
+    leave it alone. Once the catalog holds the reference (built by a later run for its new
+    scene), the next run redoes that scene, and only it; then nothing again."""
+    from stac2cube.pipeline.plan import REFERENCE_NOW_AVAILABLE
+
+    dates = [d.isoformat() for d in _dates(sample)]
+    scenes = sorted(sample.scenes, key=lambda s: str(s.l2a_item["properties"]["datetime"]))
+    first_id, second_id = (s.l2a_item["id"] for s in scenes[:2])
+    ref = tmp_path / "reference.tif"
+    coreg = {**STEPS["coreg"], "reference": "file", "reference_path": str(ref)}
+
+    def update(end: str) -> tuple[RunSummary, CatalogStore]:
+        path = write_config(
+            tmp_path,
+            sample,
+            {"path": str(sample.l2a_items_path)},
+            bands=BANDS,
+            steps={"coreg": {**coreg, "on_failure": on_failure}},
+            time={"start": dates[0], "end": end},
+            run={"executor": "serial"},
+        )
+        cfg = load_config(path)
+        return run(cfg), _store(cfg)
+
+    first, store = update(dates[0])
+    assert first.count("written" if on_failure == "keep" else "filtered") == 1, first
+    assert store.reference_versions(REFERENCE_ASSET) == []
+    if on_failure == "keep":
+        item = store.read_item(first_id)
+        assert item is not None and item["properties"]["stac2cube:coreg_status"] == "failed"
+    again, _ = update(dates[0])  # still no reference: nothing to redo, nothing loops
+    assert again.written == 0 and again.count("filtered") == 0, again
+
+    shutil.copy(scenes[0].l2a_item["assets"]["nir"]["href"], ref)  # B08 of the first date
+    built, _ = update(dates[1])  # its new scene builds the reference and uses it
+    assert built.written == 1 and store.reference_versions(REFERENCE_ASSET), built
+    kept = store.item_path(second_id).read_bytes()
+
+    redone, _ = update(dates[1])
+    assert [o.item_id for o in redone.outcomes if o.status == "written"] == [first_id], redone
+    item = store.read_item(first_id)
+    assert item is not None
+    assert "reference:B08" in [x["band"] for x in item["properties"]["stac2cube:inputs"]]
+    assert item["properties"]["stac2cube:coreg_status"] != "failed"
+    if on_failure == "keep":
+        reason = item["properties"]["stac2cube:replaces"][0]["reason"]
+        assert reason == REFERENCE_NOW_AVAILABLE
+    assert store.item_path(second_id).read_bytes() == kept
+    last, _ = update(dates[1])
+    assert last.written == 0 and last.count("skipped") == 2, last

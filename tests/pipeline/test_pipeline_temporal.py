@@ -124,7 +124,8 @@ def test_a_scene_far_from_the_reference_gets_a_new_version(sample: Sample, tmp_p
         rec = _temporal(store, i)
         assert rec["status"] == "applied" and rec["reference_version"] == "cloud-reference-v2"
         assert rec["gap_days"] == pytest.approx(gap, abs=0.01)
-        assert rec["reference"].startswith(str(v2_file.resolve()))
+        href, _, _ = rec["reference"].partition("#")  # relative to the item
+        assert (store.item_dir(i) / href).resolve() == v2_file.resolve()
         item = store.read_item(i)
         assert item is not None
         used = [x for x in item["properties"]["stac2cube:inputs"] if x["band"].startswith("clear")]
@@ -193,6 +194,39 @@ def test_without_any_reference_the_test_is_skipped_and_recorded(
     assert [f.stage for f in store.failures()] == ["cloud-reference"]
     rec = _temporal(store, ids[0])
     assert rec == {"status": "skipped: the catalog has no clear-sky reference"}
+
+
+def test_a_scene_masked_without_the_reference_is_redone_once_it_exists(
+    sample: Sample, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first scene is masked without the test (no reference could be built); an update
+    with a new scene builds the reference; the run after that redoes the first scene, and only
+    it, which then applies the test; then nothing is redone."""
+    from stac2cube.pipeline.plan import REFERENCE_NOW_AVAILABLE
+    from stac2cube.references import build
+
+    dates, ids = _dates(sample), _ids(sample)
+    path = _config(
+        tmp_path, sample, sample.l2a_items_path, dates[0], dates[0], {"cloudmask": TEMPORAL}
+    )
+    with monkeypatch.context() as m:
+        m.setattr(build, "reference_candidates", lambda *a, **k: ([], {}))
+        assert run(load_config(path)).written == 1
+    store = _store(load_config(path))
+    assert _temporal(store, ids[0])["status"].startswith("skipped: the catalog has no")
+    assert run(load_config(path)).written == 0  # no reference: nothing to redo
+
+    built = run(_update(path, dates[0], dates[1]))
+    assert built.written == 1 and store.reference_versions(CLOUD_REFERENCE_ASSET), built
+    kept = _sha(store.item_path(ids[1]))
+    redone = run(_update(path, dates[0], dates[1]))
+    assert [o.item_id for o in redone.outcomes if o.status == "written"] == [ids[0]], redone
+    assert _temporal(store, ids[0])["status"] == "applied"
+    item = store.read_item(ids[0])
+    assert item is not None
+    assert item["properties"]["stac2cube:replaces"][0]["reason"] == REFERENCE_NOW_AVAILABLE
+    assert _sha(store.item_path(ids[1])) == kept
+    assert run(_update(path, dates[0], dates[1])).written == 0
 
 
 # ------------------------------------------------------------------ on co-registered pixels

@@ -25,9 +25,18 @@ from stac2cube import load_config, open_cube, run
 from stac2cube.catalog import CatalogStore
 from stac2cube.errors import CatalogError, ConfigError
 from stac2cube.export import drop_nulls, export_geoparquet, read_catalog, read_geoparquet
+from stac2cube.provenance import STAC2CUBE_SCHEMA
 from stac2cube.sample import Sample
-from stac2cube.serve import CatalogServer, ServeError, StacApiServerError, process, serve
+from stac2cube.serve import (
+    SCHEMA_PATH,
+    CatalogServer,
+    ServeError,
+    StacApiServerError,
+    process,
+    serve,
+)
 from stac2cube.testing.configs import write_config
+from stac2cube.validation import provenance_schema_file
 
 BANDS = ["B04", "B08", "SCL"]
 COLLECTION = "sentinel-2-l2a-ard"
@@ -176,6 +185,21 @@ def test_the_api_is_read_only(server: CatalogServer) -> None:
     assert status == 405
     status, _, _ = raw_request(server, "DELETE", f"/collections/{COLLECTION}")
     assert status == 501
+
+
+def test_the_provenance_schema_is_served_at_the_path_of_its_id(
+    server: CatalogServer, items: list[dict[str, Any]]
+) -> None:
+    assert STAC2CUBE_SCHEMA in items[0]["stac_extensions"]
+    url = server.url + urllib.parse.urlsplit(STAC2CUBE_SCHEMA).path
+    assert url == server.url + SCHEMA_PATH
+    status, headers, body = get(url)
+    assert status == 200 and body == provenance_schema_file().read_bytes()
+    assert json.loads(body)["$id"] == STAC2CUBE_SCHEMA
+    assert headers["Content-Type"] == "application/schema+json"
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    status, headers, body = raw_request(server, "HEAD", SCHEMA_PATH)
+    assert status == 200 and body == b"" and int(headers["Content-Length"]) > 0
 
 
 # ------------------------------------------------------------------------------ pixels over HTTP

@@ -4,6 +4,7 @@ from the bundle format a user would use, run over generated scenes and construct
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import pickle
@@ -19,8 +20,8 @@ from rasterio.transform import Affine
 from stac2cube.config import config_from_dict
 from stac2cube.errors import ConfigError, StepError
 from stac2cube.sample import Sample
-from stac2cube.sample.scenes import scene_from_sample
-from stac2cube.steps.base import Scene, Step, StepResult
+from stac2cube.sample.scenes import aux_geobox, scene_from_sample
+from stac2cube.steps.base import AuxLayer, AuxRequest, Scene, Step, StepResult
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sen2sr")
@@ -62,17 +63,27 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {k: sm.write_bundle(_tiny(k), root / k) for k in sm.MODEL_KINDS}
 
 
+def _sample_scene(sample: Sample, index: int) -> Scene:
+    """Scene ``index`` of the sample as the pipeline reads it for the step: the ten SEN2SR bands
+    on the 10 m grid (the 20 m ones bilinear, as written to the item) and the six 20 m bands on
+    their own 20 m grid in ``aux`` (what ``SuperResStep.required_aux`` asks for)."""
+    sc = scene_from_sample(
+        sample, index, bands=sm.FULL_BANDS, toa_resolution=20.0, toa="l2a",
+        toa_bands=sm.SWIR_BANDS,
+    ).scene  # fmt: skip
+    return sc.replace(aux={sm.NATIVE_20M: sc.aux["toa"]})
+
+
 @pytest.fixture(scope="module")
 def sample_scene(sample: Sample) -> Scene:
-    """Date 0 of the generated sample (no nodata), the ten SEN2SR bands on its 10 m grid."""
-    return scene_from_sample(sample, 0, bands=sm.FULL_BANDS, toa_resolution=None).scene
+    """Date 0 of the generated sample (no nodata); its grid starts on the 20 m grid."""
+    return _sample_scene(sample, 0)
 
 
 @pytest.fixture(scope="module")
 def wedge_scene(sample: Sample) -> Scene:
     """The last date of the sample: a swath-edge nodata wedge in its upper right."""
-    n = len(sample.scenes) - 1
-    return scene_from_sample(sample, n, bands=sm.FULL_BANDS, toa_resolution=None).scene
+    return _sample_scene(sample, len(sample.scenes) - 1)
 
 
 @pytest.fixture(autouse=True)
@@ -92,22 +103,45 @@ def _cfg(bundle: Path, kind: str = "rgbn_x4", **kw: object) -> SuperResConfig:
     return SuperResConfig(model=kind, bundle=str(bundle), **base)  # type: ignore[arg-type]
 
 
-def _crop(scene: Scene, h: int, w: int, x0: int = 0) -> Scene:
-    sl = (slice(0, h), slice(x0, x0 + w))
-    return scene.replace(bands={b: a[sl] for b, a in scene.bands.items()}, geobox=scene.geobox[sl])
+def _crop(scene: Scene, h: int, w: int, x0: int = 0, y0: int = 0) -> Scene:
+    """``h x w`` pixels of ``scene`` from ``(y0, x0)``, with the 20 m aux layer the pipeline
+    would read for them (the 20 m grid over the crop's extent)."""
+    sl = (slice(y0, y0 + h), slice(x0, x0 + w))
+    bands = {b: a[sl].copy() for b, a in scene.bands.items()}  # tests may write into them
+    out = scene.replace(bands=bands, geobox=scene.geobox[sl])
+    aux = scene.aux.get(sm.NATIVE_20M)
+    if aux is None:
+        return out
+    g = aux_geobox(out.geobox, 20.0)
+    t, t0 = g.transform, aux.geobox.transform
+    oy, ox = round((t0.f - t.f) / 20.0), round((t.c - t0.c) / 20.0)
+    gy, gx = g.shape.yx
+    data = aux.data[:, oy : oy + gy, ox : ox + gx]
+    assert data.shape[1:] == (gy, gx)
+    return out.replace(aux={sm.NATIVE_20M: dataclasses.replace(aux, data=data, geobox=g)})
 
 
-def _rect_scene(h: int, w: int, seed: int = 0) -> Scene:
-    """Smooth, plausible reflectance on a ``h x w`` 10 m grid."""
+def _rect_scene(h: int, w: int, seed: int = 0, x0: float = 600010.0) -> Scene:
+    """Smooth, plausible reflectance on a ``h x w`` 10 m grid from ``x0`` (default: an odd
+    multiple of 10 m, so the 20 m grid starts a pixel before it), the 20 m bands on their own
+    20 m grid in ``aux`` and repeated 2 x 2 in ``bands``."""
     from scipy import ndimage
 
     rng = np.random.default_rng(seed)
-    g = GeoBox((h, w), Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5000000.0), "EPSG:32633")
-    bands = {}
-    for b in sm.FULL_BANDS:
-        t = ndimage.gaussian_filter(rng.random((h, w)), 1.5)
-        bands[b] = (0.01 + 0.35 * (t - t.min()) / (t.max() - t.min())).astype(np.float32)
-    return Scene("rect", g, bands)
+    g = GeoBox((h, w), Affine(10.0, 0.0, x0, 0.0, -10.0, 5000010.0), "EPSG:32633")
+    g20 = aux_geobox(g, 20.0)
+
+    def field(shape: tuple[int, ...], sigma: float) -> np.ndarray:
+        t = ndimage.gaussian_filter(rng.random(shape), sigma)
+        return (0.01 + 0.35 * (t - t.min()) / (t.max() - t.min())).astype(np.float32)
+
+    native = np.stack([field(g20.shape.yx, 0.75) for _ in sm.SWIR_BANDS])
+    lead = (round((g20.transform.f - g.transform.f) / 10), round((x0 - g20.transform.c) / 10))
+    bands = {b: field((h, w), 1.5) for b in sm.FULL_BANDS if b not in sm.SWIR_BANDS}
+    for n, b in enumerate(sm.SWIR_BANDS):
+        bands[b] = sm.nearest_10m(native[n], (h + lead[0], w + lead[1]))[lead[0] :, lead[1] :]
+    aux = AuxLayer(native, g20, sm.SWIR_BANDS, "l2a")
+    return Scene("rect", g, bands, aux={sm.NATIVE_20M: aux})
 
 
 # ------------------------------------------------------------------------------ configuration
@@ -116,6 +150,10 @@ def _rect_scene(h: int, w: int, seed: int = 0) -> Scene:
 def test_step_follows_the_protocol() -> None:
     assert isinstance(STEP, Step)
     assert STEP.required_aux(SuperResConfig()) == {}
+    want = {sm.NATIVE_20M: AuxRequest(sm.SWIR_BANDS, 20.0, "l2a")}  # 20 m bands on their grid
+    assert STEP.required_aux(SuperResConfig(model="swir_x2")) == want
+    assert STEP.required_aux(SuperResConfig(model="full_x4")) == want
+    assert SuperResConfig().back_projection is False  # the published model's output
     assert SuperResConfig().input_bands == ("B04", "B03", "B02", "B08")
     assert SuperResConfig(model="swir_x2").scale == 1
 
@@ -231,37 +269,218 @@ def test_bundle_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
         assert torch.equal(one.module(x), direct(x))
 
 
-def test_released_bundle_layout_loads_without_running_its_code(tmp_path: Path) -> None:
-    """A bundle as mlstac downloads it (no architecture description, a load.py beside the
-    weights) is built from sen2sr's classes with parameters read off the weights; its load.py
-    runs only with trust_remote_code."""
-    w = _tiny("rgbn_x4", seed=4)
-    folder = sm.write_bundle(w, tmp_path / "released")
-    item = json.loads((folder / "mlm.json").read_text())
-    del item["properties"]["mlm:hyperparameters"]
-    (folder / "mlm.json").write_text(json.dumps(item))
-    marker = tmp_path / "load_py_ran"
-    (folder / "load.py").write_text(
-        "import pathlib\n"
-        f"pathlib.Path({str(marker)!r}).write_text('ran')\n"
-        "def compiled_model(path, device='cpu'):\n"
-        "    raise RuntimeError('remote code')\n"
-    )
-    loaded = sm.load_bundle(folder, kind="rgbn_x4", variant="lite", tile_size=TILE)
-    assert not marker.exists()
-    assert loaded.definition.components[0].params["feature_channels"] == TINY["feature_channels"]
-    x = torch.rand(1, 4, TILE, TILE) * 0.3
-    with torch.inference_mode():
-        assert torch.equal(loaded.module(x), sm.assemble(w, tile_size=TILE, device="cpu")(x))
-    with pytest.raises(sm.ModelLoadError, match="holds a rgbn_x4 model"):
-        sm.load_bundle(folder, kind="swir_x2", variant="lite", tile_size=TILE)
-    with pytest.raises(sm.ModelLoadError, match="trust_remote_code"):
-        sm.load_bundle(folder, kind="rgbn_x4", variant="mamba", tile_size=TILE)
-    with pytest.raises(sm.ModelLoadError, match="remote code"):
-        sm.load_bundle(
-            folder, kind="rgbn_x4", variant="lite", tile_size=128, trust_remote_code=True
+PUBLISHED_STAGES: dict[str, tuple[tuple[str, int, int, int, int, int], ...]] = {
+    "rgbn_x4": (("model", 4, 4, 4, 4, 4),),
+    "swir_x2": (("model", 10, 6, 1, 1, 2),),
+    "full_x4": (
+        ("sr_model", 4, 4, 4, 4, 4),
+        ("f2_model", 10, 6, 1, 1, 2),
+        ("model", 10, 6, 1, 4, 4),
+    ),
+}
+"""Networks of the released SEN2SR-Lite bundles (docs/superres.md, "Bundle layout"): weight-file
+stem, CNNSR in/out channels and upscale, output pixels per 10 m pixel, and the low-pass cutoff
+divisor of the hard constraint's mask (``(side // 2) // d`` bins, as sen2sr's filters)."""
+HF_RESOLVE = "https://huggingface.co/tacofoundation/sen2sr/resolve/main"
+
+LOAD_PY = """\
+# What a released bundle's load.py does, written for the test (mlstac runs compiled_model):
+# sen2sr's classes, the tensors of the bundle's safetensors files.
+import pathlib
+
+import safetensors.torch
+from sen2sr import nonreference, referencex2, referencex4
+from sen2sr.models.opensr_baseline.cnn import CNNSR
+from sen2sr.models.tricks import HardConstraint
+
+MARKER = {marker!r}
+STAGES = {stages!r}
+
+
+def _stage(path, stem, cin, cout, up, device):
+    net = CNNSR(cin, cout, 24, up, True, False, 6)
+    net.load_state_dict(safetensors.torch.load_file(str(path / f"{{stem}}.safetensor")))
+    mask_file = path / (stem.replace("model", "hard_constraint") + ".safetensor")
+    mask = safetensors.torch.load_file(str(mask_file))["weights"]
+    bands = "all" if cout == 4 else list(range(6))
+    return net.eval(), HardConstraint(low_pass_mask=mask, bands=bands, device=device)
+
+
+def compiled_model(path, device="cpu", **kwargs):
+    pathlib.Path(MARKER).write_text("ran")
+    path = pathlib.Path(path)
+    nets = {{s[0]: _stage(path, *s[:4], device) for s in STAGES}}
+    if len(STAGES) == 3:
+        sr = nonreference.srmodel(*nets["sr_model"], device=device)
+        f2 = referencex2.srmodel(*nets["f2_model"], device=device)
+        return referencex4.srmodel(sr, f2, *nets["model"], device=device)
+    wrap = nonreference if STAGES[0][2] == 4 else referencex2
+    return wrap.srmodel(*nets["model"], device=device)
+
+
+def example_data(path, *args, **kwargs):
+    return safetensors.torch.load_file(str(pathlib.Path(path) / "example_data.safetensor"))["data"]
+"""
+
+
+def _published_bundle(cache: Path, kind: str, seed: int, marker: Path) -> Path:
+    """A SEN2SR-Lite bundle laid out as the released ones are (``tacofoundation/sen2sr``, folder
+    ``hub.HUB_SUBFOLDERS[kind, "lite"]``), with random weights, where huggingface_hub keeps a
+    download (``<cache>/models--tacofoundation--sen2sr/snapshots/<commit>/<folder>``): the
+    networks' state dicts as sen2sr's ``CNNSR(in, out, 24, upscale, True, False, 6)`` names
+    them, one ``<stem>.safetensor`` each, the hard-constraint masks (key ``weights``, output-tile
+    sized), ``load.py``, ``example_data.safetensor`` and an ``mlm.json`` (STAC Item, MLM
+    extension) whose assets point at the Hub, as ``mlstac.download`` leaves it. No stac2cube
+    code writes it."""
+    from safetensors.torch import save_file
+    from sen2sr.models.opensr_baseline.cnn import CNNSR
+
+    sub = sm.HUB_SUBFOLDERS[(kind, "lite")]
+    commit = "5e2c" * 10
+    repo = cache / "models--tacofoundation--sen2sr"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    folder = repo / "snapshots" / commit / sub
+    folder.mkdir(parents=True)
+    torch.manual_seed(seed)
+    stages = PUBLISHED_STAGES[kind]
+    assets: dict[str, Any] = {}
+    n_params = 0
+    for stem, cin, cout, up, fac, div in stages:
+        net = CNNSR(cin, cout, 24, up, True, False, 6)
+        n_params += sum(p.numel() for p in net.parameters())
+        save_file(
+            {k: v.contiguous() for k, v in net.state_dict().items()}, folder / f"{stem}.safetensor"
         )
-    assert marker.exists()
+        side = 128 * fac
+        u = np.arange(side) - side // 2
+        mask = (np.hypot(u[:, None], u[None, :]) <= (side // 2) // div).astype(np.float32)
+        mask_stem = stem.replace("model", "hard_constraint")
+        save_file({"weights": torch.from_numpy(mask)}, folder / f"{mask_stem}.safetensor")
+        for name, role in ((stem, "mlm:model"), (mask_stem, "mlm:weights")):
+            assets[name] = {
+                "href": f"{HF_RESOLVE}/{sub}/{name}.safetensor",
+                "type": "application/octet-stream; application=safetensors",
+                "roles": [role, "mlm:weights"] if role == "mlm:model" else [role],
+            }
+    n_in = 4 if kind == "rgbn_x4" else 10
+    save_file({"data": torch.rand(1, n_in, 128, 128) * 0.3}, folder / "example_data.safetensor")
+    (folder / "load.py").write_text(LOAD_PY.format(marker=str(marker), stages=stages))
+    for name, file, media, role in (
+        ("load", "load.py", "text/x-python", "mlm:source_code"),
+        ("example_data", "example_data.safetensor", "application/octet-stream", "mlm:sample"),
+    ):
+        assets[name] = {"href": f"{HF_RESOLVE}/{sub}/{file}", "type": media, "roles": [role]}
+    bands = sm.INPUT_BANDS[kind]
+    out_bands = sm.RGBN_BANDS if kind == "rgbn_x4" else sm.FULL_BANDS
+    scale = 1 if kind == "swir_x2" else 4
+    item = {
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "stac_extensions": ["https://stac-extensions.github.io/mlm/v1.4.0/schema.json"],
+        "id": sub.replace("/", "_"),
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [[[-180, -90], [-180, 90], [180, 90], [180, -90], [-180, -90]]],
+        },
+        "bbox": [-180, -90, 180, 90],
+        "properties": {
+            "start_datetime": "1900-01-01T00:00:00Z",
+            "end_datetime": "9999-01-01T00:00:00Z",
+            "datetime": None,
+            "description": f"SEN2SRLite {kind}",
+            "mlm:name": sub.replace("/", "_"),
+            "mlm:architecture": "CNNSR",
+            "mlm:tasks": ["super-resolution"],
+            "mlm:framework": "pytorch",
+            "mlm:framework_version": "2.5.1",
+            "mlm:accelerator": "cuda",
+            "mlm:accelerator_constrained": False,
+            "mlm:total_parameters": n_params,
+            "mlm:pretrained": True,
+            # the keys mlstac's ModelLoader.print_schema reads; no architecture description
+            "mlm:hyperparameters": {"batch_size": 16, "learning_rate": 1e-4},
+            "mlm:input": [{
+                "name": "Sentinel-2 L2A reflectance (DN / 10000)",
+                "bands": [{"name": b} for b in bands],
+                "input": {"shape": [-1, len(bands), 128, 128],
+                          "dim_order": ["batch", "bands", "height", "width"],
+                          "data_type": "float32"},
+                "pre_processing_function": None,
+            }],
+            "mlm:output": [{
+                "name": "super-resolved reflectance",
+                "tasks": ["super-resolution"],
+                "result": {"shape": [-1, len(out_bands), 128 * scale, 128 * scale],
+                           "dim_order": ["batch", "bands", "height", "width"],
+                           "data_type": "float32"},
+                "bands": [{"name": b} for b in out_bands],
+                "post_processing_function": None,
+            }],
+        },
+        "links": [],
+        "assets": assets,
+    }  # fmt: skip
+    (folder / "mlm.json").write_text(json.dumps(item, indent=2))
+    return folder
+
+
+@pytest.mark.parametrize("kind", sm.MODEL_KINDS)
+def test_published_bundle_layout_loads_as_downloaded(kind: str, tmp_path: Path) -> None:
+    """A bundle laid out as the released ones, found in the Hugging Face cache as a download
+    leaves it, loads through the download path (``hub_id``) without running its ``load.py``:
+    the published Lite sizes read off the weights, the same network as its ``load.py`` builds,
+    and the SHA-256 of the weight files it read in the record."""
+    pytest.importorskip("huggingface_hub")
+    marker = tmp_path / "load_py_ran"
+    folder = _published_bundle(tmp_path / "hf", kind, seed=11, marker=marker)
+    item = json.loads((folder / "mlm.json").read_text())
+    cfg = SuperResConfig(model=kind, hub_id="tacofoundation/sen2sr", cache_dir=str(tmp_path / "hf"))
+    STEP.prepare(cfg)
+    model = load_model(cfg, "cpu")
+    assert not marker.exists()
+    assert model.source == "hub:tacofoundation/sen2sr@main" and model.model_id == item["id"]
+    assert model.n_parameters == item["properties"]["mlm:total_parameters"]
+    assert all(c.params["feature_channels"] == 24 and c.params["num_blocks"] == 6
+               for c in model.definition.components)  # fmt: skip
+    if kind == "rgbn_x4":
+        assert model.n_parameters == 572_336
+    files = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in folder.glob("*.safetensor")
+        if p.stem != "example_data"
+    }
+    assert dict(model.weight_files) == files
+    lines = "".join(f"{k}  {v}\n" for k, v in sorted(files.items()))
+    assert model.weights_sha256 == hashlib.sha256(lines.encode()).hexdigest()
+
+    # what the bundle's own load.py builds (run only when asked to): the same networks with the
+    # same tensors and masks, in the same sen2sr wrappers, so the same output
+    remote = sm.load_bundle(folder, kind=kind, variant="lite", trust_remote_code=True)
+    assert marker.exists() and remote.source.startswith("remote-code:")
+    from safetensors.torch import load_file
+    from sen2sr.models.tricks import HardConstraint
+
+    ours, theirs = model.module.state_dict(), remote.module.state_dict()
+    assert list(ours) == list(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    masks = [
+        [m.low_pass_mask for m in net.modules() if isinstance(m, HardConstraint)]
+        for net in (model.module, remote.module)
+    ]
+    assert len(masks[0]) == len(PUBLISHED_STAGES[kind]) == len(masks[1])
+    assert all(torch.equal(a, b) for a, b in zip(*masks, strict=True))
+    if kind != "full_x4":  # (the full model's 2.5 m fusion stage takes ~10 s on two cores)
+        x = load_file(str(folder / "example_data.safetensor"))["data"]
+        with torch.inference_mode():
+            assert torch.equal(model.module(x), remote.module(x))
+
+    if kind == "rgbn_x4":
+        res = STEP.run(_rect_scene(24, 24), cfg).record.results  # the record names the weights
+        assert res["weights_sha256"] == model.weights_sha256 and res["weight_files"] == files
+        with pytest.raises(sm.ModelLoadError, match="holds a rgbn_x4 model"):
+            sm.load_bundle(folder, kind="swir_x2", variant="lite")
+        with pytest.raises(sm.ModelLoadError, match="trust_remote_code"):
+            sm.load_bundle(folder, kind="rgbn_x4", variant="mamba")
 
 
 def test_corrupt_or_missing_weights_are_clear_errors(
@@ -389,13 +608,15 @@ def test_hard_constraint_keeps_the_10m_content(
 def test_back_projection_gives_the_input_back_under_block_averaging(
     kind: str, sample_scene: Scene, bundles: dict[str, Path]
 ) -> None:
-    """With ``back_projection`` (the default) every band's block means are the input's; the
-    record keeps the error of the network alone, the same as a run without it."""
+    """With ``back_projection: true`` every band's block means are the input's (20 m bands:
+    their native 20 m pixels); the record keeps the error of the network alone, that of the
+    default run (the published model's output, left as it is)."""
     scene = _crop(sample_scene, 48, 64)
     scene.bands["B04"][10:14, 20:30] = np.nan  # nodata: its blocks stay NaN, the rest is exact
-    on = _run(scene, _cfg(bundles[kind], kind))
-    off = _run(scene, _cfg(bundles[kind], kind, back_projection=False))
+    on = _run(scene, _cfg(bundles[kind], kind, back_projection=True))
+    off = _run(scene, _cfg(bundles[kind], kind))
     r_on, r_off = on.record.results, off.record.results
+    assert r_on["back_projection"] is True and r_off["back_projection"] is False
     assert r_on["consistency_rel_error_before_back_projection"] == r_off["consistency_rel_error"]
     assert max(r_off["consistency_rel_error"].values()) > 1e-3
     assert max(r_on["consistency_rel_error"].values()) < 1e-5, r_on["consistency_rel_error"]
@@ -432,22 +653,118 @@ def test_back_project_is_exact_with_nan_and_ragged_edges() -> None:
 def test_20m_bands_stay_consistent(
     kind: str, sample_scene: Scene, bundles: dict[str, Path]
 ) -> None:
-    """Every output band averaged back is its own input band (not a neighbour's)."""
+    """Every output band averaged back is its own input band (not a neighbour's): a few % off
+    (the hard constraint with tiny random networks), and flat levels come back."""
     res = _run(_crop(sample_scene, 48, 64), _cfg(bundles[kind], kind))
     errs = res.record.results["consistency_rel_error"]
     outs = sm.SWIR_BANDS if kind == "swir_x2" else sm.FULL_BANDS
-    assert set(errs) == set(outs) and max(errs.values()) < 0.08, errs
+    assert set(errs) == set(outs) and max(errs.values()) < 0.12, errs
     # bands set to distinct flat levels come back at their own level
-    flat = sample_scene.replace(
-        bands={
-            b: np.full((40, 40), 0.05 + 0.02 * i, np.float32) for i, b in enumerate(sm.FULL_BANDS)
+    level = {b: 0.05 + 0.02 * i for i, b in enumerate(sm.FULL_BANDS)}
+    flat = _crop(sample_scene, 40, 40)
+    aux = flat.aux[sm.NATIVE_20M]
+    flat = flat.replace(
+        bands={b: np.full((40, 40), level[b], np.float32) for b in sm.FULL_BANDS},
+        aux={
+            sm.NATIVE_20M: dataclasses.replace(
+                aux,
+                data=np.stack(
+                    [np.full(aux.data.shape[1:], level[b], np.float32) for b in aux.bands]
+                ),
+            )
         },
-        geobox=sample_scene.geobox[:40, :40],
     )
     out = _run(flat, _cfg(bundles[kind], kind)).scene.layers
     for b in outs:
-        level = 0.05 + 0.02 * sm.FULL_BANDS.index(b)
-        assert float(np.mean(out[layer_key(b)].data)) == pytest.approx(level, abs=0.01), b
+        assert float(np.mean(out[layer_key(b)].data)) == pytest.approx(level[b], abs=0.01), b
+
+
+def _nearest_half(a: np.ndarray) -> np.ndarray:
+    """sen2sr's own downsampling of the 20 m bands (``referencex2.resample_sentinel2_bands``)."""
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None]
+    return torch.nn.functional.interpolate(t, scale_factor=0.5, mode="nearest")[0].numpy()
+
+
+def test_20m_handover_gives_sen2sr_the_native_field(sample_scene: Scene) -> None:
+    """sen2sr keeps pixel ``2i`` of each 20 m band on the 10 m grid: from what the step hands
+    over (the native 20 m pixels repeated 2 x 2, on a frame that starts on the 20 m grid) that
+    is the 20 m field itself, whatever the crop's offset and sides; from the bilinear 10 m bands
+    the pipeline writes (what the step handed over before) it is not."""
+    idx = [sm.FULL_BANDS.index(b) for b in sm.SWIR_BANDS]
+    for y0, x0, h, w in ((0, 0, 64, 64), (1, 1, 63, 65), (0, 1, 50, 51), (3, 0, 41, 40)):
+        scene = _crop(sample_scene, h, w, x0, y0)
+        stack, frame = sm.model_input(scene, sm.FULL_BANDS, needs_20m=True)
+        assert frame.lead == (y0 % 2, x0 % 2) and stack.shape[1:] == (h + y0 % 2, w + x0 % 2)
+        down = _nearest_half(stack[idx])
+        native = scene.aux[sm.NATIVE_20M].data[:, : down.shape[1], : down.shape[2]]
+        assert float(np.abs(down - native).max()) == 0.0, (y0, x0)
+        for n, b in enumerate(sm.FULL_BANDS):  # the 10 m bands are the scene's, unchanged
+            if b not in sm.SWIR_BANDS:
+                np.testing.assert_array_equal(frame.crop(stack[n], 1), scene.bands[b])
+    scene = _crop(sample_scene, 64, 64)
+    native = scene.aux[sm.NATIVE_20M].data[:, :32, :32]
+    old = _nearest_half(np.stack([scene.bands[b] for b in sm.SWIR_BANDS]))
+    rms = float(np.sqrt(np.mean((old - native) ** 2)))
+    assert float(native.std()) > 5e-3 and rms > 1e-3, (float(native.std()), rms)
+
+
+@pytest.mark.parametrize("kind", ["swir_x2", "full_x4"])
+def test_sen2sr_sees_the_native_20m_field_in_every_tile(
+    kind: str, sample_scene: Scene, bundles: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 20 m bands as sen2sr's own downsampling gives them, captured inside the model while
+    the step runs over a crop that starts 10 m into a 20 m pixel, with odd sides and several
+    tiles: every sample is the 20 m pixel the pipeline read on the 20 m grid, exactly."""
+    from sen2sr import referencex2
+
+    real = referencex2.F
+    seen: list[np.ndarray] = []
+
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        @staticmethod
+        def interpolate(x: Any, *args: Any, **kw: Any) -> Any:
+            y = real.interpolate(x, *args, **kw)
+            if kw.get("scale_factor") == 0.5 and kw.get("mode") == "nearest":
+                seen.extend(y.detach().cpu().numpy())
+            return y
+
+    monkeypatch.setattr(referencex2, "F", Spy())
+    scene = _crop(sample_scene, 75, 93, x0=1, y0=3)
+    res = _run(scene, _cfg(bundles[kind], kind, batch_size=3))
+    r = res.record.results
+    assert r["inputs_20m"]["lead_px"] == [1, 1] and r["inputs_20m"]["grid_m"] == 20.0
+    native = scene.aux[sm.NATIVE_20M].data
+    h, w = 76, 94  # the frame: one row and column of the 20 m grid before the scene
+    gy, gx = TileGrid.make(h, TILE, OVERLAP, 2), TileGrid.make(w, TILE, OVERLAP, 2)
+    assert len(seen) == gy.count * gx.count == r["tiles"] > 1
+    covered = np.zeros(native.shape[1:], dtype=bool)
+    for n, got in enumerate(seen):
+        i, j = divmod(n, gx.count)
+        rows = i * gy.step - gy.lead + 2 * np.arange(got.shape[1])  # frame rows sampled
+        cols = j * gx.step - gx.lead + 2 * np.arange(got.shape[2])
+        ri, ci = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+        want = native[:, rows[ri] // 2][:, :, cols[ci] // 2]
+        assert float(np.abs(got[:, ri][:, :, ci] - want).max()) == 0.0, (i, j)
+        covered[np.ix_(rows[ri] // 2, cols[ci] // 2)] = True
+    assert covered[: h // 2, : w // 2].all()
+
+
+def test_20m_bands_must_come_on_their_own_grid(
+    sample_scene: Scene, bundles: dict[str, Path]
+) -> None:
+    scene = _crop(sample_scene, 32, 32)
+    cfg = _cfg(bundles["swir_x2"], "swir_x2")
+    with pytest.raises(StepError, match=r"native 20 m grid .* missing \(no twin\)"):
+        _run(scene.replace(aux={}, missing_aux={sm.NATIVE_20M: "no twin"}), cfg)
+    aux = scene.aux[sm.NATIVE_20M]
+    shifted = dataclasses.replace(aux, geobox=GeoBox(aux.geobox.shape, aux.geobox.transform
+                                  * Affine.translation(0.25, 0), aux.geobox.crs))  # fmt: skip
+    with pytest.raises(StepError, match="not on a 20 m grid aligned"):
+        _run(scene.replace(aux={sm.NATIVE_20M: shifted}), cfg)
+    assert _run(scene.replace(aux={}), _cfg(bundles["rgbn_x4"])).record  # RGBN reads none
 
 
 def test_nodata_is_masked_again(wedge_scene: Scene, bundles: dict[str, Path]) -> None:
@@ -532,7 +849,7 @@ def test_weights_file_config(tmp_path: Path, bundles: dict[str, Path]) -> None:
         model="swir_x2", weights=str(f), architecture="CNNSR", tile_size=TILE, overlap=OVERLAP
     )
     res = _run(_rect_scene(30, 40), cfg)
-    assert res.record.results["model_source"] == f"weights:{f}"
+    assert res.record.results["model_source"] == f"weights:{f.name}"
     assert res.scene.layers["B11_sr"].geobox == _rect_scene(30, 40).geobox
     with pytest.raises(sm.ModelLoadError, match="holds a swir_x2 model"):
         STEP.prepare(SuperResConfig(weights=str(f), architecture="CNNSR"))

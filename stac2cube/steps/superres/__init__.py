@@ -4,8 +4,9 @@ One module per part: :mod:`.config` (``steps.superres``), :mod:`.definitions` (w
 :mod:`.networks` (the PyTorch networks), :mod:`.bundle` (the bundle format, writing),
 :mod:`.weights` (loading from local files), :mod:`.hub` (the Hugging Face cache),
 :mod:`.loader` (the model a configuration names), :mod:`.checks` (input checks),
-:mod:`.tiling` (tiled inference), :mod:`.consistency` (back-projection) and :mod:`.step`
-(:class:`SuperResStep` and its plug-in). What it does, why, and what it gives: docs/superres.md.
+:mod:`.inputs` (what the model is handed), :mod:`.tiling` (tiled inference),
+:mod:`.consistency` (back-projection) and :mod:`.step` (:class:`SuperResStep` and its plug-in).
+What it does, why, and what it gives: docs/superres.md.
 
 The names of :mod:`.networks` and :mod:`.weights` import PyTorch and are loaded on first use, so
 that the configuration can be read without it.
@@ -17,7 +18,13 @@ import importlib
 from typing import TYPE_CHECKING, Any, Final
 
 from .bundle import MLM_SCHEMA, combined_sha256, mlm_item, read_mlm, save_weights, write_bundle
-from .checks import DN_LIMIT, DOUBLE_OFFSET_LIMIT, OFFSET_LEFT_IN_LIMIT, check_reflectance
+from .checks import (
+    DN_LIMIT,
+    DOUBLE_OFFSET_LIMIT,
+    INPUT_RADIOMETRY,
+    OFFSET_LEFT_IN_LIMIT,
+    check_reflectance,
+)
 from .config import LAYER_SUFFIX, SuperResConfig, layer_key
 from .consistency import BACK_PROJECTION_ITERATIONS, back_project, consistency_error
 from .definitions import (
@@ -37,6 +44,14 @@ from .definitions import (
     model_definition,
 )
 from .hub import HUB_SUBFOLDERS, download_bundle
+from .inputs import (
+    NATIVE_20M,
+    InputFrame,
+    model_input,
+    native_20m_request,
+    nearest_10m,
+    reads_20m,
+)
 from .loader import clear_model_cache, load_model, resolve_device
 from .step import PLUGIN, SuperResStep
 from .tiling import SRRun, TileGrid, super_resolve, super_resolve_array
@@ -81,11 +96,13 @@ __all__ = [
     "FULL_BANDS",
     "HUB_SUBFOLDERS",
     "INPUT_BANDS",
+    "INPUT_RADIOMETRY",
     "LAYER_SUFFIX",
     "LITE_FEATURE_CHANNELS",
     "LITE_NUM_BLOCKS",
     "MLM_SCHEMA",
     "MODEL_KINDS",
+    "NATIVE_20M",
     "NATIVE_TILE",
     "OFFSET_LEFT_IN_LIMIT",
     "PLUGIN",
@@ -94,6 +111,7 @@ __all__ = [
     "VARIANTS",
     "Component",
     "Float32Constraint",
+    "InputFrame",
     "LoadedModel",
     "ModelDefinition",
     "ModelLoadError",
@@ -117,8 +135,12 @@ __all__ = [
     "low_pass_mask",
     "mlm_item",
     "model_definition",
+    "model_input",
+    "native_20m_request",
+    "nearest_10m",
     "random_model",
     "read_mlm",
+    "reads_20m",
     "resize_mask",
     "resolve_device",
     "save_weights",

@@ -1,8 +1,10 @@
 """Is the input reflectance? Checks run on the bands before super-resolution.
 
-SEN2SR expects harmonised surface reflectance (``DN / 10000`` after the processing-baseline
-offset). Raw digital numbers and a doubly removed offset are refused; a likely left-in +0.1
-offset is logged and flagged (``steps.superres.check_inputs``).
+SEN2SR's models take reflectance as ``DN / 10000`` and apply no scaling of their own (what
+upstream states, and what it leaves open about the baseline-04.00 offset: docs/superres.md);
+the step hands over the harmonised scene bands (:data:`INPUT_RADIOMETRY`). Raw digital numbers
+and a doubly removed offset are refused; a likely left-in +0.1 offset is logged and flagged
+(``steps.superres.check_inputs``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ log = logging.getLogger(__name__)
 
 F32 = NDArray[np.float32]
 
+INPUT_RADIOMETRY: Final = (
+    "surface reflectance: DN x 1e-4 with the processing-baseline offset removed (the "
+    "harmonised scene bands), as DN / 10000 of a product before baseline 04.00"
+)
+"""What the model is handed, as recorded in the step's provenance."""
 DN_LIMIT: Final = 2.0
 """Reflectance above which (99th percentile of a band) the input is taken for raw DN."""
 DOUBLE_OFFSET_LIMIT: Final = -0.05
@@ -71,4 +78,10 @@ def check_reflectance(bands: Mapping[str, F32], item_id: str = "") -> dict[str, 
     return {"input_p01": p01, "input_p99": p99, "suspect_offset_left_in": suspect}
 
 
-__all__ = ["DN_LIMIT", "DOUBLE_OFFSET_LIMIT", "OFFSET_LEFT_IN_LIMIT", "check_reflectance"]
+__all__ = [
+    "DN_LIMIT",
+    "DOUBLE_OFFSET_LIMIT",
+    "INPUT_RADIOMETRY",
+    "OFFSET_LEFT_IN_LIMIT",
+    "check_reflectance",
+]

@@ -8,8 +8,10 @@ failure on a worker. Which files a configuration names is only looked at by
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Literal
+from pathlib import Path
+from typing import Any, Final, Literal
 
 from ...errors import ConfigError
 from ...fields import doc
@@ -41,11 +43,13 @@ class SuperResConfig:
         "weights, e.g. what `mlstac.download` writes for tacofoundation/sen2sr "
         "`SEN2SRLite/NonReference_RGBN_x4`). Exactly one of `bundle`, `weights`, `hub_id`.",
         None,
+        content=True,
     )
     weights: str | None = doc(
         "A single safetensors file holding the whole model (as "
         "`stac2cube.steps.superres.save_weights` writes it); needs `architecture`.",
         None,
+        content=True,
     )
     architecture: str | None = doc(
         "The network class of `weights`: `CNNSR` (lite), `Swin2SR` (swin) or `MambaSR` (mamba).",
@@ -61,10 +65,14 @@ class SuperResConfig:
         "Git revision (commit) of `hub_id` to use; pin it for reproducible catalogs.", None
     )
     cache_dir: str | None = doc(
-        "Cache folder for `hub_id` downloads (None: the huggingface_hub default).", None
+        "Cache folder for `hub_id` downloads (None: the huggingface_hub default).",
+        None,
+        execution=True,
     )
     allow_download: bool = doc(
-        "Allow fetching `hub_id` from the network when it is not in `cache_dir`.", False
+        "Allow fetching `hub_id` from the network when it is not in `cache_dir`.",
+        False,
+        execution=True,
     )
     trust_remote_code: bool = doc(
         "Run the `load.py` shipped in a bundle to build the model, where the bundle does not "
@@ -82,9 +90,18 @@ class SuperResConfig:
         "its outer quarters are discarded and its middle half cross-faded.",
         32,
     )
-    batch_size: int = doc("Tiles per model call (lowered to fit `max_memory_mb`).", 8)
+    batch_size: int = doc(
+        "Tiles per model call (lowered to fit `max_memory_mb`); the tiles of a batch are "
+        "independent (no batch statistics at inference).",
+        8,
+        execution=True,
+    )
     device: Device = doc(
-        "`auto` (CUDA when available, else CPU), `cpu` or `cuda` (fails without a GPU).", "auto"
+        "`auto` (CUDA when available, else CPU), `cpu` or `cuda` (fails without a GPU). The "
+        "same model on either, up to float rounding (CUDA convolutions may use TF32); the "
+        "step's record names the device. `half` does change the pixels.",
+        "auto",
+        execution=True,
     )
     half: bool = doc(
         "Run the networks in float16 autocast on CUDA (the hard constraint stays float32); "
@@ -94,8 +111,9 @@ class SuperResConfig:
     max_memory_mb: int | None = doc(
         "Bound (MiB, estimated) on the step's working memory: the output buffers plus one "
         "batch of tiles. The batch is made smaller to fit; a scene whose output alone does not "
-        "fit is refused. None: no bound.",
+        "fit is refused (a failure, retried by later runs). None: no bound.",
         None,
+        execution=True,
     )
     nodata_margin: int | None = doc(
         "Pixels (10 m) by which nodata is grown before it is re-applied to the output. None: "
@@ -103,18 +121,20 @@ class SuperResConfig:
         None,
     )
     back_projection: bool = doc(
-        "After the network, correct each output band so that its block means equal the input "
-        "(4x4 output pixels per 10 m pixel; 20 m bands over 20 m blocks): the residual is "
-        "upsampled bicubically and added three times, then once per block. SEN2SR's hard "
-        "constraint keeps the low frequencies of the bicubic-upsampled input, which is not the "
-        "same as the block mean (about 1-4 % off on textured scenes); with this the 2.5 m bands "
-        "aggregate back to the 10 m reflectance. Off: the network's output as it is.",
-        True,
+        "Correct each output band after the network so that its block means equal the input "
+        "(4x4 output pixels per 10 m pixel; 20 m bands over their native 20 m pixels): the "
+        "residual is upsampled bicubically and added three times, then once per block. Off "
+        "(the default): the published model's output as it is. On imposes a box point-spread "
+        "function on the output, which SEN2SR was not trained for, and makes the consistency "
+        "figure exact by construction (see docs/superres.md).",
+        False,
     )
     check_inputs: bool = doc(
         "Refuse inputs that look like raw DN or doubly offset reflectance (see "
-        "docs/superres.md); flag a likely left-in +0.1 offset.",
+        "docs/superres.md); flag a likely left-in +0.1 offset. A check only: a refused scene "
+        "fails (and is retried), a written one has the same pixels.",
         True,
+        execution=True,
     )
 
     def __post_init__(self) -> None:
@@ -177,6 +197,13 @@ class SuperResConfig:
     def scale(self) -> int:
         """Output pixels per 10 m pixel along each axis (4; 1 for ``swir_x2``)."""
         return 1 if self.model == "swir_x2" else 4
+
+    def content_for_hash(self, resolve: Callable[[str], Path]) -> dict[str, Any]:
+        """What identifies the model in the configuration hash in place of the paths of
+        `bundle` and `weights`: the SHA-256 of its files (:func:`.identity.model_content`)."""
+        from .identity import model_content
+
+        return model_content(self, resolve)
 
 
 def layer_key(band: str) -> str:

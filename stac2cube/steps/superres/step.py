@@ -1,9 +1,10 @@
 """The super-resolution step: SEN2SR over a scene's bands, written as ``<band>_sr`` layers.
 
 :meth:`SuperResStep.prepare` loads the model the configuration names (:mod:`.loader`; the step's
-only I/O, once per worker); :meth:`SuperResStep.run` is pure: it checks the input, runs the
-model in tiles (:mod:`.tiling`), masks nodata again, makes the output consistent with the input
-(:mod:`.consistency`) and records what it did. What each part does and what it gives:
+only I/O, once per worker); :meth:`SuperResStep.run` is pure: it checks the input, hands the
+model the 10 m bands and the 20 m bands from their own grid (:mod:`.inputs`), runs it in tiles
+(:mod:`.tiling`), masks nodata again, measures (and, when asked, enforces) consistency with the
+input (:mod:`.consistency`) and records what it did. What each part does and what it gives:
 docs/superres.md.
 """
 
@@ -13,6 +14,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,10 +25,10 @@ from ...errors import StepError
 from ...provenance import StepRecord, jsonable
 from ..base import AuxRequest, GridLayer, Scene, StepResult
 from ..registry import StepPlugin
-from .checks import check_reflectance
+from .checks import INPUT_RADIOMETRY, check_reflectance
 from .config import SuperResConfig, layer_key
-from .consistency import back_project, block_mean, consistency_error
-from .definitions import SWIR_BANDS
+from .consistency import back_project, consistency_error
+from .inputs import NATIVE_20M, NATIVE_RES, InputFrame, model_input, native_20m_request, reads_20m
 from .loader import load_model, resolve_device
 from .tiling import super_resolve, tile_bytes
 
@@ -37,8 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BoolA = NDArray[np.bool_]
-
-_NATIVE_20M = frozenset(SWIR_BANDS)
+F32 = NDArray[np.float32]
 
 
 def _grow(mask: BoolA, radius: int) -> BoolA:
@@ -128,7 +129,7 @@ class SuperResStep:
     """
 
     name = "superres"
-    version = "1.0.0"
+    version = "2.0.0"
 
     def __init__(self) -> None:
         self._prepared: _Prepared | None = None
@@ -140,8 +141,10 @@ class SuperResStep:
         self._prepared = None
 
     def required_aux(self, cfg: SuperResConfig) -> Mapping[str, AuxRequest]:
-        """Nothing: the bands come from ``scene.bands``."""
-        return {}
+        """For the models that read the 20 m bands (``swir_x2``, ``full_x4``): those bands on
+        their native 20 m grid (``scene.aux["superres_20m"]``, see :mod:`.inputs`); the 10 m
+        bands come from ``scene.bands``."""
+        return {NATIVE_20M: native_20m_request()} if reads_20m(cfg.model) else {}
 
     def prepare(self, cfg: SuperResConfig) -> None:
         """Load the model ``cfg`` names on the device it names (``auto``: CUDA when there is
@@ -174,7 +177,6 @@ class SuperResStep:
         prepared = self._model(scene, cfg)
         _check_scene(scene, cfg)
         gbox = scene.geobox
-        h, w = gbox.shape.yx
         res = float(abs(gbox.resolution.x))
         need = cfg.input_bands
         inputs = {b: np.asarray(scene.bands[b], dtype=np.float32) for b in need}
@@ -190,24 +192,19 @@ class SuperResStep:
         s = d.scale
 
         batch = _fit_batch(scene, cfg, model)
-
-        invalid = np.zeros((h, w), dtype=bool)
-        for a in inputs.values():
-            invalid |= ~np.isfinite(a)
-        stack = np.empty((len(need), h, w), dtype=np.float32)
-        for n, b in enumerate(need):
-            stack[n] = np.where(invalid, np.float32(0.0), inputs[b])
-
+        stack, frame = model_input(scene, need, reads_20m(cfg.model))
         run = super_resolve(
             model, stack, tile_size=cfg.tile_size, overlap=cfg.overlap, batch_size=batch,
             half=half, progress=progress,
         )  # fmt: skip
         del stack
+        run_batch, run_tiles, run_seconds = run.batch_size, run.tiles, run.seconds
 
         margin = d.receptive_radius() if cfg.nodata_margin is None else cfg.nodata_margin
+        invalid = frame.crop(frame.invalid, 1)
         n_invalid = int(invalid.sum())
         if n_invalid:
-            grown = _grow(invalid, margin)
+            grown = _grow(frame.invalid, margin)
             fine = np.repeat(np.repeat(grown, s, axis=0), s, axis=1) if s > 1 else grown
             for a in run.bands.values():
                 a[fine] = np.nan
@@ -219,16 +216,16 @@ class SuperResStep:
         before: dict[str, float | None] = {}
         for band, arr in run.bands.items():
             lr = np.where(invalid, np.float32(np.nan), inputs[band]).astype(np.float32)
-            native = 2 if band in _NATIVE_20M else 1
             if cfg.back_projection:
-                err = consistency_error(arr, lr, s, native)
-                before[band] = None if err is None else round(err, 6)
-                back_project(arr, block_mean(lr, native), s * native)
-            err = consistency_error(arr, lr, s, native)
-            consistency[band] = None if err is None else round(err, 6)
+                before[band] = _consistency(arr, band, lr, frame, s)
+                back_project(arr, *_back_projection_target(band, lr, frame, s))
+            consistency[band] = _consistency(arr, band, lr, frame, s)
+            out = frame.crop(arr, s)
+            if out is not arr:
+                out = np.ascontiguousarray(out)
             out_res = res / s
             layers[layer_key(band)] = GridLayer(
-                data=arr,
+                data=out,
                 geobox=fine_gbox,
                 band=band,
                 description=(
@@ -236,7 +233,9 @@ class SuperResStep:
                     f"{d.variant} {d.kind} ({model.model_id})"
                 ),
             )
+        del run
         worst = max((v for v in consistency.values() if v is not None), default=None)
+        h, w = gbox.shape.yx
         results.update(
             model_id=model.model_id,
             model=d.kind,
@@ -247,32 +246,79 @@ class SuperResStep:
             n_parameters=model.n_parameters,
             device=device,
             half=half,
-            batch_size=run.batch_size,
-            tiles=run.tiles,
-            seconds=round(run.seconds, 3),
+            batch_size=run_batch,
+            tiles=run_tiles,
+            seconds=round(run_seconds, 3),
+            input_radiometry=INPUT_RADIOMETRY,
             output_resolution_m=res / s,
             output_shape=[h * s, w * s],
             nodata_margin_px=margin,
             nodata_fraction=n_invalid / max(h * w, 1),
+            back_projection=cfg.back_projection,
             consistency_rel_error=consistency,
             consistency_rel_error_max=worst,
         )
+        if frame.native:
+            aux = scene.aux[NATIVE_20M]
+            results["inputs_20m"] = {
+                "bands": list(frame.native),
+                "grid_m": NATIVE_RES,
+                "source": aux.source,
+                "to_10m": "nearest (each 20 m pixel repeated 2 x 2)",
+                "lead_px": list(frame.lead),
+            }
         if cfg.back_projection:
             results["consistency_rel_error_before_back_projection"] = before
         log.info(
             "%s: super-resolved %d bands to %g m in %.1f s (%d tiles on %s; worst consistency "
             "error %s)",
             scene.item_id,
-            len(run.bands),
+            len(consistency),
             res / s,
-            run.seconds,
-            run.tiles,
+            run_seconds,
+            run_tiles,
             device,
             worst,
         )
-        params = {f.name: jsonable(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+        params = {f.name: _recorded(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
         record = StepRecord(self.name, self.version, parameters=params, results=results)
         return StepResult(scene.replace(layers=layers), record)
+
+
+_LOCAL_PATHS = ("bundle", "weights", "cache_dir")
+"""Settings that name local files: the plug-in makes them absolute for the run."""
+
+
+def _recorded(name: str, value: Any) -> Any:
+    """A setting as the item records it: a local path by its name only (an item never carries a
+    path of the machine that made it; the weights are identified by their sha256)."""
+    if name in _LOCAL_PATHS and isinstance(value, str) and "://" not in value:
+        return Path(value).name
+    return jsonable(value)
+
+
+def _consistency(sr: F32, band: str, lr: F32, frame: InputFrame, s: int) -> float | None:
+    """:func:`consistency_error` of output band ``band`` (on ``frame``, ``s`` pixels per 10 m
+    pixel) against its input, rounded: a 10 m band against ``lr`` (the scene's band, nodata NaN)
+    over 10 m pixels, a 20 m band against its native 20 m pixels, over those inside the scene."""
+    py, px = frame.lead
+    if band in frame.native:
+        native = frame.native[band][py:, px:]
+        err = consistency_error(sr[2 * py * s :, 2 * px * s :], native, 2 * s)
+    else:
+        err = consistency_error(sr[py * s :, px * s :], lr, s)
+    return None if err is None else round(err, 6)
+
+
+def _back_projection_target(band: str, lr: F32, frame: InputFrame, s: int) -> tuple[F32, int]:
+    """``(target, f)`` for :func:`back_project` of output band ``band`` on ``frame``: a 20 m band
+    to its native 20 m pixels (``f = 2 s``), a 10 m band to ``lr`` (``f = s``)."""
+    if band in frame.native:
+        return frame.native[band], 2 * s
+    py, px = frame.lead
+    if py or px:
+        lr = np.pad(lr, ((py, 0), (px, 0)), constant_values=np.nan)
+    return lr, s
 
 
 def _for_run(cfg: SuperResConfig, config: Config) -> tuple[SuperResStep, SuperResConfig]:

@@ -44,7 +44,9 @@ class LoadedModel:
     definition: ModelDefinition
     model_id: str
     source: str
-    """``bundle:<dir>``, ``weights:<file>``, ``hub:<repo>/<folder>`` or ``remote-code:<dir>``."""
+    """``bundle:<dir name>``, ``weights:<file name>``, ``hub:<repo>/<folder>`` or
+    ``remote-code:<dir name>``: names, never local paths (the weights are identified by their
+    sha256, recorded beside)."""
     weights_sha256: str
     weight_files: Mapping[str, str] = field(default_factory=dict)
     """File name → SHA-256."""
@@ -244,7 +246,7 @@ def load_bundle(
         module,
         d,
         model_id,
-        source or f"bundle:{folder}",
+        source or f"bundle:{Path(folder).name}",
         combined_sha256(shas),
         shas,
         device,
@@ -294,7 +296,7 @@ def load_weights_file(
     sha = sha256_file(p)
     module = assemble(weights, tile_size=tile_size, device=device)
     return LoadedModel(
-        module, d, p.stem, f"weights:{p}", sha, {p.name: sha}, device, tile_size,
+        module, d, p.stem, f"weights:{p.name}", sha, {p.name: sha}, device, tile_size,
         weights.n_parameters(),
     )  # fmt: skip
 
@@ -331,7 +333,7 @@ def _load_remote_code(
     d = model_definition(kind, variant)
     n = sum(int(p.numel()) for p in module.parameters())
     return LoadedModel(
-        module.eval(), d, model_id, f"remote-code:{folder}", combined_sha256(shas), shas,
+        module.eval(), d, model_id, f"remote-code:{Path(folder).name}", combined_sha256(shas), shas,
         device, tile_size, n,
     )  # fmt: skip
 
