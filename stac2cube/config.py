@@ -205,6 +205,16 @@ class OutputConfig:
     cog_profile: str = doc("rio-cogeo profile name (deflate, zstd, lzw, ...).", "deflate")
     blocksize: int = doc("COG internal tile size in pixels.", 512)
     overview_resampling: str = doc("Resampling for the reflectance overviews.", "average")
+    native_resolution: bool = doc(
+        "Write each band at its native resolution (10 m bands at 10 m, 20 m bands and SCL at "
+        "20 m, 60 m bands at 60 m; never finer than `grid.resolution`: 10, 20, 30 or 60 m) "
+        "instead of all on the target grid. The target grid's edges are then snapped outward to "
+        "multiples of 60 m, so that the 20 m and 60 m grids cover it exactly; each asset carries "
+        "its own `proj:shape` and `proj:transform` and `open_cube` loads them onto one grid "
+        "(docs/cube.md). Works without steps for now.",
+        False,
+        since="0.2.0",
+    )
     kerchunk: bool = doc(
         "Write kerchunk references per item (`<catalog>/_kerchunk/<item>.json`) for the virtual "
         "Zarr view `stac2cube.open_virtual_cube`.",
@@ -286,7 +296,12 @@ class SlurmConfig:
     processes: int | None = doc(
         "Dask worker processes per job (default: one single-threaded worker per core).", None
     )
-    memory: str = doc("Memory per job, e.g. `32GiB` (split between its worker processes).", "32GiB")
+    memory: str = doc(
+        "Memory per job, e.g. `32GiB`: what each job asks SLURM for (`#SBATCH --mem`). With "
+        "`run.memory_limit: auto` it is split evenly between the job's worker processes, each "
+        "one's Dask memory limit (`32GiB` and 8 processes: 4 GiB per worker).",
+        "32GiB",
+    )
     walltime: str = doc("Wall time per job, `HH:MM:SS`.", "02:00:00")
     jobs: int = doc("Jobs to start; the cluster has `jobs × processes` workers.", 4)
     job_extra_directives: tuple[str, ...] = doc(
@@ -309,14 +324,18 @@ class SlurmConfig:
             raise ConfigError("run.slurm.cores and run.slurm.jobs must be at least 1")
         if self.processes is not None and not 1 <= self.processes <= self.cores:
             raise ConfigError("run.slurm.processes must be between 1 and run.slurm.cores")
+        parse_size(self.memory, "run.slurm.memory")
 
-    def cluster_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``dask_jobqueue.SLURMCluster``."""
+    def cluster_kwargs(self, worker_memory: int | None = None) -> dict[str, Any]:
+        """Keyword arguments of ``dask_jobqueue.SLURMCluster``. ``worker_memory``: each worker's
+        memory limit in bytes (``run.memory_limit``; None: ``memory`` split between the
+        processes); the jobs still ask SLURM for ``memory``."""
         import sys
 
+        processes = self.processes or self.cores
         kw: dict[str, Any] = {
             "cores": self.cores,
-            "processes": self.processes or self.cores,
+            "processes": processes,
             "memory": self.memory,
             "walltime": self.walltime,
             "job_extra_directives": list(self.job_extra_directives),
@@ -327,6 +346,10 @@ class SlurmConfig:
         for key in ("queue", "account", "local_directory", "log_directory", "interface"):
             if getattr(self, key) is not None:
                 kw[key] = getattr(self, key)
+        if worker_memory is not None:
+            # dask-jobqueue gives each worker `memory / processes`; `job_mem` is the request
+            kw["memory"] = f"{worker_memory * processes}B"
+            kw["job_mem"] = f"{-(-parse_size(self.memory, 'run.slurm.memory') // 2**20)}M"
         return kw
 
 
@@ -347,8 +370,24 @@ class RunConfig:
         "local",
     )
     workers: int | None = doc("Workers of the `local` cluster (default: the CPU count).", None)
-    memory_limit: str = doc(
-        "Memory limit per `local` worker, in Dask's syntax (`4GiB`) or `auto`.", "auto"
+    memory_limit: str | int = doc(
+        "Memory limit of each Dask worker: a size (`4GiB` = 4 × 2³⁰ bytes, `4GB` = 4 × 10⁹, "
+        "`800MB`) or a number of bytes, at least 256 MiB; or `auto`. `local`: `auto` divides the "
+        "machine's memory between the workers; a set limit also puts a run with one scene on a "
+        "one-worker cluster, so that it holds. `slurm`: `auto` divides `run.slurm.memory` "
+        "between a job's worker processes; a set limit times `run.slurm.processes` must fit in "
+        "`run.slurm.memory`. A running scheduler: its workers' own limits apply. Dask kills a "
+        "worker above 95 % of its limit; its scene fails as out of memory (docs/hpc.md).",
+        "auto",
+    )
+    block_size: int = doc(
+        "A scene without steps is read, harmonised and written in blocks of this many pixels "
+        "square (of the grid each band is written on), so a worker's memory depends on it, not "
+        "on the AOI: about 25 MB per million pixels of a block (100 MB at 2048). A multiple of "
+        "`output.blocksize`; 0: each scene is held whole (as scenes with steps are). The pixels "
+        "written are the same (docs/catalog.md).",
+        2048,
+        execution=True,
     )
     slurm: SlurmConfig = doc("The SLURM cluster (`executor: slurm`).", default_factory=SlurmConfig)
 
@@ -364,6 +403,50 @@ class RunConfig:
             )
         if self.workers is not None and self.workers < 1:
             raise ConfigError("run.workers must be at least 1")
+        limit = self.memory_limit_bytes
+        if limit is not None and limit < MIN_WORKER_MEMORY:
+            raise ConfigError(
+                f"run.memory_limit {self.memory_limit!r} is {limit / 2**20:.0f} MiB: give at "
+                "least 256MiB (a worker takes about 200 MB with the pipeline loaded), e.g. 4GiB"
+            )
+        if self.executor == "slurm" and limit is not None:
+            processes = self.slurm.processes or self.slurm.cores
+            job = parse_size(self.slurm.memory, "run.slurm.memory")
+            if limit * processes > job:
+                raise ConfigError(
+                    f"run.memory_limit {self.memory_limit} × {processes} worker processes per "
+                    f"job is more than run.slurm.memory {self.slurm.memory}: raise "
+                    f"run.slurm.memory to {-(-limit * processes // 2**30)}GiB or lower "
+                    "run.memory_limit or run.slurm.processes"
+                )
+
+    @property
+    def memory_limit_bytes(self) -> int | None:
+        """``memory_limit`` in bytes; None for ``auto``."""
+        if self.memory_limit == "auto":
+            return None
+        return parse_size(self.memory_limit, "run.memory_limit")
+
+
+MIN_WORKER_MEMORY = 256 * 2**20
+"""The smallest ``run.memory_limit`` (a smaller one is a typo: a worker cannot even start)."""
+
+
+def parse_size(value: str | int, key: str) -> int:
+    """A size in Dask's syntax (``4GiB``, ``800 MB``) or a number of bytes, in bytes; a
+    ConfigError naming ``key`` when it is none."""
+    from dask.utils import parse_bytes
+
+    try:
+        size = int(parse_bytes(value))
+    except (ValueError, TypeError):
+        size = 0
+    if size <= 0:
+        raise ConfigError(
+            f"{key}: {value!r} is not a size: write e.g. 4GiB (4 × 2³⁰ bytes), 4GB (4 × 10⁹), "
+            "800MB, or a number of bytes"
+        )
+    return size
 
 
 DEFAULT_BANDS: tuple[str, ...] = (
@@ -402,7 +485,7 @@ class Config:
     base_dir: Path = field(default=Path("."), metadata={"internal": True}, compare=False)
 
     def __post_init__(self) -> None:
-        from .bands import normalize_band_names
+        from .bands import S2_BANDS, normalize_band_names
 
         if not self.bands:
             raise ConfigError("bands: list at least one band")
@@ -410,6 +493,27 @@ class Config:
         for plugin, section in self.steps.configured():
             if plugin.validate is not None:
                 plugin.validate(section, self)
+        block, tile = self.run.block_size, self.output.blocksize
+        if block < 0 or block % tile:
+            raise ConfigError(
+                f"run.block_size {block} must be a multiple of output.blocksize ({tile}), e.g. "
+                f"{4 * tile}, or 0 to hold each scene whole"
+            )
+        if self.output.native_resolution:
+            steps = [plugin.name for plugin, _ in self.steps.configured()]
+            if steps:
+                raise ConfigError(
+                    "output.native_resolution works without steps for now: remove "
+                    f"{', '.join(f'steps.{s}' for s in steps)} or set "
+                    "output.native_resolution: false"
+                )
+            res = self.grid.resolution
+            ratios = [60 / res] + [max(res, S2_BANDS[b].resolution) / res for b in self.bands]
+            if any(abs(r - round(r)) > 1e-9 for r in ratios):
+                raise ConfigError(
+                    f"output.native_resolution needs a grid.resolution whose pixels tile the "
+                    f"native grids of the bands (10, 20, 30 or 60 m), not {res:g} m"
+                )
 
     def resolve_path(self, p: str) -> Path:
         """A path of the config, made absolute against the config file's directory."""
@@ -429,7 +533,7 @@ class Config:
         made it (:attr:`legacy_config_hash`)."""
         d = to_dict(self, for_hash=True, legacy=legacy)
         out = {k: d[k] for k in ("aoi", "bands", "grid", "radiometry", "steps")} | {
-            "output": {k: d["output"][k] for k in ("dtype", "cog_profile", "blocksize")}
+            "output": {k: v for k, v in d["output"].items() if k in _PIXEL_OUTPUT_KEYS}
         }
         if not legacy:
             for name, content in self.hashed_content.items():
@@ -464,6 +568,11 @@ class Config:
         files not. A configuration without such fields hashes the same under both rules; the
         planner (:mod:`stac2cube.pipeline.plan`) accepts either (docs/updates.md)."""
         return _sha256_json(self.processing_dict(legacy=True))
+
+
+_PIXEL_OUTPUT_KEYS = ("dtype", "cog_profile", "blocksize", "native_resolution")
+"""The keys of ``output`` that shape what is written (in the hash; ``native_resolution`` only
+when set, see ``since``)."""
 
 
 def _sha256_json(value: Any) -> str:

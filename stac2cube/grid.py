@@ -11,12 +11,14 @@ from typing import Any
 import numpy as np
 import shapely
 import shapely.geometry
+from affine import Affine
 from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 from pyproj import Transformer
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
+from .bands import S2_BANDS
 from .config import AOIConfig, GridConfig
 from .errors import ConfigError
 
@@ -86,19 +88,58 @@ def _zone(lon: float) -> int:
     return min(60, max(1, math.floor((lon + 180) / 6) + 1))
 
 
-def target_geobox(aoi: BaseGeometry, grid: GridConfig) -> GeoBox:
+NATIVE_ALIGNMENT = 60.0
+"""Metres on which the edges of the target grid fall with ``output.native_resolution``: the
+coarsest Sentinel-2 grid, so that the 20 m and 60 m grids of the bands nest in it exactly."""
+
+
+def target_geobox(aoi: BaseGeometry, grid: GridConfig, *, align: float | None = None) -> GeoBox:
     """The target grid: the AOI's bounding box in the target CRS, snapped to the pixel grid.
 
     Pixel edges fall on multiples of the resolution, so in the scene's own UTM zone a 10 m grid
-    coincides with Sentinel-2's native grid and reading needs no resampling.
+    coincides with Sentinel-2's native grid and reading needs no resampling. ``align`` (a
+    multiple of the resolution, e.g. :data:`NATIVE_ALIGNMENT`) snaps the grid's outer edges
+    outward to its multiples, so that a grid of that resolution covers exactly the same extent
+    (:func:`nested_geobox`).
     """
     crs = CRS(utm_crs_for(aoi) if grid.crs.lower() == "auto" else grid.crs)
     transformer = Transformer.from_crs("EPSG:4326", crs.to_wkt(), always_xy=True)
     west, south, east, north = aoi.bounds
     bounds = transformer.transform_bounds(west, south, east, north, densify_pts=21)
-    gbox = GeoBox.from_bbox(bounds, crs, resolution=grid.resolution, tight=False)
+    gbox = GeoBox.from_bbox(bounds, crs, resolution=align or grid.resolution, tight=False)
+    if align is not None:
+        gbox = nested_geobox(gbox, grid.resolution)
     log.debug("target grid %s", gbox)
     return gbox
+
+
+def nested_geobox(geobox: GeoBox, resolution: float) -> GeoBox:
+    """``geobox``'s extent on a grid of ``resolution`` whose pixels nest exactly in (or tile
+    exactly) ``geobox``'s: same corner, the shape scaled by the ratio of the resolutions.
+
+    Raises ValueError when the extent is not a whole number of pixels of ``resolution`` (snap
+    the grid first: :func:`target_geobox` with ``align``) or the grid is rotated."""
+    t = geobox.transform
+    if t.b or t.d:
+        raise ValueError(f"{geobox} is rotated: no nested grid")
+    ny, nx = geobox.shape.yx
+    rows, cols = ny * abs(t.e) / resolution, nx * abs(t.a) / resolution
+    if abs(rows - round(rows)) > 1e-6 or abs(cols - round(cols)) > 1e-6:
+        raise ValueError(f"the extent of {geobox} is not a whole number of {resolution:g} px")
+    affine = Affine(
+        math.copysign(resolution, t.a), 0.0, t.c, 0.0, math.copysign(resolution, t.e), t.f
+    )
+    return GeoBox((round(rows), round(cols)), affine, geobox.crs)
+
+
+def band_geobox(geobox: GeoBox, band: str, *, native: bool) -> GeoBox:
+    """The grid ``band`` is written on: the target grid, or with ``native``
+    (``output.native_resolution``) the grid of the band's native resolution (never finer than
+    the target's) over the same extent."""
+    resolution = max(float(geobox.resolution.x), float(S2_BANDS[band].resolution))
+    if not native or resolution == geobox.resolution.x:
+        return geobox
+    return nested_geobox(geobox, resolution)
 
 
 def footprint_lonlat(geobox: GeoBox, densify: int = 16) -> BaseGeometry:

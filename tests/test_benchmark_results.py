@@ -71,3 +71,41 @@ def test_cloudmask_best_is_the_best_of_its_table() -> None:
     assert doc["best_f1"] == max(f1s)
     assert doc["scl_f1"] == doc["cloud"]["scl"]["f1"]
     assert doc["meets_target"] == (doc["best_f1"] >= doc["cloud_f1_target"])
+
+
+TILE_KEYS = (
+    # issue 17: whole tiles; not in REQUIRED until a full (not --quick) run is committed
+    "tile_px",
+    "seconds",
+    "peak_rss_mb_per_worker",
+    "rss_tile_vs_sixteenth_ratio",
+    "floor_seconds",
+    "ingest_floor_ratio",
+    "steps_floor_ratio",
+    "mpx_per_s_per_core",
+    "dask_tile_speedup",
+)
+
+
+def test_tile_results_hold_the_named_keys_and_their_ratios_agree() -> None:
+    path = RESULTS / "tile.json"
+    if not path.exists():
+        pytest.skip("no benchmarks/results/tile.json yet: python benchmarks/tile.py --quick")
+    doc = json.loads(path.read_text())
+    missing = [k for k in TILE_KEYS if k not in doc]
+    assert not missing, f"benchmarks/results/tile.json lacks {missing}: rerun the benchmark"
+
+    def ratio(x: float | None, y: float | None) -> float | None:
+        return round(x / y, 3) if x and y else None
+
+    assert doc["ingest_floor_ratio"] == ratio(doc["seconds"].get("none"), doc["floor_seconds"])
+    assert doc["steps_floor_ratio"] == ratio(
+        doc["seconds"].get("cloudmask_global"), doc["floor_seconds"]
+    )
+    assert doc["dask_tile_speedup"] == ratio(doc["dask_seconds"]["1"], doc["dask_seconds"]["2"])
+    for name, seconds in doc["seconds"].items():
+        # a configuration has seconds only when it wrote its scene; else its status says why
+        assert (seconds is not None) == (doc["status"][name] == "written"), name
+        assert doc["rss_tile_vs_sixteenth_ratio"][name] == ratio(
+            doc["peak_rss_mb_per_worker"][name], doc["sixteenth_peak_rss_mb_per_worker"][name]
+        )

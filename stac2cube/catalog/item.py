@@ -26,7 +26,7 @@ from ..catalog import (
     CatalogStore,
     load_template,
 )
-from ..config import Config
+from ..config import Config, OutputConfig
 from ..grid import footprint_lonlat
 from ..io.atomic import write_bytes_atomic
 from ..io.cog import CogFile, file_checksum, write_cog
@@ -70,6 +70,58 @@ def worker_threads() -> int | None:
         return None
 
 
+@dataclass(frozen=True)
+class AssetEncoding:
+    """How one asset's COG is encoded: its storage type, nodata, scale/offset, overviews and
+    description; the same whether the COG is written whole or block by block."""
+
+    dtype: str
+    nodata: float | None
+    scale: float
+    offset: float
+    overview_resampling: str
+    description: str
+    band: str | None = None
+    """The Sentinel-2 band of a reflectance asset; None for class layers."""
+    info: LayerInfo | None = None
+    """How a class layer is described; None for reflectance."""
+
+    @classmethod
+    def reflectance(cls, out: OutputConfig, band: str, description: str) -> AssetEncoding:
+        """Reflectance in the output encoding (``output.dtype``)."""
+        scale, offset, nodata = storage_encoding(out.dtype)
+        return cls(out.dtype, nodata, scale, offset, out.overview_resampling, description, band)
+
+    @classmethod
+    def classes(cls, info: LayerInfo, dtype: str, description: str) -> AssetEncoding:
+        """A class or mask layer, as ``info`` describes it."""
+        return cls(dtype, info.nodata, 1.0, 0.0, info.overview_resampling, description, info=info)
+
+    def encode(self, data: np.ndarray) -> np.ndarray:
+        """Pixels as stored: reflectance encoded, class values as they are."""
+        return data if self.band is None else from_reflectance(data, dtype=self.dtype)
+
+    def cog_options(self, out: OutputConfig, threads: int | None) -> dict[str, Any]:
+        """Keyword arguments of :func:`~stac2cube.io.cog.write_cog` and
+        :class:`~stac2cube.io.cog.CogWriter`."""
+        return {
+            "nodata": self.nodata,
+            "scale": self.scale,
+            "offset": self.offset,
+            "profile": out.cog_profile,
+            "blocksize": out.blocksize,
+            "overview_resampling": self.overview_resampling,
+            "description": self.description,
+            "threads": threads,
+        }
+
+    def written(self, cog: CogFile, geobox: GeoBox) -> WrittenAsset:
+        """The written asset, for :func:`build_item`."""
+        return WrittenAsset(
+            cog, self.dtype, self.scale, self.offset, self.nodata, geobox, self.band, self.info
+        )
+
+
 def write_scene(
     scene: Scene,
     source: pystac.Item,
@@ -86,57 +138,46 @@ def write_scene(
     out = config.output
     threads = worker_threads()
     item_dir = store.new_staging_dir(scene.item_id)  # swapped into place by store.add_item
-    scale, offset, nodata = storage_encoding(out.dtype)
     written: dict[str, WrittenAsset] = {}
 
-    def reflectance(key: str, refl: np.ndarray, gbox: GeoBox, band: str, desc: str) -> None:
-        cog = write_cog(
-            from_reflectance(refl, dtype=out.dtype),
-            gbox,
-            item_dir / f"{key}.tif",
-            nodata=nodata,
-            scale=scale,
-            offset=offset,
-            profile=out.cog_profile,
-            blocksize=out.blocksize,
-            overview_resampling=out.overview_resampling,
-            description=desc,
-            threads=threads,
-        )
-        written[key] = WrittenAsset(cog, out.dtype, scale, offset, nodata, gbox, band)
-
-    def classes(key: str, layer: np.ndarray, gbox: GeoBox, info: LayerInfo) -> None:
-        cog = write_cog(
-            layer,
-            gbox,
-            item_dir / f"{key}.tif",
-            nodata=info.nodata,
-            profile=out.cog_profile,
-            blocksize=out.blocksize,
-            overview_resampling=info.overview_resampling,
-            description=info.description or key,
-            threads=threads,
-        )
-        written[key] = WrittenAsset(cog, str(layer.dtype), 1.0, 0.0, info.nodata, gbox, None, info)
+    def write(key: str, data: np.ndarray, gbox: GeoBox, enc: AssetEncoding) -> None:
+        options = enc.cog_options(out, threads)
+        cog = write_cog(enc.encode(data), gbox, item_dir / f"{key}.tif", **options)
+        written[key] = enc.written(cog, gbox)
 
     for band, refl in scene.bands.items():
-        reflectance(band, refl, scene.geobox, band, band)
+        write(band, refl, scene.geobox, AssetEncoding.reflectance(out, band, band))
     for name, layer in scene.classes.items():
-        classes(name, layer, scene.geobox, layer_info(scene, name))
+        info = layer_info(scene, name)
+        enc = AssetEncoding.classes(info, str(layer.dtype), info.description or name)
+        write(name, layer, scene.geobox, enc)
     for key, grid_layer in scene.layers.items():
+        desc = grid_layer.description or key
         if grid_layer.band is not None:
-            desc = grid_layer.description or key
-            reflectance(key, grid_layer.data, grid_layer.geobox, grid_layer.band, desc)
+            enc = AssetEncoding.reflectance(out, grid_layer.band, desc)
         else:
             info = grid_layer.info or LayerInfo(description=grid_layer.description)
-            classes(key, grid_layer.data, grid_layer.geobox, info)
+            enc = AssetEncoding.classes(info, str(grid_layer.data.dtype), info.description or key)
+        write(key, grid_layer.data, grid_layer.geobox, enc)
     sidecars: dict[str, tuple[Sidecar, CogFile]] = {}
     for key, car in scene.sidecars.items():
         path = item_dir / car.filename
         write_bytes_atomic(path, car.data)
         size, checksum = file_checksum(path)
         sidecars[key] = (car, CogFile(path, size, checksum))
-    prov = Provenance(
+    prov = scene_provenance(source, inputs, records, config, t_start)
+    return build_item(scene, source, written, prov, sidecars=sidecars)
+
+
+def scene_provenance(
+    source: pystac.Item,
+    inputs: tuple[InputRecord, ...],
+    records: tuple[StepRecord, ...],
+    config: Config,
+    started: dt.datetime,
+) -> Provenance:
+    """The provenance of a scene written now, whose processing began at ``started``."""
+    return Provenance(
         source=SourceRecord(
             id=source.id,
             href=source.get_self_href(),
@@ -148,10 +189,9 @@ def write_scene(
         steps=records,
         config_hash=config.config_hash,
         software=software_versions(),
-        started=t_start,
+        started=started,
         finished=dt.datetime.now(dt.UTC),
     )
-    return build_item(scene, source, written, prov, sidecars=sidecars)
 
 
 def layer_info(scene: Scene, name: str) -> LayerInfo:

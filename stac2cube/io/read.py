@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,6 +174,117 @@ def choose_resampling(kind: str, src_res: float, dst_res: float, same_crs: bool)
     return Resampling.average if src_res < dst_res else Resampling.bilinear
 
 
+class BandReader:
+    """One band of a source item, opened once and read onto any number of grids of one CRS and
+    resolution (the blocks of a scene), harmonised the same way each time. A context manager;
+    :func:`read_band` is one reader and one read.
+
+    ``geobox`` is the grid the reads fall on (or any grid of its CRS and resolution): it
+    chooses the asset (:func:`~stac2cube.bands.find_asset`) and the resampling
+    (:func:`choose_resampling`). Raises as :func:`read_band` does.
+    """
+
+    def __init__(
+        self,
+        item: pystac.Item,
+        band: str,
+        geobox: GeoBox,
+        *,
+        override: RadiometryOverride | None = None,
+    ) -> None:
+        info = S2_BANDS[band]
+        self.item, self.band = item, band
+        self.asset_key, asset = find_asset(item, band, resolution=int(geobox.resolution.x))
+        self.href = asset_href(asset)
+        self.radiometry = band_radiometry(item, self.asset_key, band=band, override=override)
+        self._is_class = info.kind == "classification"
+        dst_crs = geobox.crs
+        assert dst_crs is not None
+        self._crs, self._res = dst_crs, geobox.resolution
+        self._src: rasterio.DatasetReader | None = None
+        with self._errors():
+            self._src = src = rasterio.open(self.href)
+            if src.crs is None:
+                self.close()
+                raise AssetReadError(f"{item.id}: asset {self.asset_key} ({self.href}) has no CRS")
+            self.source_resolution = float(abs(src.res[0]))
+            self.resampling = choose_resampling(
+                info.kind,
+                self.source_resolution,
+                float(geobox.resolution.x),
+                src.crs == dst_crs.to_wkt() or src.crs.to_epsg() == dst_crs.epsg,
+            )
+            self._src_nodata = src.nodata if src.nodata is not None else self.radiometry.nodata
+
+    def read(self, geobox: GeoBox) -> BandRead:
+        """The band on ``geobox`` (of the reader's CRS and resolution; a block of its grid)."""
+        if self._src is None:
+            raise ValueError(f"{self.item.id}: the reader of band {self.band} is closed")
+        if geobox.crs != self._crs or geobox.resolution != self._res:
+            raise ValueError(f"{geobox} is not on the reader's CRS and resolution")
+        if self._is_class:
+            dst = np.zeros(geobox.shape.yx, dtype="uint8")
+            dst_nodata: float = SCL_NODATA
+        else:
+            dst = np.full(geobox.shape.yx, np.nan, dtype="float32")
+            dst_nodata = float("nan")
+        with self._errors():
+            reproject(
+                source=rasterio.band(self._src, 1),
+                destination=dst,
+                src_nodata=self._src_nodata,
+                dst_transform=geobox.transform,
+                dst_crs=self._crs.to_wkt(),
+                dst_nodata=dst_nodata,
+                resampling=self.resampling,
+                init_dest_nodata=True,
+            )
+        if not self._is_class:
+            # the warp mapped nodata to NaN; harmonise the resampled DNs per item
+            dst = to_reflectance(dst, self.radiometry)
+        return BandRead(
+            self.band,
+            dst,
+            self.asset_key,
+            self.href,
+            self.radiometry,
+            self.resampling.name,
+            self.source_resolution,
+        )
+
+    def close(self) -> None:
+        """Close the source dataset (safe to call more than once)."""
+        if self._src is not None:
+            self._src.close()
+            self._src = None
+
+    def __enter__(self) -> BandReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """GDAL's errors as ours: a refused read or an unreadable asset, naming both."""
+        band, key, href = self.band, self.asset_key, self.href
+        try:
+            yield
+        except AssetReadError:
+            raise
+        except (rasterio.errors.RasterioError, OSError) as exc:
+            if is_access_refused(str(exc)):
+                raise AssetAccessError(
+                    f"{self.item.id}: reading band {band} (asset {key!r}) from {href} was "
+                    f"refused ({exc}): {access_advice(href)}"
+                ) from exc
+            raise AssetReadError(
+                f"{self.item.id}: cannot read band {band} (asset {key!r}) from {href}: {exc}. "
+                "Check that the file exists and is a valid GeoTIFF/JP2, or that the network "
+                "allows reading it."
+            ) from exc
+
+
 def read_band(
     item: pystac.Item,
     band: str,
@@ -185,55 +298,5 @@ def read_band(
     :class:`~stac2cube.errors.AssetReadError` when its pixels cannot be read. A failed read is
     never replaced by nodata.
     """
-    info = S2_BANDS[band]
-    key, asset = find_asset(item, band, resolution=int(geobox.resolution.x))
-    href = asset_href(asset)
-    rad = band_radiometry(item, key, band=band, override=override)
-    is_class = info.kind == "classification"
-    dst_crs = geobox.crs
-    assert dst_crs is not None
-    try:
-        with rasterio.open(href) as src:
-            if src.crs is None:
-                raise AssetReadError(f"{item.id}: asset {key} ({href}) has no CRS")
-            src_res = float(abs(src.res[0]))
-            resampling = choose_resampling(
-                info.kind,
-                src_res,
-                float(geobox.resolution.x),
-                src.crs == dst_crs.to_wkt() or src.crs.to_epsg() == dst_crs.epsg,
-            )
-            src_nodata = src.nodata if src.nodata is not None else rad.nodata
-            if is_class:
-                dst = np.zeros(geobox.shape.yx, dtype="uint8")
-                dst_nodata: float = SCL_NODATA
-            else:
-                dst = np.full(geobox.shape.yx, np.nan, dtype="float32")
-                dst_nodata = float("nan")
-            reproject(
-                source=rasterio.band(src, 1),
-                destination=dst,
-                src_nodata=src_nodata,
-                dst_transform=geobox.transform,
-                dst_crs=dst_crs.to_wkt(),
-                dst_nodata=dst_nodata,
-                resampling=resampling,
-                init_dest_nodata=True,
-            )
-    except AssetReadError:
-        raise
-    except (rasterio.errors.RasterioError, OSError) as exc:
-        if is_access_refused(str(exc)):
-            raise AssetAccessError(
-                f"{item.id}: reading band {band} (asset {key!r}) from {href} was refused "
-                f"({exc}): {access_advice(href)}"
-            ) from exc
-        raise AssetReadError(
-            f"{item.id}: cannot read band {band} (asset {key!r}) from {href}: {exc}. "
-            "Check that the file exists and is a valid GeoTIFF/JP2, or that the network allows "
-            "reading it."
-        ) from exc
-    if not is_class:
-        # the warp mapped nodata to NaN; harmonise the resampled DNs per item
-        dst = to_reflectance(dst, rad)
-    return BandRead(band, dst, key, href, rad, resampling.name, src_res)
+    with BandReader(item, band, geobox, override=override) as reader:
+        return reader.read(geobox)

@@ -44,10 +44,9 @@ def read_scene(
     item: pystac.Item, config: Config, geobox: GeoBox
 ) -> tuple[Scene, tuple[InputRecord, ...], tuple[StepRecord, ...]]:
     """Read and harmonise every configured band of ``item`` onto ``geobox``."""
-    ov_cfg = config.radiometry.overrides.get(item.collection_id or "")
-    override = RadiometryOverride(ov_cfg.scale, ov_cfg.offset) if ov_cfg else None
+    override = radiometry_override(item, config)
     reads: dict[str, BandRead] = {}
-    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_HTTP_MAX_RETRY="3"):
+    with source_env():
         for band in config.bands:
             reads[band] = read_band(item, band, geobox, override=override)
     bands = {b: r.data for b, r in reads.items() if S2_BANDS[b].kind != "classification"}
@@ -59,17 +58,63 @@ def read_scene(
         classes=classes,
         source_properties=dict(item.properties),
     )
-    valid = (
-        scene.valid_mask() if bands else np.logical_and.reduce([a > 0 for a in classes.values()])
-    )
+    valid = valid_pixels(reads)
     n_valid = int(valid.sum())
+    check_overlap(item, n_valid)
+    inputs = tuple(input_record(b, r, item) for b, r in reads.items())
+    return scene, inputs, (harmonise_record(item, geobox, reads, n_valid / valid.size),)
+
+
+def radiometry_override(item: pystac.Item, config: Config) -> RadiometryOverride | None:
+    """The configured radiometry of ``item``'s collection, if any (``radiometry.overrides``)."""
+    ov_cfg = config.radiometry.overrides.get(item.collection_id or "")
+    return RadiometryOverride(ov_cfg.scale, ov_cfg.offset) if ov_cfg else None
+
+
+def source_env(**options: Any) -> rasterio.Env:
+    """GDAL's settings while a scene's bands are read, and ``options``."""
+    return rasterio.Env(
+        GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_HTTP_MAX_RETRY="3", **options
+    )
+
+
+def counts_for_validity(band: str, bands: Sequence[str]) -> bool:
+    """Whether ``band`` decides which pixels are valid: every reflectance band, or every class
+    band (SCL) when no reflectance band is read."""
+    reflectance = [b for b in bands if S2_BANDS[b].kind != "classification"]
+    return band in reflectance if reflectance else True
+
+
+def valid_pixels(reads: Mapping[str, BandRead]) -> np.ndarray:
+    """Pixels where every band of :func:`counts_for_validity` has data (on one grid)."""
+    masks = [has_data(r) for b, r in reads.items() if counts_for_validity(b, list(reads))]
+    valid: np.ndarray = np.logical_and.reduce(masks)
+    return valid
+
+
+def has_data(read: BandRead) -> np.ndarray:
+    """Where a read has data: finite reflectance, a class other than 0 (SCL's nodata)."""
+    if S2_BANDS[read.band].kind == "classification":
+        return read.data > 0
+    mask: np.ndarray = np.isfinite(read.data)
+    return mask
+
+
+def check_overlap(item: pystac.Item, n_valid: int) -> None:
+    """A :class:`~stac2cube.errors.NoOverlapError` when the scene has no valid pixel."""
     if n_valid == 0:
         raise NoOverlapError(
             f"{item.id} has no valid pixel inside the AOI (all bands are nodata there); the "
             "scene's footprint only touches the AOI's bounding box or lies on a swath edge"
         )
-    inputs = tuple(_input(b, r, item) for b, r in reads.items())
-    harmonise = StepRecord(
+
+
+def harmonise_record(
+    item: pystac.Item, geobox: GeoBox, reads: Mapping[str, BandRead], valid_fraction: float
+) -> StepRecord:
+    """The record of reading and harmonising ``item``'s bands onto ``geobox`` (the pixels of
+    ``reads`` are not looked at)."""
+    return StepRecord(
         name="harmonise",
         version=__version__,
         parameters={
@@ -92,10 +137,9 @@ def read_scene(
                 }
                 for b, r in reads.items()
             },
-            "valid_fraction": round(n_valid / valid.size, 6),
+            "valid_fraction": round(valid_fraction, 6),
         },
     )
-    return scene, inputs, (harmonise,)
 
 
 def read_aux(
@@ -171,8 +215,7 @@ def _read_aux_bands(
     """The bands of ``req`` from ``src_item`` on ``gbox``; of an L2A item (``l2a``), B10, which
     L2A products do not carry, is a NaN plane. ``item_href``: where ``src_item`` was read from,
     when it is not the source item (for the inputs' records)."""
-    ov = config.radiometry.overrides.get(src_item.collection_id or "")
-    override = RadiometryOverride(ov.scale, ov.offset) if ov else None
+    override = radiometry_override(src_item, config)
     planes, inputs = [], []
     for band in req.bands:
         if band == "B10" and l2a:
@@ -180,11 +223,11 @@ def _read_aux_bands(
             continue
         r = read_band(src_item, band, gbox, override=override)
         planes.append(r.data)
-        inputs.append(_input(f"{name}:{band}", r, src_item, item_href))
+        inputs.append(input_record(f"{name}:{band}", r, src_item, item_href))
     return AuxLayer(np.stack(planes), gbox, tuple(req.bands), "l2a"), inputs
 
 
-def _input(
+def input_record(
     band: str, read: BandRead, item: pystac.Item, item_href: str | None = None
 ) -> InputRecord:
     """The record of ``read``: its asset's href as ``item`` gives it (a relative one stays

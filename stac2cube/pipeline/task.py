@@ -19,7 +19,8 @@ from ..config import Config
 from ..errors import (
     Stac2CubeError,
 )
-from ..grid import load_aoi, target_geobox
+from ..grid import NATIVE_ALIGNMENT, load_aoi, target_geobox
+from .blocks import in_blocks, write_scene_in_blocks
 from .read import read_aux, read_scene
 from .steps import prepared_steps, temporal_test_after_coreg
 
@@ -92,7 +93,8 @@ def process_scene(task: SceneTask) -> SceneResult:
         item = _item(task.item, task.item_href)
         twin = _item(task.twin, task.twin_href) if task.twin is not None else None
         aoi = load_aoi(config.aoi, config.base_dir)
-        geobox = target_geobox(aoi, config.grid)
+        native = config.output.native_resolution
+        geobox = target_geobox(aoi, config.grid, align=NATIVE_ALIGNMENT if native else None)
         store = CatalogStore(config.catalog_dir, config.output.collection_id)
 
         def at(name: str) -> None:
@@ -101,6 +103,11 @@ def process_scene(task: SceneTask) -> SceneResult:
 
         steps = prepared_steps(config, at)  # once per worker: a failure is the step's
         stage = "read"
+        if not steps and in_blocks(config):
+            doc = write_scene_in_blocks(item, config, geobox, store, started=t0, at=at)
+            return SceneResult(
+                item.id, "written", "done", task.reason, time.perf_counter() - t0, doc=doc
+            )
         scene, inputs, records = read_scene(item, config, geobox)
         if steps:
             scene, aux_inputs = read_aux(item, twin, scene, steps, config)

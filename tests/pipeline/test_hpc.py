@@ -35,6 +35,25 @@ def test_example_slurm_job_script() -> None:
     # one single-threaded worker per core, memory split between them
     assert "--nthreads 1" in script and "--nworkers 8" in script
     assert "--memory-limit 4.00GiB" in script and "--local-directory /tmp" in script
+    # a worker's memory is Dask-unmanaged: no spilling, no pausing (a paused worker never takes
+    # its next scene); only the kill at 95 % of the limit
+    for key in ("TARGET", "SPILL", "PAUSE"):
+        assert f"export DASK_DISTRIBUTED__WORKER__MEMORY__{key}=False" in script
+
+
+def test_run_memory_limit_per_slurm_worker() -> None:
+    """run.memory_limit is each worker's limit; the jobs still ask SLURM for run.slurm.memory,
+    and the scheduler leaves retrying a scene whose worker died to stac2cube."""
+    from stac2cube.pipeline import slurm_cluster
+
+    cfg = load_config(EXAMPLE, ["run.slurm.interface=null", "run.memory_limit=3GiB"])
+    script = slurm_job_script(cfg)
+    assert "--memory-limit 3.00GiB" in script and "--nworkers 8" in script
+    assert "#SBATCH --mem=32768M" in script
+    with slurm_cluster(cfg) as cluster:
+        assert cluster.scheduler.allowed_failures == 0
+    with pytest.raises(ConfigError, match=r"raise run\.slurm\.memory to 40GiB"):
+        load_config(EXAMPLE, ["run.slurm.interface=null", "run.memory_limit=5GiB"])
 
 
 def test_gpu_directive_and_defaults(tmp_path: Path) -> None:
@@ -56,6 +75,9 @@ def test_gpu_directive_and_defaults(tmp_path: Path) -> None:
         ("{executor: kubernetes}", "use serial, local, slurm"),
         ("{executor: slurm, slurm: {cores: 4, processes: 8}}", "between 1 and run.slurm.cores"),
         ("{executor: slurm, slurm: {queues: x}}", "did you mean 'queue'"),
+        ("{executor: slurm, slurm: {memory: lots}}", "run.slurm.memory: 'lots' is not a size"),
+        ("{memory_limit: 4 gigs}", "run.memory_limit: '4 gigs' is not a size"),
+        ("{executor: slurm, memory_limit: 8GiB}", r"× 8 worker processes per job is more than"),
     ],
 )
 def test_bad_run_config(tmp_path: Path, run: str, match: str) -> None:
