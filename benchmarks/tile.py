@@ -704,18 +704,20 @@ def figures(runs: Mapping[str, Mapping[str, Any]], px: int) -> dict[str, Any]:
     }
 
 
-def estimate_seconds(px: int, repeat: int, prior: Mapping[str, Any] | None) -> float:
-    """Seconds the measurements of a ``px`` tile should take: an earlier result of this script
-    scaled by area, else :data:`SECONDS_PER_MPX`."""
+def estimate_seconds(
+    px: int, parts: list[str], repeat: int, prior: Mapping[str, Any] | None
+) -> float:
+    """Seconds the measurements ``parts`` of a ``px`` tile should take: an earlier result of
+    this script scaled by area, else :data:`SECONDS_PER_MPX`."""
     rate = dict(SECONDS_PER_MPX)
     if prior and prior.get("tile_px"):
         mpx = prior["tile_px"] ** 2 / 1e6
         measured = {**(prior.get("seconds") or {}), "floor": prior.get("floor_seconds")}
         rate.update({k: s / mpx for k, s in measured.items() if s})
     mpx = px * px / 1e6
-    once = sum(rate[c] for c in CONFIGS) * mpx * (1 + 1 / 16) - rate["none"] * mpx
-    repeated = (rate["none"] + rate["floor"] + rate["none"] * DASK_SCENES * 1.6) * mpx
-    return once + repeat * repeated
+    runs = {c: rate[c] * (1 + 1 / 16 + (repeat - 1) * (c == "none")) for c in CONFIGS}
+    runs.update(floor=rate["floor"] * repeat, dask=rate["none"] * DASK_SCENES * 1.6 * repeat)
+    return sum(v for k, v in runs.items() if k in parts) * mpx
 
 
 def say(msg: str) -> None:
@@ -770,7 +772,7 @@ def main() -> None:
     prior = next((json.loads(p.read_text()) for p in (out, RESULTS) if p.exists()), None)
     data_dir = Path(a.data_dir or Path(tempfile.gettempdir()) / "stac2cube-tile-data").resolve()
     root = data_dir / f"tile-{grid_px}px-b{a.gen_block}-s{a.seed}"
-    est = estimate_seconds(px, a.repeat, prior)
+    est = estimate_seconds(px, parts, a.repeat, prior)
     gen_est = 0 if (root / "generated.json").exists() else grid_px**2 / 1e6 * 9.0
     say(
         f"tile of {px} x {px} px: the measurements take about {est / 60:.0f} min on 2 cores "
