@@ -23,6 +23,7 @@ it is kept under ``--data-dir`` for the next run. Keys, figures and limits: docs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -320,18 +321,18 @@ def _count_block_path() -> list[int]:
 
 
 def _block_path(cfg: Any, docs: list[dict[str, Any]], calls: list[int]) -> tuple[Any, str]:
-    """Whether the scenes went through the block path, and how that is known: the items'
-    provenance where it says so, else the calls seen in this process (serial), else what the
-    configuration implies (Dask workers are other processes)."""
-    found = {k: v for d in docs for k, v in _walk(d.get("properties", {})) if "block" in k.lower()}
-    if found:
-        return found, "provenance"
+    """Whether the scenes went through the block path, and how that is known: the calls seen
+    in this process where the scenes ran here, else what the items' provenance says of blocks,
+    else what the configuration implies (Dask workers are other processes)."""
     try:
         from stac2cube.pipeline.blocks import in_blocks
     except ImportError:
         return False, "this version has no block path"
     if cfg.run.executor == "serial" or (cfg.run.executor == "local" and len(docs) == 1):
         return bool(calls), "observed"
+    found = {k: v for d in docs for k, v in _walk(d.get("properties", {})) if "block" in k.lower()}
+    if found:
+        return found, "provenance"
     return in_blocks(cfg) and not list(cfg.steps.configured()), "configuration"
 
 
@@ -346,6 +347,20 @@ def _walk(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 
 # ------------------------------------------------------------------------------ capped runs
+_RUNNING: set[int] = set()
+"""The process group of the measurement running (``run_capped``)."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM: kill the measurement running and stop the benchmark (as Ctrl-C does), even if
+    the exit raised here is swallowed (a signal during a fork hook), then by ``run_capped``."""
+    for pgid in list(_RUNNING):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    _RUNNING.add(-1)  # no new measurement starts
+    sys.exit(128 + signum)
+
+
 def run_capped(args: list[str], cap_mb: float, logs: Path) -> dict[str, Any]:
     """Run this script's worker mode ``args`` in a fresh process group under a memory cap.
 
@@ -355,13 +370,13 @@ def run_capped(args: list[str], cap_mb: float, logs: Path) -> dict[str, Any]:
     worker's JSON with ``ok`` True, or ``ok`` False and why; both with the wall and CPU time
     of the process tree and the peak RSS (VmHWM) of each of its processes.
     """
-    import psutil
-
     cap = int(cap_mb * 2**20)
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
+    if -1 in _RUNNING:
+        raise SystemExit("the benchmark was stopped")
     logs.mkdir(parents=True, exist_ok=True)
     name = f"{args[1]}-{Path(args[3]).stem}"  # worker mode and config (or tile)
     out_path, err_path = logs / f"{name}.out", logs / f"{name}.err"
@@ -374,35 +389,40 @@ def run_capped(args: list[str], cap_mb: float, logs: Path) -> dict[str, Any]:
             start_new_session=True,
             preexec_fn=limit,
         )
+    _RUNNING.add(proc.pid)
     peaks: dict[int, tuple[str, float]] = {}
     vm_peak = 0.0
     stopped = ""
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        total = 0.0
-        try:
-            tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-        except psutil.Error:
-            tree = []
-        for p in tree:
-            vm = _vm_mb(p.pid)
-            if vm is None:
-                continue
-            if p.pid not in peaks:
-                peaks[p.pid] = (_kind(p, proc.pid), 0.0)
-            peaks[p.pid] = (peaks[p.pid][0], max(peaks[p.pid][1], vm["VmHWM"]))
-            vm_peak = max(vm_peak, vm["VmPeak"])
-            total += vm["VmRSS"]
-        avail = _mem_available_mb()
-        if not stopped and (total > cap_mb or avail < MIN_AVAILABLE_MB):
-            why = "memory cap" if total > cap_mb else "machine's available memory low"
-            stopped = (
-                f"stopped by the benchmark: {why} ({total:.0f} MB in use, {avail:.0f} MB free)"
-            )
+    try:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            total = 0.0
+            for p in _tree(proc.pid):
+                vm = _vm_mb(p.pid)
+                if vm is None:
+                    continue
+                kind, hwm = peaks.get(p.pid) or (_kind(p, proc.pid), 0.0)
+                peaks[p.pid] = (kind, max(hwm, vm["VmHWM"]))
+                vm_peak = max(vm_peak, vm["VmPeak"])
+                total += vm["VmRSS"]
+            avail = _mem_available_mb()
+            if not stopped and (total > cap_mb or avail < MIN_AVAILABLE_MB):
+                why = "memory cap" if total > cap_mb else "machine's available memory low"
+                stopped = f"stopped by the benchmark: {why} ({total:.0f} MB used, {avail:.0f} free)"
+                os.killpg(proc.pid, signal.SIGKILL)
+            time.sleep(0.25)
+    except BaseException:  # the benchmark itself stopped: its measurement goes with it
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        time.sleep(0.25)
+        os.waitpid(proc.pid, 0)
+        proc.returncode = -signal.SIGKILL
+        raise
+    finally:
+        _RUNNING.discard(proc.pid)
+    if -1 in _RUNNING:  # stopped while the exit was swallowed: record nothing
+        raise SystemExit("the benchmark was stopped")
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
     workers = [mb for kind, mb in peaks.values() if kind == "worker"]
@@ -423,9 +443,22 @@ def run_capped(args: list[str], cap_mb: float, logs: Path) -> dict[str, Any]:
         rec.update(json.loads(out_path.read_text().strip().splitlines()[-1]))
     else:
         tail = err_path.read_text()[-3000:].strip().splitlines()
-        rec["error"] = stopped or (tail[-1] if tail else f"exit status {proc.returncode}")
+        rc = proc.returncode
+        killed = f"killed by signal {-rc}, not by the benchmark" if rc < 0 else ""
+        rec["error"] = stopped or killed or (tail[-1] if tail else f"exit status {rc}")
         rec["stderr_tail"] = "\n".join(tail[-15:])
     return rec
+
+
+def _tree(pid: int) -> list[Any]:
+    """The process ``pid`` and its descendants (psutil), or nothing once it is gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 def _vm_mb(pid: int) -> dict[str, float] | None:
@@ -552,11 +585,9 @@ def summarise(rec: Mapping[str, Any], expected: int) -> dict[str, Any]:
     else:
         bad = [o for o in rec["outcomes"] if o["status"] != "written"]
         status = "; ".join(f"{o['status']} at {o['stage']}: {o['message']}" for o in bad)
-    if (
-        status != "written"
-        and not rec["stopped"]
-        and rec["vm_peak_mb"] > 0.75 * rec["memory_cap_mb"]
-    ):
+    # a failure of the worker itself (not a kill) near RLIMIT_AS is an allocation that failed
+    near_cap = rec["vm_peak_mb"] > 0.75 * rec["memory_cap_mb"] and rec["rc"] >= 0
+    if status != "written" and not rec["stopped"] and near_cap:
         status += f" (address space {rec['vm_peak_mb']:.0f} MB: near the cap, out of memory)"
     workers = rec["peak_rss_mb_workers"] or [rec.get("peak_rss_mb", rec["peak_rss_mb_main"])]
     out = {
@@ -762,6 +793,7 @@ def main() -> None:
         print(json.dumps(res))
         return
 
+    signal.signal(signal.SIGTERM, _terminate)
     px = a.tile_px or (QUICK_PX if a.quick else TILE_PX)
     if a.gen_block % 6:
         raise SystemExit("--gen-block must be a multiple of 6 (so that the 60 m grid tiles it)")
