@@ -309,15 +309,19 @@ def _count_block_path() -> list[int]:
     import stac2cube.pipeline.task as task
 
     calls: list[int] = []
-    inner = getattr(task, "write_scene_in_blocks", None)
-    if inner is not None:
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            calls.append(1)
-            return inner(*args, **kwargs)
-
-        task.write_scene_in_blocks = counted
+    for name in ("write_scene_in_blocks", "write_scene_with_steps_in_blocks"):
+        inner = getattr(task, name, None)
+        if inner is not None:
+            setattr(task, name, _counted(inner, calls))
     return calls
+
+
+def _counted(inner: Any, calls: list[int]) -> Any:
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return inner(*args, **kwargs)
+
+    return counted
 
 
 def _block_path(cfg: Any, docs: list[dict[str, Any]], calls: list[int]) -> tuple[Any, str]:
@@ -333,7 +337,7 @@ def _block_path(cfg: Any, docs: list[dict[str, Any]], calls: list[int]) -> tuple
     found = {k: v for d in docs for k, v in _walk(d.get("properties", {})) if "block" in k.lower()}
     if found:
         return found, "provenance"
-    return in_blocks(cfg) and not list(cfg.steps.configured()), "configuration"
+    return in_blocks(cfg), "configuration"
 
 
 def _walk(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -359,6 +363,10 @@ def _terminate(signum: int, frame: Any) -> None:
             os.killpg(pgid, signal.SIGKILL)
     _RUNNING.add(-1)  # no new measurement starts
     sys.exit(128 + signum)
+
+
+TIME_LIMIT_S: list[float | None] = [None]
+"""Wall-clock limit of one measurement (``--time-limit-min``); None: none."""
 
 
 def run_capped(args: list[str], cap_mb: float, logs: Path) -> dict[str, Any]:
@@ -411,6 +419,13 @@ def run_capped(args: list[str], cap_mb: float, logs: Path) -> dict[str, Any]:
             if not stopped and (total > cap_mb or avail < MIN_AVAILABLE_MB):
                 why = "memory cap" if total > cap_mb else "machine's available memory low"
                 stopped = f"stopped by the benchmark: {why} ({total:.0f} MB used, {avail:.0f} free)"
+                os.killpg(proc.pid, signal.SIGKILL)
+            limit_s = TIME_LIMIT_S[0]
+            if not stopped and limit_s and time.perf_counter() - t0 > limit_s:
+                stopped = (
+                    f"stopped by the benchmark: time limit of {limit_s / 60:g} min "
+                    f"(--time-limit-min; {total:.0f} MB used)"
+                )
                 os.killpg(proc.pid, signal.SIGKILL)
             time.sleep(0.25)
     except BaseException:  # the benchmark itself stopped: its measurement goes with it
@@ -768,6 +783,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs of none, floor and dask (median)")
     ap.add_argument("--out", default=str(RESULTS), help="the results file")
     ap.add_argument(
+        "--time-limit-min",
+        type=float,
+        help="stop a measurement after this many minutes (recorded as stopped)",
+    )
+    ap.add_argument(
         "--worker", choices=["generate", "run", "reference", "cogeo"], help=argparse.SUPPRESS
     )
     ap.add_argument("--config", help=argparse.SUPPRESS)
@@ -794,6 +814,7 @@ def main() -> None:
         return
 
     signal.signal(signal.SIGTERM, _terminate)
+    TIME_LIMIT_S[0] = a.time_limit_min * 60 if a.time_limit_min else None
     px = a.tile_px or (QUICK_PX if a.quick else TILE_PX)
     if a.gen_block % 6:
         raise SystemExit("--gen-block must be a multiple of 6 (so that the 60 m grid tiles it)")
@@ -822,6 +843,7 @@ def main() -> None:
         "complete": False,
         "configurations": CONFIGS,
         "memory_cap_mb": cap_mb,
+        "time_limit_min": a.time_limit_min,
         "dask_memory_limit_per_worker": f"{a.cap_gib / 2:g}GiB",
         "bands": BANDS,
         "generation": tile.info,

@@ -381,11 +381,14 @@ class RunConfig:
         "auto",
     )
     block_size: int = doc(
-        "A scene without steps is read, harmonised and written in blocks of this many pixels "
+        "A scene is read, harmonised, processed and written in blocks of this many pixels "
         "square (of the grid each band is written on), so a worker's memory depends on it, not "
-        "on the AOI: about 25 MB per million pixels of a block (100 MB at 2048). A multiple of "
-        "`output.blocksize`; 0: each scene is held whole (as scenes with steps are). The pixels "
-        "written are the same (docs/catalog.md).",
+        "on the AOI: about 25 MB per million pixels of a block (100 MB at 2048) without steps. "
+        "A multiple of `output.blocksize`; 0: each scene is held whole. Without steps the pixels "
+        "written are the same (docs/catalog.md). A scene with steps is streamed when it is "
+        "larger than one block and every step can run in blocks (cloudmask; coreg in global "
+        "mode): its scene-wide analyses then read coarse grids and windows "
+        '(docs/architecture.md, "Steps in blocks"); else it is held whole.',
         2048,
         execution=True,
     )

@@ -157,49 +157,65 @@ def read_aux(
     aux = dict(scene.aux)
     missing = dict(scene.missing_aux)
     inputs: list[InputRecord] = []
-    crs = scene.geobox.crs
     for step, cfg in steps:
         for name, req in step.required_aux(cfg).items():
-            if req.resolution <= 0 or req.resolution == scene.geobox.resolution.x:
-                gbox = scene.geobox
+            gbox = aux_geobox(scene.geobox, req)
+            layer, why, got = read_aux_layer(item, twin, name, req, gbox, config)
+            if layer is None:
+                missing[name] = why
             else:
-                gbox = GeoBox.from_bbox(
-                    scene.geobox.extent.boundingbox, crs, resolution=req.resolution, tight=False
-                )
-            if req.level in _REFERENCE_LEVELS:
-                key = _REFERENCE_LEVELS[req.level]
-                ref = read_reference(config, gbox, req.bands, key, when=item.datetime)
-                if ref is not None:
-                    aux[name] = ref
-                    asset_key = ref.version or key
-                    inputs.append(
-                        InputRecord(f"{name}:{req.bands[0]}", asset_key, *_ref_src(ref, key))
-                    )
-                else:
-                    missing[name] = (
-                        f"the catalog has no {key} (its build failed or found no clear scene: "
-                        f"see <catalog>/_stac2cube/failures.jsonl, stage {key})"
-                    )
-                continue
-            if req.level == "l1c":
-                # never replaced by L2A bands: the step decides what a missing twin means
-                if twin is None:
-                    missing[name] = "no L1C twin"
-                    continue
-                try:
-                    with l1c_env(twin, config):
-                        layer, got = _read_aux_bands(
-                            twin, name, req, gbox, config, item_href=twin.get_self_href()
-                        )
-                except AssetAccessError as exc:
-                    log.warning("%s: L1C read refused: %s", item.id, exc)
-                    missing[name] = f"L1C read refused: {exc}"
-                    continue
-                aux[name] = dataclasses.replace(layer, source=f"l1c:{twin.id}")
-            else:
-                aux[name], got = _read_aux_bands(item, name, req, gbox, config, l2a=True)
+                aux[name] = layer
             inputs += got
     return scene.replace(aux=aux, missing_aux=missing), tuple(inputs)
+
+
+def aux_geobox(geobox: GeoBox, req: AuxRequest) -> GeoBox:
+    """The grid an auxiliary input is read on: ``geobox`` (resolution 0 or the same), else a
+    grid of ``req.resolution`` over its extent."""
+    if req.resolution <= 0 or req.resolution == geobox.resolution.x:
+        return geobox
+    return GeoBox.from_bbox(
+        geobox.extent.boundingbox, geobox.crs, resolution=req.resolution, tight=False
+    )
+
+
+def read_aux_layer(
+    item: pystac.Item,
+    twin: pystac.Item | None,
+    name: str,
+    req: AuxRequest,
+    gbox: GeoBox,
+    config: Config,
+) -> tuple[AuxLayer | None, str, list[InputRecord]]:
+    """One auxiliary input on ``gbox``: the layer (None when it cannot be provided), why not,
+    and the records of what was read."""
+    if req.level in _REFERENCE_LEVELS:
+        key = _REFERENCE_LEVELS[req.level]
+        ref = read_reference(config, gbox, req.bands, key, when=item.datetime)
+        if ref is None:
+            return (
+                None,
+                f"the catalog has no {key} (its build failed or found no clear scene: "
+                f"see <catalog>/_stac2cube/failures.jsonl, stage {key})",
+                [],
+            )
+        asset_key = ref.version or key
+        return ref, "", [InputRecord(f"{name}:{req.bands[0]}", asset_key, *_ref_src(ref, key))]
+    if req.level == "l1c":
+        # never replaced by L2A bands: the step decides what a missing twin means
+        if twin is None:
+            return None, "no L1C twin", []
+        try:
+            with l1c_env(twin, config):
+                layer, got = _read_aux_bands(
+                    twin, name, req, gbox, config, item_href=twin.get_self_href()
+                )
+        except AssetAccessError as exc:
+            log.warning("%s: L1C read refused: %s", item.id, exc)
+            return None, f"L1C read refused: {exc}", []
+        return dataclasses.replace(layer, source=f"l1c:{twin.id}"), "", got
+    layer, got = _read_aux_bands(item, name, req, gbox, config, l2a=True)
+    return layer, "", got
 
 
 def _read_aux_bands(

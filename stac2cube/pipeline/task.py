@@ -20,7 +20,9 @@ from ..errors import (
     Stac2CubeError,
 )
 from ..grid import NATIVE_ALIGNMENT, load_aoi, target_geobox
+from ..steps.base import StepResult
 from .blocks import in_blocks, write_scene_in_blocks
+from .blocksteps import steps_in_blocks, write_scene_with_steps_in_blocks
 from .read import read_aux, read_scene
 from .steps import prepared_steps, temporal_test_after_coreg
 
@@ -108,6 +110,15 @@ def process_scene(task: SceneTask) -> SceneResult:
             return SceneResult(
                 item.id, "written", "done", task.reason, time.perf_counter() - t0, doc=doc
             )
+        if steps and steps_in_blocks(config, steps, geobox.shape.yx):
+            streamed, skipped = write_scene_with_steps_in_blocks(
+                item, twin, config, geobox, store, steps, started=t0, at=at
+            )
+            if skipped is not None:
+                return _filtered(item.id, skipped, t0)
+            return SceneResult(
+                item.id, "written", "done", task.reason, time.perf_counter() - t0, doc=streamed
+            )
         scene, inputs, records = read_scene(item, config, geobox)
         if steps:
             scene, aux_inputs = read_aux(item, twin, scene, steps, config)
@@ -119,15 +130,8 @@ def process_scene(task: SceneTask) -> SceneResult:
             filtered = None if result.skip is None else result
             if step.name == "coreg" and filtered is None:
                 scene, records, filtered = temporal_test_after_coreg(scene, records, steps)
-            if filtered is not None and filtered.skip is not None:
-                return SceneResult(
-                    item.id,
-                    "filtered",
-                    filtered.record.name,
-                    filtered.skip.message,
-                    time.perf_counter() - t0,
-                    results=dict(filtered.record.results),
-                )
+            if filtered is not None:
+                return _filtered(item.id, filtered, t0)
         stage = "write"
         doc = write_scene(scene, item, inputs, records, config, store, started=t0)
     except Stac2CubeError as exc:
@@ -151,3 +155,16 @@ def process_scene(task: SceneTask) -> SceneResult:
             error=type(exc).__name__,
         )
     return SceneResult(item.id, "written", "done", task.reason, time.perf_counter() - t0, doc=doc)
+
+
+def _filtered(item_id: str, result: StepResult, t0: float) -> SceneResult:
+    """The result of a scene a step decided not to write (``result.skip``)."""
+    assert result.skip is not None
+    return SceneResult(
+        item_id,
+        "filtered",
+        result.record.name,
+        result.skip.message,
+        time.perf_counter() - t0,
+        results=dict(result.record.results),
+    )

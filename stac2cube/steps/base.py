@@ -199,3 +199,97 @@ class Step(Protocol[C_contra]):
         """Process ``scene`` with configuration ``cfg``; pure, no I/O (:meth:`prepare` has done
         it)."""
         ...
+
+
+# --- steps in blocks --------------------------------------------------------------------------
+#
+# A whole 110 km tile does not fit in memory band by band (docs/hpc.md). A step that can run in
+# blocks (:class:`BlockStep`) splits its work in two: a scene-wide analysis, :meth:`BlockStep.plan`,
+# which reads what it needs through a :class:`SceneSource` (a coarse grid, some windows, never
+# the whole scene at full resolution), and a :class:`StepPlan` the pipeline applies to each
+# block of the scene (with a halo of neighbours where the step needs them) as it streams the
+# scene from its sources into its COGs. See docs/architecture.md, "Steps in blocks".
+
+
+@runtime_checkable
+class SceneSource(Protocol):
+    """A scene read piece by piece: what the scene-wide analysis of a :class:`BlockStep` sees.
+    The whole scene is never in memory at full resolution."""
+
+    item_id: str
+    geobox: GeoBox
+    """The target grid of the whole scene."""
+    band_names: tuple[str, ...]
+    """The configured bands, reflectance and class layers (``SCL``)."""
+    source_properties: Mapping[str, Any]
+    """The source item's properties (sun angles, ``datetime``)."""
+    missing_aux: dict[str, str]
+    """Inputs :meth:`aux` could not provide, by name, with why (e.g. ``"toa"``:
+    ``"no L1C twin"``)."""
+
+    def block(self, window: Any) -> Scene:
+        """Every configured band over ``window`` (a :class:`rasterio.windows.Window` of
+        :attr:`geobox`, clipped to it), harmonised, with the plans of the steps before this one
+        applied: a :class:`Scene` on ``geobox[window]``. Reads from the sources each time."""
+        ...
+
+    def aux(self, name: str, request: AuxRequest, geobox: GeoBox | None = None) -> AuxLayer | None:
+        """The input ``request`` (as :meth:`Step.required_aux` names them: ``l1c``, ``l2a``,
+        ``reference``, ``cloud-reference``) on ``geobox``, any grid of the scene's CRS over
+        part of the scene (None: the whole scene on a grid of ``request.resolution``, 0 being
+        the target grid). ``l2a`` reads the scene's own bands: a decimated read (reflectance
+        averaged, classes nearest) when the grid is coarser. None when it cannot be provided,
+        with why in :attr:`missing_aux`."""
+        ...
+
+
+@runtime_checkable
+class StepPlan(Protocol):
+    """What a :class:`BlockStep` decided from its scene-wide analysis, applied block by block.
+
+    The pipeline calls, for every block: :meth:`apply` of each step's plan in run order on the
+    block grown by the sum of their :attr:`halo`, then :meth:`apply_late` of each, then cuts the
+    halo off and calls :meth:`tally` of each on the block's own pixels before writing them. At
+    the end it calls :meth:`finish` for the record. ``apply`` and ``apply_late`` are pure."""
+
+    halo: int
+    """Pixels of neighbours :meth:`apply` needs on each side of a block for its own pixels to
+    be those of the scene processed whole (0: none)."""
+    block_aux: Mapping[str, AuxRequest]
+    """Inputs read onto each block's grid (``resolution`` 0) into ``block.aux`` before
+    :meth:`apply` (e.g. the clear-sky reference of the multi-temporal test)."""
+    skip: Skip | None
+    """Set when the analysis alone says the scene must not be written (nothing is streamed)."""
+
+    def apply(self, block: Scene) -> Scene:
+        """The block processed by the step: same grid, bands changed, class layers added."""
+        ...
+
+    def apply_late(self, block: Scene) -> Scene:
+        """What the step applies after every step's :meth:`apply` (the cloud step's deferred
+        multi-temporal test, on co-registered pixels); most plans return ``block``."""
+        ...
+
+    def tally(self, block: Scene) -> None:
+        """Count what the record needs over the block's own pixels (halo cut off), as written."""
+        ...
+
+    def finish(self, shell: Scene) -> StepResult:
+        """The step's result once every block is written: ``shell`` (the scene without pixels,
+        with the properties and sidecars of the steps so far) with this step's properties and
+        sidecars, the record, and whether the scene is written after all (``skip``)."""
+        ...
+
+
+@runtime_checkable
+class BlockStep(Step[C_contra], Protocol):
+    """A step that can also run in blocks (see :class:`StepPlan`)."""
+
+    def in_blocks(self, cfg: C_contra) -> bool:
+        """Whether this configuration runs in blocks (else the pipeline holds the scene whole)."""
+        ...
+
+    def plan(self, source: SceneSource, cfg: C_contra) -> StepPlan:
+        """The scene-wide analysis; reads through ``source`` only. Raises as :meth:`run`
+        does."""
+        ...

@@ -4,6 +4,7 @@ whether the scene is written."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -12,8 +13,10 @@ from numpy.typing import NDArray
 if TYPE_CHECKING:
     from .config import CloudMaskConfig
 
-from ...bands import MASK_CLEAR, MASK_CLOUD, MASK_NODATA, MASK_SHADOW
-from ..base import Skip
+from ...bands import MASK_CLASSES, MASK_CLEAR, MASK_CLOUD, MASK_NODATA, MASK_SHADOW
+from ..base import LayerInfo, Skip
+
+BoolA = NDArray[np.bool_]
 
 PROB_NODATA: Final = 255
 """Nodata of the ``CLOUD_PROB`` layer (valid values are 0-100 %)."""
@@ -26,14 +29,76 @@ def threshold_layer_name(t: float) -> str:
     return f"CLOUD_T{round(t * 100):03d}"
 
 
+@dataclass(frozen=True)
+class MaskCounts:
+    """Pixels of a ``CLOUD_MASK`` by class: all :func:`summarise_counts` needs, so that a mask
+    written block by block is summarised as the whole mask is (counts add up)."""
+
+    total: int = 0
+    known: int = 0
+    """Pixels that are not nodata."""
+    cloud: int = 0
+    shadow: int = 0
+    clear: int = 0
+
+    @classmethod
+    def of(cls, mask: NDArray[np.uint8]) -> MaskCounts:
+        """The counts of ``mask``."""
+        return cls(
+            total=int(mask.size),
+            known=int((mask != MASK_NODATA).sum()),
+            cloud=int((mask == MASK_CLOUD).sum()),
+            shadow=int((mask == MASK_SHADOW).sum()),
+            clear=int((mask == MASK_CLEAR).sum()),
+        )
+
+    def __add__(self, other: MaskCounts) -> MaskCounts:
+        return MaskCounts(
+            self.total + other.total,
+            self.known + other.known,
+            self.cloud + other.cloud,
+            self.shadow + other.shadow,
+            self.clear + other.clear,
+        )
+
+
+def cloud_mask_layer(known: BoolA, shadow: BoolA, cloud: BoolA) -> NDArray[np.uint8]:
+    """The ``CLOUD_MASK`` layer: nodata, clear where ``known``, then shadow, then cloud."""
+    mask = np.full(known.shape, MASK_NODATA, dtype=np.uint8)
+    mask[known] = MASK_CLEAR
+    mask[shadow] = MASK_SHADOW
+    mask[cloud] = MASK_CLOUD
+    return mask
+
+
+def cloud_mask_info(method_used: str, cfg: CloudMaskConfig) -> LayerInfo:
+    """How ``CLOUD_MASK`` is written, its description naming what made it."""
+    return LayerInfo(
+        nodata=MASK_NODATA,
+        classes=dict(MASK_CLASSES),
+        description=(
+            f"cloud and shadow mask ({method_used}"
+            + (" + multi-temporal test" if cfg.temporal_threshold is not None else "")
+            + f"; shadows {cfg.shadows})"
+        ),
+    )
+
+
 def summarise(
     mask: NDArray[np.uint8], cfg: CloudMaskConfig, results: dict[str, Any], props: dict[str, Any]
 ) -> Skip | None:
     """Record the cloud, shadow, clear and valid fractions of a ``CLOUD_MASK`` in ``results``
     and its cloud cover as ``eo:cloud_cover`` in ``props``; why the scene is not written
     (``max_cloud_fraction``; never without a valid pixel), or None."""
-    n_total = max(int(mask.size), 1)
-    n_known = int((mask != MASK_NODATA).sum())
+    return summarise_counts(MaskCounts.of(mask), cfg, results, props)
+
+
+def summarise_counts(
+    counts: MaskCounts, cfg: CloudMaskConfig, results: dict[str, Any], props: dict[str, Any]
+) -> Skip | None:
+    """:func:`summarise` from the counts of a mask (e.g. added up over its blocks)."""
+    n_total = max(counts.total, 1)
+    n_known = counts.known
     if not n_known:
         results.update(
             cloud_fraction=0.0,
@@ -42,11 +107,11 @@ def summarise(
             valid_fraction=0.0,
         )
         return Skip("no-valid-pixel", "no valid pixel in the AOI: scene not written")
-    cloud_fraction = int((mask == MASK_CLOUD).sum()) / n_known
+    cloud_fraction = counts.cloud / n_known
     results.update(
         cloud_fraction=cloud_fraction,
-        shadow_fraction=int((mask == MASK_SHADOW).sum()) / n_known,
-        clear_fraction=int((mask == MASK_CLEAR).sum()) / n_known,
+        shadow_fraction=counts.shadow / n_known,
+        clear_fraction=counts.clear / n_known,
         valid_fraction=n_known / n_total,
     )
     props["eo:cloud_cover"] = round(100.0 * cloud_fraction, 4)

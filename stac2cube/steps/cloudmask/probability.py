@@ -86,6 +86,19 @@ def s2cloudless_version() -> str:
         return "unknown"
 
 
+def b10_handling(n: int, n_filled: int) -> str:
+    """How B10 was handled over ``n`` pixels with a probability, ``n_filled`` of which had no
+    B10 (set to :data:`B10_FALLBACK_REFLECTANCE`)."""
+    if n_filled == 0:
+        return "l1c"
+    if n_filled == n:
+        return f"constant {B10_FALLBACK_REFLECTANCE} (no B10 in the input: cirrus not seen)"
+    return (
+        f"l1c; constant {B10_FALLBACK_REFLECTANCE} where B10 was nodata "
+        f"({100.0 * n_filled / max(n, 1):.1f} % of pixels)"
+    )
+
+
 def cloud_probability(toa: F32) -> tuple[F32, str]:
     """s2cloudless probability (0-1, NaN nodata) of ``toa`` ``(10, y, x)`` TOA reflectance in
     the order of :data:`S2CLOUDLESS_BANDS`, and how B10 was handled.
@@ -104,16 +117,7 @@ def cloud_probability(toa: F32) -> tuple[F32, str]:
     prob = np.full(toa.shape[1:], np.nan, dtype=np.float32)
     n = int(valid.sum())
     b10_ok = np.isfinite(toa[_B10]) & valid
-    n_filled = n - int(b10_ok.sum())
-    if n_filled == 0:
-        how = "l1c"
-    elif n_filled == n:
-        how = f"constant {B10_FALLBACK_REFLECTANCE} (no B10 in the input: cirrus not seen)"
-    else:
-        how = (
-            f"l1c; constant {B10_FALLBACK_REFLECTANCE} where B10 was nodata "
-            f"({100.0 * n_filled / max(n, 1):.1f} % of pixels)"
-        )
+    how = b10_handling(n, n - int(b10_ok.sum()))
     if n == 0:
         return prob, how
     px = toa[:, valid].T.astype(np.float32)  # (n, 10)
@@ -206,7 +210,6 @@ def s2cloudless_layers(
     post-processed there (:func:`s2cloudless_mask`); pixels outside ``valid`` have no value.
     What it ran on and found goes into ``results``."""
     gbox = scene.geobox
-    shape = gbox.shape.yx
     pixel = float(abs(gbox.resolution.x))
     if tuple(toa.bands) != S2CLOUDLESS_BANDS:
         raise StepError(
@@ -219,22 +222,55 @@ def s2cloudless_layers(
     results["model"] = f"s2cloudless {s2cloudless_version()} {S2CLOUDLESS_MODEL}"
     prob_up = upsample_bilinear(prob, toa.geobox, gbox)
     prob_ok = np.isfinite(prob_up) & valid
-    prob_u8 = np.full(shape, PROB_NODATA, dtype=np.uint8)
-    prob_u8[prob_ok] = np.rint(np.clip(prob_up[prob_ok], 0.0, 1.0) * 100).astype(np.uint8)
-    layers: dict[str, tuple[U8, LayerInfo]] = {}
-    layers["CLOUD_PROB"] = (
-        prob_u8,
-        LayerInfo(
+    res = float(results["probability_resolution_m"])
+    infos = probability_layer_infos(cfg, res, toa.source)
+    prob_u8, cloud, extra = probability_products(prob_up, prob_ok, pixel, cfg)
+    b10_toa = np.asarray(toa.data[_B10], np.float32)
+    if cfg.cirrus_threshold is not None and np.isfinite(b10_toa).any():
+        b10_up = upsample_bilinear(b10_toa, toa.geobox, gbox)
+        r_dil = radius_px(cfg.dilation_size, pixel)
+        cloud = cloud | cirrus_mask(scene, b10_up, prob_ok, cfg.cirrus_threshold, r_dil, results)
+    layers: dict[str, tuple[U8, LayerInfo]] = {"CLOUD_PROB": (prob_u8, infos["CLOUD_PROB"])}
+    layers.update({name: (layer, infos[name]) for name, layer in extra.items()})
+    toa_nir = upsample_bilinear(np.asarray(toa.data[_B08], np.float32), toa.geobox, gbox)
+    return S2cloudlessLayers(cloud, prob_ok, toa_nir, layers)
+
+
+def probability_layer_infos(
+    cfg: CloudMaskConfig, resolution_m: float, source: str
+) -> dict[str, LayerInfo]:
+    """How ``CLOUD_PROB`` (computed at ``resolution_m`` from the TOA of ``source``) and the
+    ``CLOUD_Txxx`` layers of ``cfg.thresholds`` are written."""
+    infos = {
+        "CLOUD_PROB": LayerInfo(
             nodata=PROB_NODATA,
             classes={PROB_NODATA: "no_data"},  # 0-100 are percentages, not classes
             overview_resampling="average",
             description=(
                 f"s2cloudless cloud probability (%), {S2CLOUDLESS_MODEL}, computed at "
-                f"{results['probability_resolution_m']:g} m from {toa.source} and "
-                "upsampled bilinearly"
+                f"{resolution_m:g} m from {source} and upsampled bilinearly"
             ),
-        ),
-    )
+        )
+    }
+    for t in cfg.thresholds:
+        infos[threshold_layer_name(t)] = LayerInfo(
+            nodata=THRESHOLD_LAYER_NODATA,
+            classes={0: "clear", 1: "cloud"},
+            description=f"s2cloudless cloud mask at threshold {t:g}",
+        )
+    return infos
+
+
+def probability_products(
+    prob_up: F32, prob_ok: BoolA, pixel: float, cfg: CloudMaskConfig
+) -> tuple[U8, BoolA, dict[str, U8]]:
+    """From the probability on the output grid (``prob_up``, valid where ``prob_ok``; pixels
+    of ``pixel`` m): the ``CLOUD_PROB`` layer (percent), the s2cloudless clouds at
+    ``cfg.threshold`` (:func:`s2cloudless_mask`, without the cirrus test) and the
+    ``CLOUD_Txxx`` layers of ``cfg.thresholds``."""
+    shape = prob_up.shape
+    prob_u8 = np.full(shape, PROB_NODATA, dtype=np.uint8)
+    prob_u8[prob_ok] = np.rint(np.clip(prob_up[prob_ok], 0.0, 1.0) * 100).astype(np.uint8)
     s2c_mask = functools.partial(
         s2cloudless_mask,
         prob_up,
@@ -243,22 +279,9 @@ def s2cloudless_layers(
         average_over_m=cfg.average_over,
         dilation_m=cfg.dilation_size,
     )
-    cloud = s2c_mask(cfg.threshold)
-    b10_toa = np.asarray(toa.data[_B10], np.float32)
-    if cfg.cirrus_threshold is not None and np.isfinite(b10_toa).any():
-        b10_up = upsample_bilinear(b10_toa, toa.geobox, gbox)
-        r_dil = radius_px(cfg.dilation_size, pixel)
-        cloud = cloud | cirrus_mask(scene, b10_up, prob_ok, cfg.cirrus_threshold, r_dil, results)
+    extra: dict[str, U8] = {}
     for t in cfg.thresholds:
         layer = np.full(shape, THRESHOLD_LAYER_NODATA, dtype=np.uint8)
         layer[prob_ok] = s2c_mask(t)[prob_ok]
-        layers[threshold_layer_name(t)] = (
-            layer,
-            LayerInfo(
-                nodata=THRESHOLD_LAYER_NODATA,
-                classes={0: "clear", 1: "cloud"},
-                description=f"s2cloudless cloud mask at threshold {t:g}",
-            ),
-        )
-    toa_nir = upsample_bilinear(np.asarray(toa.data[_B08], np.float32), toa.geobox, gbox)
-    return S2cloudlessLayers(cloud, prob_ok, toa_nir, layers)
+        extra[threshold_layer_name(t)] = layer
+    return prob_u8, s2c_mask(cfg.threshold), extra

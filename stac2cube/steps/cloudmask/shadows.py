@@ -8,7 +8,7 @@ are projected at the scene's median height."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -71,6 +71,9 @@ class ShadowSearch:
     height_m: float | None
     """Pixel-weighted median of the per-object heights (None without cloud objects)."""
     n_objects: int
+    projected: BoolA
+    """The cloud objects projected at their heights, before the intersection with dark,
+    cloud-free pixels (what a search on a coarse grid hands to the finer one)."""
 
 
 def geometric_shadows(
@@ -79,15 +82,17 @@ def geometric_shadows(
     valid: BoolA,
     offsets: NDArray[np.intp],
     heights: NDArray[np.float64],
+    min_pixels: int = MIN_SEARCH_PIXELS,
 ) -> ShadowSearch:
     """Per connected cloud object, the height whose projection covers the largest fraction of
-    dark, cloud-free pixels; the shadow is the union of the projections ∩ dark ∩ not cloud."""
+    dark, cloud-free pixels; the shadow is the union of the projections ∩ dark ∩ not cloud.
+    Objects of fewer than ``min_pixels`` pixels get the median height of the others."""
     from scipy import ndimage
 
     h, w = cloud.shape
     labels, n = ndimage.label(cloud, structure=np.ones((3, 3), dtype=bool))
     if n == 0:
-        return ShadowSearch(np.zeros_like(cloud), None, 0)
+        return ShadowSearch(np.zeros_like(cloud), None, 0, np.zeros_like(cloud))
     candidate = valid & ~cloud
     dark_cand = dark & candidate
     best = np.full(n, -1, dtype=np.intp)
@@ -101,7 +106,7 @@ def geometric_shadows(
         cc = cc + sl[1].start
         pixels.append((rr, cc))
         sizes[i] = rr.size
-        if rr.size < MIN_SEARCH_PIXELS:
+        if rr.size < min_pixels:
             continue
         step = -(-rr.size // MAX_SEARCH_SAMPLES)
         sr, sc = rr[::step], cc[::step]
@@ -126,25 +131,47 @@ def geometric_shadows(
     projected = np.zeros_like(cloud)
     for i, (rr, cc) in enumerate(pixels):
         k = best[i] if best[i] >= 0 else median_k
-        if best[i] < 0 and sizes[i] >= MIN_SEARCH_PIXELS:
+        if best[i] < 0 and sizes[i] >= min_pixels:
             continue  # searched, but no height put it on a dark pixel
         r, c = rr + offsets[k, 0], cc + offsets[k, 1]
         ok = (r >= 0) & (r < h) & (c >= 0) & (c < w)
         projected[r[ok], c[ok]] = True
-    return ShadowSearch(projected & dark_cand, height, n)
+    return ShadowSearch(projected & dark_cand, height, n, projected)
 
 
-def _nir(scene: Scene, toa_nir: F32 | None) -> tuple[F32, str]:
-    """The NIR band of the dark-pixel test and where it came from."""
+def nir_source(bands: Collection[str], has_toa_nir: bool) -> str:
+    """Which NIR band the dark-pixel test takes, given the scene's ``bands``: ``l2a:B08``,
+    else ``l2a:B8A``, else ``toa:B08`` (when s2cloudless read the TOA bands)."""
     for b in ("B08", "B8A"):
-        if b in scene.bands:
-            return np.asarray(scene.bands[b], dtype=np.float32), f"l2a:{b}"
-    if toa_nir is not None:
-        return toa_nir, "toa:B08"
+        if b in bands:
+            return f"l2a:{b}"
+    if has_toa_nir:
+        return "toa:B08"
     raise StepError(
         "geometric cloud shadows need a NIR band: add B08 or B8A to `bands`, or set "
         "steps.cloudmask.shadows to scl or none"
     )
+
+
+def _nir(scene: Scene, toa_nir: F32 | None) -> tuple[F32, str]:
+    """The NIR band of the dark-pixel test and where it came from."""
+    src = nir_source(scene.bands, toa_nir is not None)
+    if src == "toa:B08":
+        assert toa_nir is not None
+        return toa_nir, src
+    return np.asarray(scene.bands[src.removeprefix("l2a:")], dtype=np.float32), src
+
+
+def require_sun_angles(item_id: str, props: Mapping[str, Any]) -> tuple[float, float]:
+    """:func:`sun_angles` of an item, which the geometric search cannot do without."""
+    angles = sun_angles(props)
+    if angles is None:
+        raise StepError(
+            f"{item_id}: geometric shadows need the sun angles, but the item has "
+            "neither view:sun_azimuth/view:sun_elevation nor "
+            "s2:mean_solar_azimuth/s2:mean_solar_zenith; use shadows: scl or none"
+        )
+    return angles
 
 
 def shadow_mask(
@@ -165,13 +192,7 @@ def shadow_mask(
         assert scl is not None
         shadow |= scl == SCL_SHADOW
     if cfg.shadows in ("geometric", "both"):
-        angles = sun_angles(scene.source_properties)
-        if angles is None:
-            raise StepError(
-                f"{scene.item_id}: geometric shadows need the sun angles, but the item has "
-                "neither view:sun_azimuth/view:sun_elevation nor "
-                "s2:mean_solar_azimuth/s2:mean_solar_zenith; use shadows: scl or none"
-            )
+        angles = require_sun_angles(scene.item_id, scene.source_properties)
         nir, nir_src = _nir(scene, toa_nir)
         dark = np.less(nir, cfg.dark_nir, where=np.isfinite(nir), out=np.zeros(shape, bool))
         heights = cfg.heights()

@@ -11,20 +11,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ...bands import (
-    MASK_CLASSES,
-    MASK_CLEAR,
-    MASK_CLOUD,
-    MASK_NODATA,
-    MASK_SHADOW,
-    SCL_NODATA,
-    SCL_SHADOW,
-)
+from ...bands import MASK_CLEAR, MASK_CLOUD, MASK_SHADOW, SCL_NODATA, SCL_SHADOW
 from ...errors import StepError
 from ...provenance import StepRecord, jsonable
-from ..base import AuxRequest, LayerInfo, Scene, StepResult
+from ..base import AuxRequest, LayerInfo, Scene, SceneSource, StepPlan, StepResult
 from .config import CloudMaskConfig
-from .layers import summarise
+from .layers import cloud_mask_info, cloud_mask_layer, summarise
 from .probability import S2CLOUDLESS_BANDS, s2cloudless_input, s2cloudless_layers
 from .shadows import shadow_mask
 from .temporal import TEMPORAL_BAND, TEMPORAL_DEFERRED, temporal_test
@@ -33,6 +25,63 @@ log = logging.getLogger(__name__)
 
 F32 = NDArray[np.float32]
 BoolA = NDArray[np.bool_]
+
+
+def require_scl(item_id: str, cfg: CloudMaskConfig, has_scl: bool) -> None:
+    """Fail, saying what to change, when ``cfg`` needs the SCL layer and the scene lacks it."""
+    if not cfg.uses_scl or has_scl:
+        return
+    needs = f"method {cfg.method!r}" if cfg.method != "s2cloudless" else ""
+    if cfg.shadows in ("scl", "both"):
+        needs = (needs + " and " if needs else "") + f"shadows {cfg.shadows!r}"
+    raise StepError(
+        f"{item_id}: steps.cloudmask {needs} needs the SCL layer; add SCL to "
+        "`bands` (or use method: s2cloudless with shadows: geometric / none)"
+    )
+
+
+def scl_valid(valid: BoolA, scl: np.ndarray, has_bands: bool) -> BoolA:
+    """``valid`` without SCL nodata (SCL's valid pixels alone for a scene without bands)."""
+    out: BoolA = (valid & (scl != SCL_NODATA)) if has_bands else (scl != SCL_NODATA)
+    return out
+
+
+def scl_clouds(scl: np.ndarray, cfg: CloudMaskConfig, valid: BoolA) -> BoolA:
+    """The SCL cloud classes of ``cfg.scl_classes`` (shadow left out) on ``valid`` pixels."""
+    scl_cloud_classes = [c for c in cfg.scl_classes if c != SCL_SHADOW]
+    out: BoolA = np.isin(scl, scl_cloud_classes) & valid
+    return out
+
+
+def combine_clouds(
+    method_used: str,
+    s2c_cloud: BoolA | None,
+    valid_prob: BoolA,
+    scl_cloud: BoolA | None,
+    valid: BoolA,
+) -> tuple[BoolA, BoolA]:
+    """The clouds of ``method_used`` and the pixels they are known on: s2cloudless on
+    ``valid_prob``, SCL on ``valid``, or their union or intersection on ``valid`` (where
+    s2cloudless has no value, the SCL alone decides)."""
+    if method_used == "s2cloudless":
+        assert s2c_cloud is not None
+        cloud, known = s2c_cloud, valid_prob
+    elif method_used == "scl":
+        assert scl_cloud is not None
+        cloud, known = scl_cloud, valid
+    else:
+        assert s2c_cloud is not None and scl_cloud is not None
+        if method_used == "union":
+            cloud = s2c_cloud | scl_cloud
+        else:
+            cloud = np.where(valid_prob, s2c_cloud & scl_cloud, scl_cloud)
+        known = valid
+    return cloud & known, known
+
+
+def parameters(cfg: CloudMaskConfig) -> dict[str, Any]:
+    """The record's parameters: every field of ``cfg``, as JSON."""
+    return {f.name: jsonable(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
 
 
 class CloudMaskStep:
@@ -62,21 +111,26 @@ class CloudMaskStep:
             out["clear_reference"] = AuxRequest((TEMPORAL_BAND,), 0.0, level="cloud-reference")
         return out
 
+    def in_blocks(self, cfg: CloudMaskConfig) -> bool:
+        """Every configuration runs in blocks (see :class:`~.blocks.CloudPlan` for how the
+        geometric shadow search differs)."""
+        return True
+
+    def plan(self, source: SceneSource, cfg: CloudMaskConfig) -> StepPlan:
+        """The scene-wide analysis of the step run in blocks (:func:`~.blocks.plan_cloudmask`):
+        the s2cloudless probability on its coarse grid, read in strips, and the decisions
+        :meth:`run` takes scene-wide; raises as :meth:`run` does."""
+        from .blocks import plan_cloudmask  # blocks builds on this module's helpers
+
+        return plan_cloudmask(self, source, cfg)
+
     def run(self, scene: Scene, cfg: CloudMaskConfig) -> StepResult:
         """Mask clouds and shadows of ``scene``; pure (no I/O)."""
-        shape = scene.geobox.shape.yx
         valid = scene.valid_mask()
         scl = scene.classes.get("SCL")
-        if cfg.uses_scl and scl is None:
-            needs = f"method {cfg.method!r}" if cfg.method != "s2cloudless" else ""
-            if cfg.shadows in ("scl", "both"):
-                needs = (needs + " and " if needs else "") + f"shadows {cfg.shadows!r}"
-            raise StepError(
-                f"{scene.item_id}: steps.cloudmask {needs} needs the SCL layer; add SCL to "
-                "`bands` (or use method: s2cloudless with shadows: geometric / none)"
-            )
+        require_scl(scene.item_id, cfg, scl is not None)
         if cfg.uses_scl and scl is not None:
-            valid = (valid & (scl != SCL_NODATA)) if scene.bands else (scl != SCL_NODATA)
+            valid = scl_valid(valid, scl, bool(scene.bands))
         results: dict[str, Any] = {"method": cfg.method}
         classes: dict[str, np.ndarray] = dict(scene.classes)
         infos: dict[str, LayerInfo] = dict(scene.layer_info)
@@ -88,7 +142,7 @@ class CloudMaskStep:
         results["method_used"] = cfg.method if s2c.status == "run" else "scl"
         results["s2cloudless"] = s2c.record()
         if s2c.status != "run" and scl is not None:  # SCL decides: its nodata is nodata
-            valid = (valid & (scl != SCL_NODATA)) if scene.bands else (scl != SCL_NODATA)
+            valid = scl_valid(valid, scl, bool(scene.bands))
         valid_prob = valid
         if s2c.toa is not None:
             s2l = s2cloudless_layers(scene, cfg, s2c.toa, valid, results)
@@ -98,24 +152,10 @@ class CloudMaskStep:
             s2c_cloud, valid_prob, toa_nir = s2l.cloud, s2l.valid, s2l.toa_nir
 
         # --- SCL clouds and the combination
-        scl_cloud_classes = [c for c in cfg.scl_classes if c != SCL_SHADOW]
-        scl_cloud = np.isin(scl, scl_cloud_classes) & valid if scl is not None else None
-        method_used = results["method_used"]
-        if method_used == "s2cloudless":
-            assert s2c_cloud is not None
-            cloud, known = s2c_cloud, valid_prob
-        elif method_used == "scl":
-            assert scl_cloud is not None
-            cloud, known = scl_cloud, valid
-        else:
-            assert s2c_cloud is not None and scl_cloud is not None
-            # where s2cloudless has no value, the SCL alone decides
-            if method_used == "union":
-                cloud = s2c_cloud | scl_cloud
-            else:
-                cloud = np.where(valid_prob, s2c_cloud & scl_cloud, scl_cloud)
-            known = valid
-        cloud = cloud & known
+        scl_cloud = scl_clouds(scl, cfg, valid) if scl is not None else None
+        cloud, known = combine_clouds(
+            results["method_used"], s2c_cloud, valid_prob, scl_cloud, valid
+        )
         if cfg.temporal_threshold is not None and self.defer_temporal:
             results["temporal"] = {"status": TEMPORAL_DEFERRED}
         elif cfg.temporal_threshold is not None:
@@ -123,20 +163,9 @@ class CloudMaskStep:
 
         shadow = shadow_mask(scene, cfg, cloud, known, toa_nir, results)
 
-        mask = np.full(shape, MASK_NODATA, dtype=np.uint8)
-        mask[known] = MASK_CLEAR
-        mask[shadow] = MASK_SHADOW
-        mask[cloud] = MASK_CLOUD
+        mask = cloud_mask_layer(known, shadow, cloud)
         classes["CLOUD_MASK"] = mask
-        infos["CLOUD_MASK"] = LayerInfo(
-            nodata=MASK_NODATA,
-            classes=dict(MASK_CLASSES),
-            description=(
-                f"cloud and shadow mask ({results['method_used']}"
-                + (" + multi-temporal test" if cfg.temporal_threshold is not None else "")
-                + f"; shadows {cfg.shadows})"
-            ),
-        )
+        infos["CLOUD_MASK"] = cloud_mask_info(results["method_used"], cfg)
 
         props = dict(scene.properties)
         skip = summarise(mask, cfg, results, props)
@@ -149,8 +178,7 @@ class CloudMaskStep:
             n_known,
             results.get("toa_source", "scl"),
         )
-        params = {f.name: jsonable(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
-        record = StepRecord(self.name, self.version, parameters=params, results=results)
+        record = StepRecord(self.name, self.version, parameters=parameters(cfg), results=results)
         new = scene.replace(classes=classes, layer_info=infos, properties=props)
         return StepResult(new, record, skip=skip)
 

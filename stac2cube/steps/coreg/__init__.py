@@ -6,7 +6,8 @@ the record, and what it gives on real and generated pixels: ``docs/coreg.md``.
 One module per part: :mod:`.config` (``steps.coreg``), :mod:`.inputs` (bad pixels, anomalies),
 :mod:`.windows` (where to match), :mod:`.estimate` (one window's refined estimate),
 :mod:`.significance` (whether a correction helps), :mod:`.global_shift` and :mod:`.local` (the
-two modes), :mod:`.backend` (AROSICS calls) and :mod:`.step` (:class:`CoregStep`).
+two modes), :mod:`.blocks` (the global mode in blocks), :mod:`.backend` (AROSICS calls),
+:mod:`.outcome` (record and failure policy) and :mod:`.step` (:class:`CoregStep`).
 """
 
 from __future__ import annotations

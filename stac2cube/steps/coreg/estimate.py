@@ -109,8 +109,7 @@ def match_window(
             f"({min(snr_t, snr_r):.1f} x its noise's) in the matching window, below min_texture "
             f"{cfg.min_texture} or min_texture_snr {cfg.min_texture_snr}; nothing to match"
         )
-    pad = math.ceil(cfg.max_shift) + 8
-    reg = region(inp.target.shape, r, c, half, pad)
+    reg = region(inp.target.shape, r, c, half, match_pad(cfg))
     sub = gbox[reg]
     ref = for_matching(inp.reference[reg], inp.bad_ref[reg])
     tgt = for_matching(inp.target[reg], inp.bad_tgt[reg])
@@ -142,6 +141,37 @@ def match_window(
     dx, dy = rx, ry
     rec["shift_px"] = [round(dx, 4), round(dy, 4)]
     return WindowMatch(dx, dy, rel, ssim0, ssim1, info, reg)
+
+
+def match_pad(cfg: CoregConfig) -> int:
+    """Pixels around a matching window that :func:`match_window` hands to AROSICS too."""
+    return math.ceil(cfg.max_shift) + 8
+
+
+def _quadrant_centres(reg: tuple[slice, slice], win: int) -> list[tuple[int, int]]:
+    """Centres of the four quadrant windows (``win // 2`` px) of the window matched on the
+    sub-image ``reg``, as :func:`quadrant_sigma` matches them."""
+    half = win // 2
+    r_mid = (reg[0].start + reg[0].stop) // 2
+    c_mid = (reg[1].start + reg[1].stop) // 2
+    offsets = (-half // 2, half // 2)
+    return [(r_mid + dr, c_mid + dc) for dr in offsets for dc in offsets]
+
+
+def window_support(
+    shape: tuple[int, int], r: int, c: int, win: int, cfg: CoregConfig
+) -> tuple[slice, slice]:
+    """The pixels matching the ``win`` px window centred on ``(r, c)`` of a grid of ``shape``
+    can touch: the sub-image :func:`match_window` hands to AROSICS and those of the quadrant
+    windows :func:`quadrant_sigma` may match. A crop of these pixels gives the same estimates
+    as the whole grid (every sub-image is clipped where the grid is)."""
+    pad = match_pad(cfg)
+    reg = region(shape, r, c, win // 2, pad)
+    regs = [reg] + [region(shape, qr, qc, win // 4, pad) for qr, qc in _quadrant_centres(reg, win)]
+    return (
+        slice(min(g[0].start for g in regs), max(g[0].stop for g in regs)),
+        slice(min(g[1].start for g in regs), max(g[1].stop for g in regs)),
+    )
 
 
 def _hann(shape: tuple[int, ...]) -> NDArray[np.float64]:
@@ -208,16 +238,13 @@ def quadrant_sigma(
     half = win // 2
     if half < 32:
         return None
-    r_mid = (m.region[0].start + m.region[0].stop) // 2
-    c_mid = (m.region[1].start + m.region[1].stop) // 2
     est = []
-    for dr in (-half // 2, half // 2):
-        for dc in (-half // 2, half // 2):
-            try:
-                q = match_window(inp, gbox, cfg, half, r_mid + dr, c_mid + dc, {})
-            except CoregFailure:
-                continue
-            est.append((q.dx, q.dy))
+    for r, c in _quadrant_centres(m.region, win):
+        try:
+            q = match_window(inp, gbox, cfg, half, r, c, {})
+        except CoregFailure:
+            continue
+        est.append((q.dx, q.dy))
     if len(est) < 3:
         return None
     a = np.asarray(est)

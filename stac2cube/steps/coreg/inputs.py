@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
+from odc.geo.geobox import GeoBox
 
 from ...bands import MASK_CLEAR, SCL_BAD
 from ...errors import StepError
@@ -55,6 +57,36 @@ class MatchInputs:
         out: BoolA = self.bad_tgt | self.bad_ref | self.anomaly
         return out
 
+    def cut(self, sl: tuple[slice, slice]) -> MatchInputs:
+        """These inputs over the region ``sl`` (views, no copy)."""
+        return MatchInputs(
+            self.target[sl],
+            self.reference[sl],
+            self.bad_tgt[sl],
+            self.bad_ref[sl],
+            self.frac[sl],
+            self.band,
+            self.anomaly[sl],
+            self.anomalies,
+        )
+
+
+@dataclass(frozen=True)
+class WindowCrop:
+    """What one global matching window is matched on: the inputs cut to the pixels its
+    matching can touch (:func:`~stac2cube.steps.coreg.estimate.window_support`), their grid,
+    and the window's centre on the crop and on the scene."""
+
+    inp: MatchInputs
+    geobox: GeoBox
+    row: int
+    """The window's centre on the crop."""
+    col: int
+    center_px: tuple[int, int]
+    """The window's centre on the scene, ``(col, row)``, for the record."""
+    reject: str | None = None
+    """Why the window is not matched although it was placed (None: match it)."""
+
 
 def bad_data_mask(scene: Scene) -> BoolA:
     """Pixels of ``scene`` that must not drive the matching: not clear in ``CLOUD_MASK`` when
@@ -71,11 +103,17 @@ def bad_data_mask(scene: Scene) -> BoolA:
 
 def match_band(scene: Scene, cfg: CoregConfig) -> str:
     """``match_band`` when the scene has it, else the first of :data:`MATCH_BAND_FALLBACK`."""
+    return first_match_band(scene.item_id, scene.bands, cfg)
+
+
+def first_match_band(item_id: str, bands: Collection[str], cfg: CoregConfig) -> str:
+    """``match_band`` when it is among ``bands``, else the first of
+    :data:`MATCH_BAND_FALLBACK` that is."""
     for b in (cfg.match_band, *MATCH_BAND_FALLBACK):
-        if b in scene.bands:
+        if b in bands:
             return b
     raise StepError(
-        f"{scene.item_id}: co-registration needs a band to match; the scene has none of "
+        f"{item_id}: co-registration needs a band to match; the scene has none of "
         f"{cfg.match_band}, {', '.join(MATCH_BAND_FALLBACK)}; add steps.coreg.match_band to `bands`"
     )
 
@@ -151,8 +189,15 @@ def anomaly_mask(
     return out, info
 
 
-def match_inputs(scene: Scene, ref: AuxLayer, cfg: CoregConfig) -> MatchInputs:
-    """The match band, the reference and the bad pixels and anomalies of both."""
+def match_inputs(
+    scene: Scene,
+    ref: AuxLayer,
+    cfg: CoregConfig,
+    anomalies: tuple[BoolA, dict[str, Any]] | None = None,
+) -> MatchInputs:
+    """The match band, the reference and the bad pixels and anomalies of both: those
+    :func:`anomaly_mask` finds in ``scene``, or ``anomalies`` (the mask on the scene's grid and
+    its record) when found elsewhere."""
     shape = scene.geobox.shape.yx
     data = np.asarray(ref.data)
     if data.ndim == 2:
@@ -168,6 +213,8 @@ def match_inputs(scene: Scene, ref: AuxLayer, cfg: CoregConfig) -> MatchInputs:
     reference = np.asarray(data[0], dtype=np.float32)
     bad_tgt = bad_data_mask(scene) | ~np.isfinite(target)
     bad_ref = ~np.isfinite(reference)
-    anomaly, info = anomaly_mask(scene, target, reference, bad_tgt | bad_ref, cfg.max_shift)
+    if anomalies is None:
+        anomalies = anomaly_mask(scene, target, reference, bad_tgt | bad_ref, cfg.max_shift)
+    anomaly, info = anomalies
     frac = window_bad_fraction(bad_tgt | bad_ref | anomaly, cfg.window)
     return MatchInputs(target, reference, bad_tgt, bad_ref, frac, band, anomaly, info)

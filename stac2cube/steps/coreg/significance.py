@@ -6,17 +6,17 @@ on clear pixels."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
-from odc.geo.geobox import GeoBox
 
 from ..base import Scene
 from .backend import rounded
 from .config import CoregConfig
 from .estimate import WindowMatch, move, quadrant_sigma
-from .inputs import MatchInputs, for_matching
+from .inputs import MatchInputs, WindowCrop, for_matching
 
 SIGNIFICANCE: Final = 3.0
 """A shift is applied only when its length exceeds this many standard errors (measured per
@@ -45,21 +45,24 @@ def _ncc(a: np.ndarray, b: np.ndarray, ok: BoolA) -> float | None:
 
 
 def standard_error(
-    inp: MatchInputs,
-    gbox: GeoBox,
     cfg: CoregConfig,
-    used: list[WindowMatch],
+    used: Sequence[tuple[WindowCrop, WindowMatch]],
     du: NDArray[np.float64],
     win: int,
 ) -> tuple[float, str]:
     """Standard error (px) of the mean of the windows' estimates ``du`` and where its noise
     figure comes from: their spread (3 or more windows), else the spread of each window's
-    quadrants, else :data:`DEFAULT_WINDOW_SIGMA_PX` per window."""
+    quadrants (matched on the window's crop), else :data:`DEFAULT_WINDOW_SIGMA_PX` per
+    window."""
     if len(used) >= 3:
         se = float(math.hypot(*np.std(du, axis=0, ddof=1))) / math.sqrt(len(used))
         noise_from = "windows"
     else:
-        sig = [s for m in used if (s := quadrant_sigma(inp, gbox, cfg, m, win)) is not None]
+        sig = [
+            s
+            for crop, m in used
+            if (s := quadrant_sigma(crop.inp, crop.geobox, cfg, m, win)) is not None
+        ]
         if sig:
             se = float(np.mean(sig)) / math.sqrt(len(used))
             noise_from = "quadrants"
@@ -70,8 +73,7 @@ def standard_error(
 
 
 def shift_helps(
-    inp: MatchInputs,
-    regions: list[tuple[slice, slice]],
+    used: Sequence[tuple[WindowCrop, WindowMatch]],
     dx: float,
     dy: float,
     se: float,
@@ -79,7 +81,8 @@ def shift_helps(
 ) -> bool:
     """Global mode: whether the shift ``(dx, dy)`` px with standard error ``se`` is significant
     and moving the scene back by it raises the correlation with the reference over the clear
-    pixels of the matched windows' ``regions``; ``results`` get the figures and the decision."""
+    pixels of the sub-images the ``used`` windows were matched on; ``results`` get the figures
+    and the decision."""
     length = math.hypot(dx, dy)
     se = max(se, MIN_SE_PX)
     results["shift_se_px"] = round(se, 4)
@@ -91,7 +94,7 @@ def shift_helps(
             f"error {se:.3f} px"
         )
         return False
-    ncc0, ncc1 = _alignment_gain(inp, regions, dx, dy)
+    ncc0, ncc1 = _alignment_gain([(crop.inp, m.region) for crop, m in used], dx, dy)
     results["correlation_before"] = rounded(ncc0, 5)
     results["correlation_after"] = rounded(ncc1, 5)
     if ncc0 is None or ncc1 is None or ncc1 <= ncc0:
@@ -106,16 +109,17 @@ def shift_helps(
 
 
 def _alignment_gain(
-    inp: MatchInputs, regions: list[tuple[slice, slice]], dx: float, dy: float
+    regions: list[tuple[MatchInputs, tuple[slice, slice]]], dx: float, dy: float
 ) -> tuple[float | None, float | None]:
-    """Correlation of the scene with the reference over the clear pixels of ``regions``, before
-    and after moving the scene's content back by ``(dx, dy)`` with an exact Fourier shift (no
-    smoothing, so a shift that only blurs noise away cannot win)."""
+    """Correlation of the scene with the reference over the clear pixels of ``regions`` (each
+    a region of its own inputs), before and after moving the scene's content back by
+    ``(dx, dy)`` with an exact Fourier shift (no smoothing, so a shift that only blurs noise
+    away cannot win)."""
     from scipy import ndimage
 
     before: list[tuple[np.ndarray, np.ndarray]] = []
     after: list[tuple[np.ndarray, np.ndarray]] = []
-    for reg in regions:
+    for inp, reg in regions:
         tgt = for_matching(inp.target[reg], inp.bad_tgt[reg])
         moved = move(tgt, -dx, -dy)
         bad = inp.bad_any[reg] | ~np.isfinite(inp.reference[reg])

@@ -4,7 +4,6 @@ and why under the failure policy ``on_failure``."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -12,13 +11,14 @@ from typing import Any
 import numpy as np
 
 from ...errors import StepError
-from ...provenance import StepRecord, jsonable
-from ..base import AuxLayer, AuxRequest, Scene, Sidecar, StepResult
+from ..base import AuxLayer, AuxRequest, Scene, SceneSource, Sidecar, StepResult
 from .backend import CoregFailure, apply_correction
+from .blocks import CoregPlan, plan_in_blocks
 from .config import CoregConfig
 from .global_shift import match_global
 from .inputs import match_inputs
 from .local import match_local
+from .outcome import conclude, no_reference, step_result
 from .significance import warp_improves
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,6 @@ class CoregStep:
                 f"{scene.item_id}: the coreg step got no reference image (scene.aux"
                 "['reference']); the pipeline must read what CoregStep.required_aux asks for"
             )
-        params = {f.name: jsonable(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
         results: dict[str, Any] = {
             "mode": cfg.mode,
             "reference": None if ref is None else ref.source,
@@ -97,43 +96,20 @@ class CoregStep:
         reason: str | None
         try:
             if ref is None:  # the pipeline says why it could not provide one
-                raise CoregFailure(
-                    f"no co-registration reference: {scene.missing_aux['reference']}"
-                )
+                raise CoregFailure(no_reference(scene.missing_aux))
             new, status, reason = self._match(scene, ref, cfg, results, sidecars)
         except CoregFailure as exc:
             status, reason = "failed", str(exc)
-        results["status"] = status
-        if reason is not None:
-            results["reason"] = reason
-        if scene.layers:
-            results["layers_not_corrected"] = sorted(scene.layers)
-        record = StepRecord(self.name, self.version, parameters=params, results=results)
-        if status == "ok":
-            log.info(
-                "%s: co-registered (%s), shift %.3f/%.3f px, reliability %s",
-                scene.item_id,
-                cfg.mode,
-                results["shift_px"][0],
-                results["shift_px"][1],
-                results.get("reliability"),
-            )
-        elif status != "failed":
-            log.info("%s: co-registration %s: %s", scene.item_id, cfg.mode, reason)
-        else:
-            log.warning(
-                "%s: co-registration failed: %s (on_failure: %s)",
-                scene.item_id,
-                reason,
-                cfg.on_failure,
-            )
-            if cfg.on_failure == "fail":
-                raise StepError(
-                    f"{scene.item_id}: co-registration failed: {reason}; set "
-                    "steps.coreg.on_failure to keep (write unshifted) or skip to go on"
-                )
-        props = dict(scene.properties)
-        props["stac2cube:coreg_status"] = status
-        new = new.replace(properties=props, sidecars=sidecars)
-        write = not (status == "failed" and cfg.on_failure == "skip")
-        return StepResult(new, record, write=write)
+        conclude(scene.item_id, cfg, results, status, reason)
+        return step_result(self.name, self.version, cfg, new, results, sidecars)
+
+    def in_blocks(self, cfg: CoregConfig) -> bool:
+        """The global mode runs in blocks (one shift: each block is corrected with a halo);
+        the local mode's warp needs the scene whole."""
+        return cfg.mode == "global"
+
+    def plan(self, source: SceneSource, cfg: CoregConfig) -> CoregPlan:
+        """The global shift estimated through ``source`` (windows placed on a coarse grid,
+        matched on full-resolution crops), as a plan that corrects each block; raises as
+        :meth:`run` does (see :mod:`.blocks`)."""
+        return plan_in_blocks(self.name, self.version, source, cfg)
