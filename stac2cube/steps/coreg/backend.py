@@ -2,7 +2,8 @@
 at debug level; this redirects process-global ``sys.stdout`` and warning filters, so two coreg
 steps must not run in threads of one process at once), its errors turned into
 :class:`CoregFailure`, arrays handed over as GeoArrays on the scene's grid, and the correction
-applied once by ``DESHIFTER`` onto exactly that grid."""
+applied once onto exactly that grid: a global shift (a translation of the grid) warped band by
+band with GDAL as ``DESHIFTER`` warps it, a local tie-point warp by ``DESHIFTER``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 
 import numpy as np
+from affine import Affine
 from odc.geo.geobox import GeoBox
 
 from ...errors import StepError
@@ -25,6 +27,11 @@ log = logging.getLogger(__name__)
 
 FILL: Final = -9999.0
 """Nodata of the float arrays handed to AROSICS (it does not take NaN)."""
+WARP_THREADS: Final = 2
+"""GDAL warper threads per layer of a global shift (1.8x faster on two cores)."""
+WARP_MEM_MB: Final = 4
+"""GDAL warper chunk size of a global shift: small chunks away from nodata skip the validity
+mask (lanczos 1.5x faster around holes); the output does not depend on it."""
 
 T = TypeVar("T")
 
@@ -130,8 +137,89 @@ def _deshift(
     return _paste(arr, tuple(res["updated geotransform"]), geobox, nodata)
 
 
+def translation(coreg_info: Mapping[str, Any], geobox: GeoBox) -> Affine | None:
+    """Where ``coreg_info`` moves the grid ``geobox`` when the correction is a pure translation
+    (AROSICS' global shift: the ``updated map info`` is the grid moved in map units): the moved
+    grid's affine, as ``DESHIFTER`` builds it (the updated origin, the grid's pixel size).
+
+    None where ``DESHIFTER`` would do anything else: a tie-point warp (``GCPList``, also when
+    too few points make it fall back to the mean shift), no updated map info, a reference
+    projection other than the grid's (it would reproject) or a rotated grid."""
+    if "GCPList" in coreg_info or not coreg_info.get("updated map info"):
+        return None
+    from py_tools_ds.geo.map_info import mapinfo2geotransform
+    from py_tools_ds.geo.projection import prj_equal
+
+    gt = geobox.affine.to_gdal()
+    ref_prj = coreg_info.get("reference projection")
+    if gt[2] != 0 or gt[4] != 0 or not ref_prj or not prj_equal(ref_prj, crs(geobox).to_wkt()):
+        return None
+    moved = mapinfo2geotransform(list(coreg_info["updated map info"]))
+    if moved is None or moved[2] != 0 or moved[4] != 0:
+        return None
+    return Affine.from_gdal(moved[0], gt[1], 0.0, moved[3], 0.0, gt[5])
+
+
+def _translate(
+    arr: np.ndarray, geobox: GeoBox, moved: Affine, resampling: str, nodata: float
+) -> np.ndarray:
+    """One 2-D layer lying on ``moved`` resampled onto ``geobox``, as ``DESHIFTER`` does it
+    (GDAL warp, ``nodata`` as source and destination nodata, pixels no source pixel reaches
+    are ``nodata``), but per layer: a layer's own nodata never enters another's kernel."""
+    from rasterio.errors import RasterioError
+    from rasterio.warp import Resampling, reproject
+
+    out = np.empty(geobox.shape.yx, dtype=arr.dtype)
+    prj = crs(geobox).to_wkt()
+    try:
+        reproject(
+            np.ascontiguousarray(arr),
+            out,
+            src_transform=moved,
+            src_crs=prj,
+            src_nodata=nodata,
+            dst_transform=geobox.affine,
+            dst_crs=prj,
+            dst_nodata=nodata,
+            resampling=Resampling[resampling],
+            num_threads=WARP_THREADS,
+            warp_mem_limit=WARP_MEM_MB,
+        )
+    except RasterioError as exc:
+        raise CoregFailure(f"shift correction failed: {exc}") from exc
+    return out
+
+
 def apply_correction(scene: Scene, coreg_info: Mapping[str, Any], cfg: CoregConfig) -> Scene:
-    """The scene with every band and class layer corrected once, on its own grid."""
+    """The scene with every band and class layer corrected once, on its own grid.
+
+    A global shift is warped band by band with GDAL (:func:`translation`, :func:`_translate`):
+    the pixels ``DESHIFTER`` gives each band, without stacking the bands. Warping each band
+    alone also keeps a band's fill value out of its valid neighbours where the bands' nodata
+    differ (a band's own hole, the 20 m bands' footprint); ``DESHIFTER``'s stack does not, as
+    GDAL counts a stacked pixel as nodata only where every band is. A local tie-point warp
+    goes through ``DESHIFTER``."""
+    gbox = scene.geobox
+    moved = translation(coreg_info, gbox)
+    if moved is None:
+        return _apply_deshifter(scene, coreg_info, cfg)
+    bands: dict[str, np.ndarray] = {}
+    for n, a in scene.bands.items():
+        src = np.nan_to_num(np.asarray(a, np.float32), nan=FILL)
+        out = _translate(src, gbox, moved, cfg.resampling, FILL)
+        out[out <= FILL + 1.0] = np.nan
+        bands[n] = out
+    classes: dict[str, np.ndarray] = {}
+    for n, a in scene.classes.items():
+        info = scene.layer_info.get(n)
+        nodata = info.nodata if info is not None else 0
+        classes[n] = _translate(np.asarray(a), gbox, moved, "nearest", nodata)
+    return scene.replace(bands=bands, classes=classes)
+
+
+def _apply_deshifter(scene: Scene, coreg_info: Mapping[str, Any], cfg: CoregConfig) -> Scene:
+    """:func:`apply_correction` through ``DESHIFTER``: the bands stacked and warped at once
+    (NaN as :data:`FILL`), the class layers stacked by nodata value and dtype."""
     gbox = scene.geobox
     bands: dict[str, np.ndarray] = dict(scene.bands)
     if scene.bands:
