@@ -9,7 +9,22 @@ import pytest
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
+TILE_KEYS = (
+    # issue 17: whole tiles
+    "tile_px",
+    "seconds",
+    "peak_rss_mb_per_worker",
+    "rss_tile_vs_sixteenth_ratio",
+    "floor_seconds",
+    "ingest_floor_ratio",
+    "steps_floor_ratio",
+    "mpx_per_s_per_core",
+    "dask_tile_speedup",
+)
+
+
 REQUIRED = {
+    "tile": TILE_KEYS,
     "cloudmask": (
         "best_f1",
         "best_config",
@@ -73,18 +88,9 @@ def test_cloudmask_best_is_the_best_of_its_table() -> None:
     assert doc["meets_target"] == (doc["best_f1"] >= doc["cloud_f1_target"])
 
 
-TILE_KEYS = (
-    # issue 17: whole tiles; not in REQUIRED until a full (not --quick) run is committed
-    "tile_px",
-    "seconds",
-    "peak_rss_mb_per_worker",
-    "rss_tile_vs_sixteenth_ratio",
-    "floor_seconds",
-    "ingest_floor_ratio",
-    "steps_floor_ratio",
-    "mpx_per_s_per_core",
-    "dask_tile_speedup",
-)
+def test_tile_results_are_of_a_whole_tile() -> None:
+    doc = json.loads((RESULTS / "tile.json").read_text())
+    assert doc["tile_px"] == 10980 and doc["complete"] is True
 
 
 def test_tile_results_hold_the_named_keys_and_their_ratios_agree() -> None:

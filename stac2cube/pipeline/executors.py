@@ -212,8 +212,8 @@ def death_result(item_id: str, deaths: Sequence[WorkerDeath], config: Config) ->
         message = (
             f"out of memory: the worker was killed at ~{_mib(death.killed_at or 0)} ({limit}); "
             + (
-                f"raise {knob} (a scene with steps is held whole for now)"
-                if config.steps.configured()
+                f"raise {knob} (steps {', '.join(whole)} hold the scene whole)"
+                if (whole := _steps_held_whole(config))
                 else f"lower run.block_size or raise {knob}"
             )
         )
@@ -329,3 +329,16 @@ def slurm_job_script(config: Config) -> str:
     with slurm_cluster(config) as cluster:
         script: str = cluster.job_script()
     return script
+
+
+def _steps_held_whole(config: Config) -> list[str]:
+    """The configured steps that cannot run this configuration in blocks (a scene with them is
+    held whole, so ``run.block_size`` does not lower its memory)."""
+    from ..steps.base import BlockStep
+    from .steps import active_steps
+
+    return [
+        step.name
+        for step, cfg in active_steps(config)
+        if not (isinstance(step, BlockStep) and step.in_blocks(cfg))
+    ]

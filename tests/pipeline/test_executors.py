@@ -257,3 +257,19 @@ def test_which_scenes_are_tried_again() -> None:
     waited = _death(oom, ran=False)  # it waited behind the scene that used the memory
     assert _try_again([waited]) and _try_again([waited, _death(lost)])
     assert _try_again([waited] * 3) and not _try_again([waited] * 4)
+
+
+def test_out_of_memory_with_a_step_held_whole_says_block_size_does_not_help(
+    tmp_path: Path,
+) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text(
+        "source: {path: items.json}\naoi: {bbox: [1, 2, 3, 4]}\n"
+        "time: {start: 2020-01-01, end: 2020-02-01}\nrun: {memory_limit: 4GiB}\n"
+        "steps: {coreg: {mode: local}}\n"
+    )
+    result = death_result("s1", [_death(3_900 * 2**20)], load_config(p))
+    assert result.message.endswith("raise run.memory_limit (steps coreg hold the scene whole)"), (
+        result.message
+    )
+    assert "block_size" not in result.message
