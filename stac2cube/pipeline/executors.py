@@ -212,7 +212,7 @@ def death_result(item_id: str, deaths: Sequence[WorkerDeath], config: Config) ->
         message = (
             f"out of memory: the worker was killed at ~{_mib(death.killed_at or 0)} ({limit}); "
             + (
-                f"raise {knob} (steps {', '.join(whole)} hold the scene whole)"
+                f"raise {knob} ({_held_whole_by(whole)} the scene whole)"
                 if (whole := _steps_held_whole(config))
                 else f"lower run.block_size or raise {knob}"
             )
@@ -342,3 +342,10 @@ def _steps_held_whole(config: Config) -> list[str]:
         for step, cfg in active_steps(config)
         if not (isinstance(step, BlockStep) and step.in_blocks(cfg))
     ]
+
+
+def _held_whole_by(steps: Sequence[str]) -> str:
+    """``the step coreg holds`` / ``the steps coreg, superres hold``."""
+    if len(steps) == 1:
+        return f"the step {steps[0]} holds"
+    return f"the steps {', '.join(steps)} hold"

@@ -126,8 +126,8 @@ def test_a_worker_killed_for_memory_fails_its_scene_and_a_rerun_writes_it(
     assert (oom.status, oom.stage) == ("failed", "worker")
     assert oom.message.startswith("out of memory: the worker was killed at ~"), oom.message
     assert oom.message.endswith(
-        " MiB (run.memory_limit 1,024 MiB); raise run.memory_limit (a scene with steps is held"
-        " whole for now)"
+        " MiB (run.memory_limit 1,024 MiB); raise run.memory_limit (the step hog holds the"
+        " scene whole)"
     ), oom.message
     lost = by_id[crashing]
     assert (lost.status, lost.stage) == ("failed", "worker")
@@ -269,7 +269,6 @@ def test_out_of_memory_with_a_step_held_whole_says_block_size_does_not_help(
         "steps: {coreg: {mode: local}}\n"
     )
     result = death_result("s1", [_death(3_900 * 2**20)], load_config(p))
-    assert result.message.endswith("raise run.memory_limit (steps coreg hold the scene whole)"), (
-        result.message
-    )
+    expected = "raise run.memory_limit (the step coreg holds the scene whole)"
+    assert result.message.endswith(expected), result.message
     assert "block_size" not in result.message

@@ -10,6 +10,7 @@ scene processed whole, but for the geometric shadows (``docs/cloudmask.md``, "In
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping
@@ -385,6 +386,14 @@ def plan_cloudmask(step: CloudMaskStep, source: SceneSource, cfg: CloudMaskConfi
         reach = radius_px(cfg.average_over, pixel) + radius_px(cfg.dilation_size, pixel)
         halo = reach + HALO_MARGIN
     applies = temporal is not None and temporal["status"] == "applied"
+    if probability is not None:  # keep only the coarse planes the blocks use
+        toa_nir = shadow_results.get("shadow_nir") == "toa:B08"
+        none = np.empty((0, 0), dtype=np.float32)
+        probability = dataclasses.replace(
+            probability,
+            b10=probability.b10 if cirrus else none,
+            b08=probability.b08 if toa_nir else none,
+        )
     return CloudPlan(
         name=step.name,
         version=step.version,
