@@ -388,7 +388,10 @@ class RunConfig:
         "written are the same (docs/catalog.md). A scene with steps is streamed when it is "
         "larger than one block and every step can run in blocks (cloudmask; coreg in global "
         "mode): its scene-wide analyses then read coarse grids and windows "
-        '(docs/architecture.md, "Steps in blocks"); else it is held whole.',
+        '(docs/architecture.md, "Steps in blocks"); else it is held whole. There the '
+        "geometric shadows and the global shift's windows come from coarse grids, so such a "
+        "scene can differ slightly from one held whole; its provenance says it was streamed "
+        "(the harmonise record's `parameters.blocks`).",
         2048,
         execution=True,
     )
