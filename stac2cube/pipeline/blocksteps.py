@@ -48,8 +48,11 @@ from .read import (
     input_record,
     radiometry_override,
     read_aux_layer,
+    scene_from_reads,
     source_env,
+    valid_pixels,
 )
+from .steps import tell_cloud_plan_coregistered
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +137,7 @@ class ItemSource:
         """The configured bands over ``window``, harmonised, no step applied, and their reads."""
         gbox = self.geobox[window.toslices()]
         reads = {b: r.read(gbox) for b, r in self._readers.items()}
-        kind = {b: S2_BANDS[b].kind for b in reads}
-        scene = Scene(
-            item_id=self.item_id,
-            geobox=gbox,
-            bands={b: r.data for b, r in reads.items() if kind[b] != "classification"},
-            classes={b: r.data for b, r in reads.items() if kind[b] == "classification"},
-            source_properties=self.source_properties,
-        )
-        return scene, reads
+        return scene_from_reads(self.item, gbox, reads), reads
 
     def with_block_aux(self, block: Scene, plan: StepPlan) -> Scene:
         """``block`` with what ``plan`` reads per block (``block_aux``) on its grid."""
@@ -237,7 +232,7 @@ def write_scene_with_steps_in_blocks(
             source = source.then(plan)
             if plan.skip is not None:
                 return None, plan.finish(_shell(item, geobox))
-        _after_coreg(steps, plans)
+        tell_cloud_plan_coregistered(steps, plans)
         release_freed_memory()  # what the analyses freed, before the blocks take theirs
         halo = sum(p.halo for p in plans)
         log.info(
@@ -262,8 +257,7 @@ def write_scene_with_steps_in_blocks(
                 for b, r in reads.items():
                     if b not in first:
                         first[b] = dataclasses.replace(r, data=np.empty((0, 0), r.data.dtype))
-                own_valid = _valid(reads, cut_slices(window, outer))
-                n_valid += int(own_valid.sum())
+                n_valid += int(valid_pixels(reads)[cut_slices(window, outer)].sum())
                 for plan, (step, _) in zip(plans, steps, strict=True):
                     at(step.name)
                     block = plan.apply(source.with_block_aux(block, plan))
@@ -327,12 +321,6 @@ def cut_slices(window: Window, outer: Window) -> tuple[slice, slice]:
     return slice(r0, r0 + int(window.height)), slice(c0, c0 + int(window.width))
 
 
-def _valid(reads: Mapping[str, BandRead], sl: tuple[slice, slice]) -> np.ndarray:
-    masks = [has_data(r)[sl] for b, r in reads.items() if counts_for_validity(b, list(reads))]
-    valid: np.ndarray = np.logical_and.reduce(masks)
-    return valid
-
-
 def _class_encoding(scene: Scene, name: str, data: np.ndarray) -> AssetEncoding:
     info = layer_info(scene, name)
     return AssetEncoding.classes(info, str(data.dtype), info.description or name)
@@ -353,19 +341,6 @@ def _check_some_valid(item: pystac.Item, config: Config, geobox: GeoBox) -> None
     with BandReader(item, band, coarse, override=override) as reader:
         read = reader.read(coarse)
     check_overlap(item, int(has_data(read).sum()))
-
-
-def _after_coreg(steps: Sequence[tuple[Step[Any], Any]], plans: Sequence[StepPlan]) -> None:
-    """Tell a cloud plan whose multi-temporal test waits for co-registration whether the scene
-    is co-registered (as :func:`~stac2cube.pipeline.steps.temporal_test_after_coreg` does for
-    a scene held whole): the coreg plan did not fail."""
-    names = [s.name for s, _ in steps]
-    if "cloudmask" not in names or "coreg" not in names:
-        return
-    cloud = plans[names.index("cloudmask")]
-    coreg = plans[names.index("coreg")]
-    if hasattr(cloud, "coregistered"):
-        cloud.coregistered = getattr(coreg, "status", "ok") != "failed"
 
 
 def release_freed_memory() -> None:

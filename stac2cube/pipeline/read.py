@@ -49,20 +49,24 @@ def read_scene(
     with source_env():
         for band in config.bands:
             reads[band] = read_band(item, band, geobox, override=override)
-    bands = {b: r.data for b, r in reads.items() if S2_BANDS[b].kind != "classification"}
-    classes = {b: r.data for b, r in reads.items() if S2_BANDS[b].kind == "classification"}
-    scene = Scene(
-        item_id=item.id,
-        geobox=geobox,
-        bands=bands,
-        classes=classes,
-        source_properties=dict(item.properties),
-    )
+    scene = scene_from_reads(item, geobox, reads)
     valid = valid_pixels(reads)
     n_valid = int(valid.sum())
     check_overlap(item, n_valid)
     inputs = tuple(input_record(b, r, item) for b, r in reads.items())
     return scene, inputs, (harmonise_record(item, geobox, reads, n_valid / valid.size),)
+
+
+def scene_from_reads(item: pystac.Item, geobox: GeoBox, reads: Mapping[str, BandRead]) -> Scene:
+    """The :class:`Scene` of ``reads`` on ``geobox``: reflectance bands and class layers."""
+    kind = {b: S2_BANDS[b].kind for b in reads}
+    return Scene(
+        item_id=item.id,
+        geobox=geobox,
+        bands={b: r.data for b, r in reads.items() if kind[b] != "classification"},
+        classes={b: r.data for b, r in reads.items() if kind[b] == "classification"},
+        source_properties=dict(item.properties),
+    )
 
 
 def radiometry_override(item: pystac.Item, config: Config) -> RadiometryOverride | None:

@@ -12,7 +12,7 @@ from typing import Any
 from ..config import Config
 from ..fields import to_dict
 from ..provenance import StepRecord
-from ..steps.base import Scene, Step, StepResult
+from ..steps.base import Scene, Step, StepPlan, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -70,3 +70,18 @@ def temporal_test_after_coreg(
     result = step.apply_deferred_temporal(scene, cfg, records[i], coregistered=coregistered)
     records = (*records[:i], result.record, *records[i + 1 :])
     return result.scene, records, None if result.skip is None else result
+
+
+def tell_cloud_plan_coregistered(
+    steps: Sequence[tuple[Step[Any], Any]], plans: Sequence[StepPlan]
+) -> None:
+    """In blocks, what :func:`temporal_test_after_coreg` knows of a scene held whole: whether
+    the scene the cloud plan's deferred multi-temporal test sees is co-registered (the coreg
+    plan did not fail)."""
+    from ..steps.cloudmask.blocks import CloudPlan
+    from ..steps.coreg.blocks import CoregPlan
+
+    cloud = [p for p in plans if isinstance(p, CloudPlan)]
+    coreg = [p for p in plans if isinstance(p, CoregPlan)]
+    if cloud and coreg:
+        cloud[0].coregistered = coreg[0].status != "failed"

@@ -4,13 +4,15 @@ the same step run whole (the pipeline's own source reads items: ``stac2cube.pipe
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from odc.geo.geobox import GeoBox
 from rasterio.windows import Window
 
+from ..pipeline.blocks import block_windows
+from ..pipeline.blocksteps import cut, grown
 from ..steps.base import AuxLayer, AuxRequest, Scene, StepPlan
 
 
@@ -73,27 +75,15 @@ class ArraySource:
     def block(self, window: Window) -> Scene:
         """The scene's pixels over ``window`` with :attr:`plans` applied (on the window grown by
         their halos, cut back)."""
-        h, w = self.geobox.shape.yx
-        window = window.intersection(Window(0, 0, w, h))
-        halo = sum(p.halo for p in self.plans)
-        grown = Window(
-            window.col_off - halo,
-            window.row_off - halo,
-            window.width + 2 * halo,
-            window.height + 2 * halo,
-        ).intersection(Window(0, 0, w, h))
-        block = self._cut(grown)
+        shape = self.geobox.shape.yx
+        window = window.intersection(Window(0, 0, shape[1], shape[0]))
+        outer = grown(window, sum(p.halo for p in self.plans), shape)
+        block = self._cut(outer)
         for plan in self.plans:
             block = plan.apply(self.with_block_aux(block, plan))
         for plan in self.plans:
             block = plan.apply_late(block)
-        r0, c0 = int(window.row_off - grown.row_off), int(window.col_off - grown.col_off)
-        inner = (slice(r0, r0 + int(window.height)), slice(c0, c0 + int(window.width)))
-        return block.replace(
-            geobox=block.geobox[inner],
-            bands={k: v[inner] for k, v in block.bands.items()},
-            classes={k: v[inner] for k, v in block.classes.items()},
-        )
+        return cut(block, window, outer)
 
     def with_block_aux(self, block: Scene, plan: StepPlan) -> Scene:
         """``block`` with ``plan.block_aux`` cut from ``scene.aux`` onto its grid."""
@@ -112,9 +102,12 @@ class ArraySource:
         if layer is None:
             self.missing_aux.setdefault(name, f"the test scene has no aux layer {name!r}")
             return None
+        res = float(self.geobox.resolution.x)
+        if geobox is None and layer.geobox == self.geobox and request.resolution > res:
+            layer = self._decimated(request, layer)  # a coarse read, as the pipeline's
         return layer if geobox is None else crop_layer(layer, geobox)
 
-    def _decimated(self, request: AuxRequest) -> AuxLayer:
+    def _decimated(self, request: AuxRequest, layer: AuxLayer | None = None) -> AuxLayer:
         res = float(self.geobox.resolution.x)
         f = round(request.resolution / res) if request.resolution > 0 else 1
         if f < 1 or abs(f * res - max(request.resolution, res)) > 1e-6:
@@ -127,6 +120,12 @@ class ArraySource:
         )
         r0, c0 = _offset(self.geobox, gbox) if f == 1 else _coarse_offset(self.geobox, gbox)
         planes = []
+        if layer is not None:  # a layer on the scene's grid, averaged
+            for plane in np.asarray(layer.data, dtype=np.float32):
+                planes.append(_reduce(plane, gbox, r0, c0, f, mean=True))
+            return AuxLayer(
+                np.stack(planes), gbox, layer.bands, layer.source, layer.datetime, layer.version
+            )
         for band in request.bands:
             if band in self.scene.bands:
                 a = np.asarray(self.scene.bands[band], dtype=np.float32)
@@ -162,14 +161,6 @@ def _reduce(a: np.ndarray, gbox: GeoBox, r0: int, c0: int, f: int, *, mean: bool
         return np.where(n > 0, s / np.maximum(n, 1), np.nan).astype(np.float32)
 
 
-def windows(shape: tuple[int, int], size: int) -> Iterator[Window]:
-    """Windows of ``size`` px over a grid of ``shape`` (rows, cols), row by row."""
-    h, w = shape
-    for r in range(0, h, size):
-        for c in range(0, w, size):
-            yield Window(c, r, min(size, w - c), min(size, h - r))
-
-
 def run_in_blocks(
     source: ArraySource, plans: Sequence[StepPlan], size: int
 ) -> tuple[Scene, list[Any]]:
@@ -183,22 +174,14 @@ def run_in_blocks(
     classes: dict[str, np.ndarray] = {}
     base = ArraySource(source.scene)
     shell = source.scene.replace(bands={}, classes={}, aux={})
-    for win in windows((h, w), size):
-        grown = Window(
-            win.col_off - halo, win.row_off - halo, win.width + 2 * halo, win.height + 2 * halo
-        ).intersection(Window(0, 0, w, h))
-        block = base._cut(grown)
+    for win in block_windows((h, w), size):
+        outer = grown(win, halo, (h, w))
+        block = base._cut(outer)
         for plan in plans:
             block = plan.apply(base.with_block_aux(block, plan))
         for plan in plans:
             block = plan.apply_late(block)
-        r0, c0 = int(win.row_off - grown.row_off), int(win.col_off - grown.col_off)
-        inner = (slice(r0, r0 + int(win.height)), slice(c0, c0 + int(win.width)))
-        own = block.replace(
-            geobox=block.geobox[inner],
-            bands={k: v[inner] for k, v in block.bands.items()},
-            classes={k: v[inner] for k, v in block.classes.items()},
-        )
+        own = cut(block, win, outer)
         for plan in plans:
             plan.tally(own)
         out = win.toslices()

@@ -25,6 +25,7 @@ from ...bands import MASK_CLEAR, MASK_CLOUD, MASK_SHADOW, SCL_NODATA, SCL_SHADOW
 from ...errors import StepError
 from ...provenance import StepRecord
 from ..base import AuxLayer, AuxRequest, LayerInfo, Scene, SceneSource, Skip, StepResult
+from ..grids import pixel_cells, upsample_nearest
 from .cirrus import cirrus_mask, snow_mask
 from .config import CloudMaskConfig
 from .layers import (
@@ -267,28 +268,6 @@ def coarse_shadow_search(
     return search.projected, results
 
 
-def _cells(fine: GeoBox, coarse: GeoBox) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    """The row and column of ``coarse`` (a coarser axis-aligned grid of the same CRS) that the
-    centre of each row and column of ``fine`` falls in (clamped at the edges)."""
-    fa, ca = fine.affine, coarse.affine
-
-    def index(n: int, f0: float, f_step: float, c0: float, c_step: float, c_n: int) -> Any:
-        centre = f0 + (np.arange(n, dtype=np.float64) + 0.5) * f_step
-        return np.clip(np.floor((centre - c0) / c_step).astype(np.intp), 0, c_n - 1)
-
-    rows = index(fine.shape.y, fa.f, fa.e, ca.f, ca.e, coarse.shape.y)
-    cols = index(fine.shape.x, fa.c, fa.a, ca.c, ca.a, coarse.shape.x)
-    return rows, cols
-
-
-def upsample_nearest(a: np.ndarray, src: GeoBox, dst: GeoBox) -> np.ndarray:
-    """``a`` (on ``src``) on ``dst``, a finer grid, by nearest neighbour: each pixel takes the
-    value of the ``src`` pixel its centre falls in."""
-    rows, cols = _cells(dst, src)
-    out: np.ndarray = a[rows[:, None], cols[None, :]]
-    return out
-
-
 def _any_per_cell(a: BoolA, rows: NDArray[np.intp], cols: NDArray[np.intp], out: BoolA) -> None:
     """Set the cells of ``out`` in which a pixel of ``a`` is True; ``rows`` and ``cols`` (not
     decreasing) are the cells of ``a``'s rows and columns."""
@@ -305,7 +284,7 @@ def coarse_scl_clouds(
     those with a valid SCL pixel, from SCL read on the output grid in strips of
     :data:`STRIP_ROWS` coarse rows: a decimated SCL (one pixel per cell) misses the small
     clouds whose shadows the search on the output grid finds."""
-    rows, cols = _cells(source.geobox, coarse)
+    rows, cols = pixel_cells(source.geobox, coarse)
     request = AuxRequest(("SCL",), 0.0, level="l2a")
     cloud = np.zeros(coarse.shape.yx, dtype=bool)
     known = np.zeros(coarse.shape.yx, dtype=bool)

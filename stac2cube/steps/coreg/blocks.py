@@ -24,6 +24,7 @@ from rasterio.windows import Window
 
 from ...errors import StepError
 from ..base import AuxLayer, AuxRequest, Scene, SceneSource, Skip, StepResult
+from ..grids import upsample_nearest
 from .backend import CoregFailure, apply_correction
 from .config import CoregConfig
 from .estimate import window_support
@@ -202,7 +203,12 @@ def _coarse_inputs(
     if "SCL" in data:  # NaN (outside the scene) is SCL's nodata class 0
         classes["SCL"] = np.nan_to_num(data.pop("SCL"), nan=0.0).astype(np.uint8)
     scene = Scene(source.item_id, layer.geobox, data, classes)
-    ref_data = _on_grid(ref, layer.geobox)
+    if ref.geobox != layer.geobox:
+        raise StepError(
+            f"{source.item_id}: the reference came on {ref.geobox}, the scene's bands on "
+            f"{layer.geobox}; a SceneSource reads both requests of {res * f:g} m on one grid"
+        )
+    ref_data = np.asarray(ref.data, dtype=np.float32)[0]
     ccfg = dataclasses.replace(
         cfg, window_size=max(cfg.window // f, 1), max_shift=cfg.max_shift / f
     )
@@ -221,29 +227,6 @@ def _record_bands(item_id: str, band: str, ref: AuxLayer, results: dict[str, Any
         )
 
 
-def _on_grid(layer: AuxLayer, gbox: GeoBox) -> np.ndarray:
-    """The first band of ``layer`` on ``gbox`` (averaged where ``layer`` is finer)."""
-    data = np.asarray(layer.data, dtype=np.float32)
-    first: np.ndarray = data[0] if data.ndim == 3 else data
-    if layer.geobox == gbox:
-        return first
-    from rasterio.warp import Resampling, reproject
-
-    out = np.full(gbox.shape.yx, np.nan, dtype=np.float32)
-    reproject(
-        first,
-        out,
-        src_transform=layer.geobox.affine,
-        src_crs=layer.geobox.crs.to_wkt() if layer.geobox.crs is not None else None,
-        dst_transform=gbox.affine,
-        dst_crs=gbox.crs.to_wkt() if gbox.crs is not None else None,
-        src_nodata=np.nan,
-        dst_nodata=np.nan,
-        resampling=Resampling.average,
-    )
-    return out
-
-
 def _read_crop(
     source: SceneSource, cfg: CoregConfig, coarse: _Coarse, r: int, c: int, win: int
 ) -> WindowCrop:
@@ -257,7 +240,7 @@ def _read_crop(
     ref = source.aux("reference", req, geobox=block.geobox)
     if ref is None:
         raise CoregFailure(no_reference(source.missing_aux))
-    anomaly = _nearest(coarse.inp.anomaly, coarse.geobox, block.geobox)
+    anomaly = upsample_nearest(coarse.inp.anomaly, coarse.geobox, block.geobox)
     inp = match_inputs(block, ref, cfg, (anomaly, coarse.inp.anomalies))
     crop = WindowCrop(inp, block.geobox, r - sl[0].start, c - sl[1].start, (c, r))
     half = win // 2
@@ -273,19 +256,6 @@ def _read_crop(
         )
         crop = dataclasses.replace(crop, reject=reject)
     return crop
-
-
-def _nearest(mask: np.ndarray, coarse: GeoBox, fine: GeoBox) -> np.ndarray:
-    """``mask`` (on the north-up grid ``coarse``) at the pixel centres of ``fine`` (False
-    outside it)."""
-    a, b = coarse.affine, fine.affine
-    h, w = fine.shape.yx
-    rows = np.floor((b.f + (np.arange(h) + 0.5) * b.e - a.f) / a.e).astype(np.int64)
-    cols = np.floor((b.c + (np.arange(w) + 0.5) * b.a - a.c) / a.a).astype(np.int64)
-    ch, cw = mask.shape
-    inside = ((rows >= 0) & (rows < ch))[:, None] & ((cols >= 0) & (cols < cw))[None, :]
-    out: np.ndarray = mask[np.clip(rows, 0, ch - 1)][:, np.clip(cols, 0, cw - 1)] & inside
-    return out
 
 
 def _has_data(block: Scene) -> bool:

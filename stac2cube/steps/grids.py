@@ -1,0 +1,32 @@
+"""Nearest-neighbour lookups between a coarse grid and a finer one of the same CRS, for steps
+that analyse a scene on a coarse grid and apply the result block by block."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from odc.geo.geobox import GeoBox
+
+
+def pixel_cells(fine: GeoBox, coarse: GeoBox) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """The row and column of ``coarse`` (a coarser axis-aligned grid of the same CRS) that the
+    centre of each row and column of ``fine`` falls in (clamped at the edges)."""
+    fa, ca = fine.affine, coarse.affine
+
+    def index(n: int, f0: float, f_step: float, c0: float, c_step: float, c_n: int) -> Any:
+        centre = f0 + (np.arange(n, dtype=np.float64) + 0.5) * f_step
+        return np.clip(np.floor((centre - c0) / c_step).astype(np.intp), 0, c_n - 1)
+
+    rows = index(fine.shape.y, fa.f, fa.e, ca.f, ca.e, coarse.shape.y)
+    cols = index(fine.shape.x, fa.c, fa.a, ca.c, ca.a, coarse.shape.x)
+    return rows, cols
+
+
+def upsample_nearest(a: np.ndarray, src: GeoBox, dst: GeoBox) -> np.ndarray:
+    """``a`` (on ``src``) on ``dst``, a finer grid, by nearest neighbour: each pixel takes the
+    value of the ``src`` pixel its centre falls in."""
+    rows, cols = pixel_cells(dst, src)
+    out: np.ndarray = a[rows[:, None], cols[None, :]]
+    return out
