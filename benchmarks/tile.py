@@ -249,12 +249,37 @@ def worker_run(config: str) -> dict[str, Any]:
             for o in summary.outcomes
         ],
         "coreg": summary.coreg_statuses(),
+        "coreg_results": [_coreg_brief(d) for d in docs if _coreg_brief(d)],
         "block_size": getattr(cfg.run, "block_size", None),
         "native_resolution": getattr(cfg.output, "native_resolution", None),
         "block_path": block_path,
         "block_path_from": source,
         "references_built_in_run": built.lines,
     }
+
+
+COREG_BRIEF = (
+    "status",
+    "reason",
+    "placement",
+    "shift_px",
+    "applied_shift_px",
+    "tiepoints_total",
+    "tiepoints_valid",
+    "tiles_failed",
+    "correlation_before",
+    "correlation_after",
+)
+"""What a run record keeps of each scene's co-registration record."""
+
+
+def _coreg_brief(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The co-registration record of an item, reduced to :data:`COREG_BRIEF`."""
+    for step in doc["properties"].get("stac2cube:steps", []):
+        if step.get("name") == "coreg":
+            res = step.get("results", {})
+            return {k: res[k] for k in COREG_BRIEF if k in res}
+    return {}
 
 
 def worker_reference(config: str) -> dict[str, Any]:
@@ -615,7 +640,14 @@ def summarise(rec: Mapping[str, Any], expected: int) -> dict[str, Any]:
         "loadavg": rec["loadavg"],
         "worker_processes": rec["worker_processes_seen"],
     }
-    keep = ("block_size", "block_path", "block_path_from", "native_resolution", "coreg")
+    keep = (
+        "block_size",
+        "block_path",
+        "block_path_from",
+        "native_resolution",
+        "coreg",
+        "coreg_results",
+    )
     out.update({k: rec[k] for k in keep if k in rec})
     if rec.get("references_built_in_run"):
         out["references_built_in_run"] = rec["references_built_in_run"]

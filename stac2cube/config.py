@@ -386,12 +386,13 @@ class RunConfig:
         "on the AOI: about 25 MB per million pixels of a block (100 MB at 2048) without steps. "
         "A multiple of `output.blocksize`; 0: each scene is held whole. Without steps the pixels "
         "written are the same (docs/catalog.md). A scene with steps is streamed when it is "
-        "larger than one block and every step can run in blocks (cloudmask; coreg in global "
-        "mode): its scene-wide analyses then read coarse grids and windows "
+        "larger than one block and every step can run in blocks (cloudmask, coreg; not "
+        "superres): its scene-wide analyses then read coarse grids, windows and tiles "
         '(docs/architecture.md, "Steps in blocks"); else it is held whole. There the '
-        "geometric shadows and the global shift's windows come from coarse grids, so such a "
-        "scene can differ slightly from one held whole; its provenance says it was streamed "
-        "(the harmonise record's `parameters.blocks`).",
+        "geometric shadows and the global shift's windows come from coarse grids and the "
+        "local tie points' anomalies from tiles, so such a scene can differ slightly from one "
+        "held whole; its provenance says it was streamed (the harmonise record's "
+        "`parameters.blocks`).",
         2048,
         execution=True,
     )

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -159,14 +160,19 @@ def write_scene(
             info = grid_layer.info or LayerInfo(description=grid_layer.description)
             enc = AssetEncoding.classes(info, str(grid_layer.data.dtype), info.description or key)
         write(key, grid_layer.data, grid_layer.geobox, enc)
+    prov = scene_provenance(source, inputs, records, config, t_start)
+    return build_item(scene, source, written, prov, sidecars=write_sidecars(scene, item_dir))
+
+
+def write_sidecars(scene: Scene, item_dir: Path) -> dict[str, tuple[Sidecar, CogFile]]:
+    """Write the steps' sidecars of ``scene`` into its staging directory, atomically."""
     sidecars: dict[str, tuple[Sidecar, CogFile]] = {}
     for key, car in scene.sidecars.items():
         path = item_dir / car.filename
         write_bytes_atomic(path, car.data)
         size, checksum = file_checksum(path)
         sidecars[key] = (car, CogFile(path, size, checksum))
-    prov = scene_provenance(source, inputs, records, config, t_start)
-    return build_item(scene, source, written, prov, sidecars=sidecars)
+    return sidecars
 
 
 def scene_provenance(

@@ -32,6 +32,7 @@ from ..catalog.item import (
     layer_info,
     scene_provenance,
     worker_threads,
+    write_sidecars,
 )
 from ..config import Config
 from ..io.cog import CogWriter
@@ -312,7 +313,8 @@ def write_scene_with_steps_in_blocks(
     prov = scene_provenance(item, inputs, tuple(records), config, t_start)
     order = [b for b in written if b in S2_BANDS and S2_BANDS[b].kind != "classification"]
     order += [k for k in written if k not in order]
-    return build_item(shell, item, {k: written[k] for k in order}, prov), None
+    sidecars = write_sidecars(shell, item_dir)
+    return build_item(shell, item, {k: written[k] for k in order}, prov, sidecars=sidecars), None
 
 
 def cut_slices(window: Window, outer: Window) -> tuple[slice, slice]:

@@ -1,5 +1,6 @@
 """Nearest-neighbour lookups between a coarse grid and a finer one of the same CRS, for steps
-that analyse a scene on a coarse grid and apply the result block by block."""
+that analyse a scene on a coarse grid and apply the result block by block, and where a block
+lies on its scene's grid."""
 
 from __future__ import annotations
 
@@ -30,3 +31,16 @@ def upsample_nearest(a: np.ndarray, src: GeoBox, dst: GeoBox) -> np.ndarray:
     rows, cols = pixel_cells(dst, src)
     out: np.ndarray = a[rows[:, None], cols[None, :]]
     return out
+
+
+def offset_in(outer: GeoBox, inner: GeoBox) -> tuple[int, int]:
+    """Row and column of ``inner``'s first pixel on ``outer`` (same CRS and resolution, pixel
+    edges aligned); ValueError otherwise."""
+    a, b = outer.affine, inner.affine
+    if abs(a.a - b.a) > 1e-9 * abs(a.a) or abs(a.e - b.e) > 1e-9 * abs(a.e):
+        raise ValueError(f"{inner} is not on the grid of {outer}")
+    col = (b.c - a.c) / a.a
+    row = (b.f - a.f) / a.e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        raise ValueError(f"{inner} is not aligned with {outer}")
+    return round(row), round(col)

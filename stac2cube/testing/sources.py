@@ -14,23 +14,12 @@ from rasterio.windows import Window
 from ..pipeline.blocks import block_windows
 from ..pipeline.blocksteps import cut, grown
 from ..steps.base import AuxLayer, AuxRequest, Scene, StepPlan
-
-
-def _offset(outer: GeoBox, inner: GeoBox) -> tuple[int, int]:
-    """Row and column of ``inner``'s first pixel on ``outer`` (same CRS and resolution)."""
-    a, b = outer.affine, inner.affine
-    if abs(a.a - b.a) > 1e-9 * abs(a.a) or abs(a.e - b.e) > 1e-9 * abs(a.e):
-        raise ValueError(f"{inner} is not on the grid of {outer}")
-    col = (b.c - a.c) / a.a
-    row = (b.f - a.f) / a.e
-    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
-        raise ValueError(f"{inner} is not aligned with {outer}")
-    return round(row), round(col)
+from ..steps.grids import offset_in
 
 
 def crop_layer(layer: AuxLayer, geobox: GeoBox) -> AuxLayer:
     """``layer`` cut to ``geobox``, a window of its grid (NaN outside it)."""
-    r0, c0 = _offset(layer.geobox, geobox)
+    r0, c0 = offset_in(layer.geobox, geobox)
     h, w = geobox.shape.yx
     data = np.asarray(layer.data)
     out = np.full((data.shape[0], h, w), np.nan, dtype=data.dtype)
@@ -118,7 +107,7 @@ class ArraySource:
             resolution=res * f,
             tight=False,
         )
-        r0, c0 = _offset(self.geobox, gbox) if f == 1 else _coarse_offset(self.geobox, gbox)
+        r0, c0 = offset_in(self.geobox, gbox) if f == 1 else _coarse_offset(self.geobox, gbox)
         planes = []
         if layer is not None:  # a layer on the scene's grid, averaged
             for plane in np.asarray(layer.data, dtype=np.float32):
@@ -136,6 +125,19 @@ class ArraySource:
             else:
                 planes.append(np.full(gbox.shape.yx, np.nan, dtype=np.float32))
         return AuxLayer(np.stack(planes), gbox, tuple(request.bands), "l2a")
+
+
+class RecordingSource(ArraySource):
+    """An :class:`ArraySource` that records the windows read at full resolution."""
+
+    def __init__(self, scene: Scene, plans: Sequence[StepPlan] = ()) -> None:
+        super().__init__(scene, plans)
+        self.reads: list[Window] = []
+
+    def block(self, window: Window) -> Scene:
+        """:meth:`ArraySource.block`, recorded."""
+        self.reads.append(window)
+        return super().block(window)
 
 
 def _coarse_offset(fine: GeoBox, coarse: GeoBox) -> tuple[int, int]:

@@ -160,6 +160,29 @@ def test_geometric_shadows_in_blocks_follow_the_whole_scene(sample: Sample, tmp_
     assert shadows >= 2
 
 
+def test_local_coreg_in_blocks_decides_as_the_whole_scene(sample: Sample, tmp_path: Path) -> None:
+    """The local mode through the pipeline's source: tie points matched on tiles read from the
+    items, judged as the whole scene's; the tie points are published as the whole scene's."""
+    steps = {"coreg": {"mode": "local", "window_size": 64, "grid_res": 32}}
+    bands = ["B02", "B04", "B08", "SCL"]
+    whole = _build(tmp_path / "whole", sample, block_size=0, steps=steps, bands=bands)
+    blocks = _build(tmp_path / "blocks", sample, block_size=64, steps=steps, bands=bands)
+    a, b = _items(whole), _items(blocks)
+    assert sorted(a) == sorted(b) and len(a) >= 3
+    for item_id, doc in a.items():
+        other = b[item_id]
+        ra, rb = _step(doc, "coreg")["results"], _step(other, "coreg")["results"]
+        assert rb["placement"].startswith("tiles of") and "placement" not in ra
+        assert rb["status"] == ra["status"] and rb["applied_shift_px"] == ra["applied_shift_px"]
+        assert abs(rb.get("tiepoints_total", 0) - ra.get("tiepoints_total", 0)) <= max(
+            2, 0.1 * ra.get("tiepoints_total", 0)
+        )
+        assert sorted(doc["assets"]) == sorted(other["assets"])
+        assert _step(other, "harmonise")["parameters"]["blocks"]["size"] == 64
+    report = check_catalog(blocks.catalog_dir)
+    assert report.problems == () and report.warnings == ()
+
+
 KILLER = textwrap.dedent("""
     import itertools, os, signal, sys
     from stac2cube import load_config, run

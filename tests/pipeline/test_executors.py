@@ -266,9 +266,9 @@ def test_out_of_memory_with_a_step_held_whole_says_block_size_does_not_help(
     p.write_text(
         "source: {path: items.json}\naoi: {bbox: [1, 2, 3, 4]}\n"
         "time: {start: 2020-01-01, end: 2020-02-01}\nrun: {memory_limit: 4GiB}\n"
-        "steps: {coreg: {mode: local}}\n"
+        "steps: {coreg: {mode: local}, superres: {}}\n"
     )
     result = death_result("s1", [_death(3_900 * 2**20)], load_config(p))
-    expected = "raise run.memory_limit (the step coreg holds the scene whole)"
+    expected = "raise run.memory_limit (the step superres holds the scene whole)"
     assert result.message.endswith(expected), result.message
     assert "block_size" not in result.message

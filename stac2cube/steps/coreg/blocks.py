@@ -14,22 +14,22 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import numpy as np
 from odc.geo.geobox import GeoBox
 from rasterio.windows import Window
 
 from ...errors import StepError
-from ..base import AuxLayer, AuxRequest, Scene, SceneSource, Skip, StepResult
+from ..base import AuxLayer, AuxRequest, Scene, SceneSource, Sidecar, Skip, StepResult
 from ..grids import upsample_nearest
 from .backend import CoregFailure, apply_correction
 from .config import CoregConfig
 from .estimate import window_support
-from .global_shift import GlobalShift, global_info, match_crops, place_windows
-from .inputs import MatchInputs, WindowCrop, first_match_band, match_inputs
+from .global_shift import GlobalShift, match_crops, place_windows
+from .inputs import MatchInputs, WindowCrop, clear_overlap, first_match_band, match_inputs
 from .outcome import conclude, no_reference, skip_of, step_result
 from .windows import MAX_WINDOWS, pick_windows, window_bad_fraction
 
@@ -47,6 +47,16 @@ and ``cubic_spline`` 2, ``bilinear`` 1) reads: the halo is the rounded-up shift 
 _REFERENCE_LEVEL: Final = "reference"
 
 
+class Correction(Protocol):
+    """A correction decided for the whole scene, given as AROSICS' correction info for any
+    block of it."""
+
+    def info_on(self, geobox: GeoBox) -> dict[str, Any]:
+        """AROSICS' ``coreg_info`` that corrects the block on ``geobox`` (a window of the
+        scene's grid) as the whole scene is corrected."""
+        ...
+
+
 @dataclass
 class CoregPlan:
     """The global correction decided for a scene, applied block by block (a
@@ -58,11 +68,13 @@ class CoregPlan:
     cfg: CoregConfig
     results: dict[str, Any]
     """The record's results, concluded (``status``, ``reason``)."""
-    shift: GlobalShift | None = None
+    correction: Correction | None = None
     """The correction to apply; None: blocks are left as they are."""
     halo: int = 0
     skip: Skip | None = None
     block_aux: Mapping[str, AuxRequest] = field(default_factory=dict)
+    sidecars: Mapping[str, Sidecar] = field(default_factory=dict)
+    """Sidecars of the analysis (the local mode's tie points)."""
 
     @property
     def status(self) -> str:
@@ -72,10 +84,9 @@ class CoregPlan:
     def apply(self, block: Scene) -> Scene:
         """``block`` corrected on its own grid (unchanged when nothing is applied or it holds
         no data)."""
-        if self.shift is None or not _has_data(block):
+        if self.correction is None or not has_data(block):
             return block
-        info = global_info(self.shift.template, block.geobox, self.shift.dx, self.shift.dy)
-        return apply_correction(block, info, self.cfg)
+        return apply_correction(block, self.correction.info_on(block.geobox), self.cfg)
 
     def apply_late(self, block: Scene) -> Scene:
         """Nothing to apply late."""
@@ -86,23 +97,38 @@ class CoregPlan:
 
     def finish(self, shell: Scene) -> StepResult:
         """The result :meth:`CoregStep.run` gives, on the scene without pixels."""
-        return step_result(self.name, self.version, self.cfg, shell, self.results, shell.sidecars)
+        sidecars = {**shell.sidecars, **self.sidecars}
+        return step_result(self.name, self.version, self.cfg, shell, self.results, sidecars)
+
+
+Decide = Callable[
+    [SceneSource, CoregConfig, dict[str, Any], dict[str, Sidecar]], tuple[Correction, int] | None
+]
+"""A mode's analysis in blocks: the correction and its halo, or None when it is not applied
+(the reason in the results, ``status_if_not_applied`` among them); raises
+:class:`CoregFailure`."""
 
 
 def plan_in_blocks(name: str, version: str, source: SceneSource, cfg: CoregConfig) -> CoregPlan:
-    """Estimate the global shift through ``source``, decide as :meth:`CoregStep.run` does and
-    return the plan; a failure follows ``on_failure`` (``fail`` raises
+    """Estimate the correction through ``source`` (global: :func:`decide_global`; local:
+    :func:`~stac2cube.steps.coreg.local_blocks.decide_local`), decide as :meth:`CoregStep.run`
+    does and return the plan; a failure follows ``on_failure`` (``fail`` raises
     :class:`~stac2cube.errors.StepError`, ``skip`` sets the plan's ``skip``, ``keep`` gives an
     identity plan)."""
-    if cfg.mode != "global":
-        raise StepError(f"the coreg step runs in blocks only in global mode, not {cfg.mode!r}")
+    decide: Decide = decide_global
+    if cfg.mode == "local":
+        from .local_blocks import decide_local
+
+        decide = decide_local
     results: dict[str, Any] = {"mode": cfg.mode, "reference": None, "applied_shift_px": [0.0, 0.0]}
-    shift: GlobalShift | None = None
-    reason: str | None
+    sidecars: dict[str, Sidecar] = {}
+    correction: Correction | None = None
+    halo = 0
+    reason: str | None = None
     try:
-        found = _estimate(source, cfg, results)
-        if found.apply:
-            shift, status, reason = found, "ok", None
+        found = decide(source, cfg, results, sidecars)
+        if found is not None:
+            (correction, halo), status = found, "ok"
             results["applied_shift_px"] = list(results["shift_px"])
         else:
             status = str(results.pop("status_if_not_applied"))
@@ -110,8 +136,20 @@ def plan_in_blocks(name: str, version: str, source: SceneSource, cfg: CoregConfi
     except CoregFailure as exc:
         status, reason = "failed", str(exc)
     conclude(source.item_id, cfg, results, status, reason)
-    halo = 0 if shift is None else math.ceil(max(abs(shift.dx), abs(shift.dy))) + KERNEL_REACH_PX
-    return CoregPlan(name, version, cfg, results, shift, halo, skip_of(results, cfg))
+    return CoregPlan(
+        name, version, cfg, results, correction, halo, skip_of(results, cfg), sidecars=sidecars
+    )
+
+
+def decide_global(
+    source: SceneSource, cfg: CoregConfig, results: dict[str, Any], sidecars: dict[str, Sidecar]
+) -> tuple[Correction, int] | None:
+    """The global shift when it is applied, with a halo of the rounded-up shift plus the
+    resampling kernel's reach."""
+    found = _estimate(source, cfg, results)
+    if not found.apply:
+        return None
+    return found, math.ceil(max(abs(found.dx), abs(found.dy))) + KERNEL_REACH_PX
 
 
 def coarse_factor(cfg: CoregConfig) -> int:
@@ -124,15 +162,10 @@ def _estimate(source: SceneSource, cfg: CoregConfig, results: dict[str, Any]) ->
     them; ``results`` get what :meth:`CoregStep.run` records. Raises :class:`CoregFailure`."""
     band = first_match_band(source.item_id, source.band_names, cfg)
     f = coarse_factor(cfg)
-    coarse = _coarse_inputs(source, cfg, band, f, results)
+    coarse = coarse_inputs(source, cfg, band, f, results)
     res = abs(float(source.geobox.resolution.x))
     results["placement"] = f"coarse grid {f * res:g} m (blocks)"
-    usable = ~coarse.inp.bad_any
-    results["clear_overlap_fraction"] = round(float(usable.mean()), 4)
-    if not usable.any():
-        if not np.isfinite(coarse.inp.reference).any():
-            raise CoregFailure("the reference has no valid pixel over the scene")
-        raise CoregFailure("the scene and the reference share no clear valid pixel")
+    clear_overlap(coarse.inp, results)
 
     def pick(win: int) -> list[WindowCrop]:
         crops: list[WindowCrop] = []
@@ -147,7 +180,7 @@ def _estimate(source: SceneSource, cfg: CoregConfig, results: dict[str, Any]) ->
 
 
 @dataclass(frozen=True)
-class _Coarse:
+class Coarse:
     """The matching inputs on the coarse grid and what is needed to map its windows back."""
 
     inp: MatchInputs
@@ -180,9 +213,9 @@ def _inside(v: int, n: int, win: int) -> int:
     return min(max(v, win // 2), n - win // 2)
 
 
-def _coarse_inputs(
+def coarse_inputs(
     source: SceneSource, cfg: CoregConfig, band: str, f: int, results: dict[str, Any]
-) -> _Coarse:
+) -> Coarse:
     """The match band, B02/B04 and SCL (decimated read: reflectance averaged, classes nearest)
     and the reference on a grid ``f`` times coarser, as matching inputs with the anomalies
     found there; ``results`` get the reference, the bands and the anomalies."""
@@ -215,7 +248,7 @@ def _coarse_inputs(
     inp = match_inputs(scene, AuxLayer(ref_data[None], layer.geobox, ref.bands, ref.source), ccfg)
     _record_bands(source.item_id, inp.band, ref, results)
     results["anomalies"] = inp.anomalies
-    return _Coarse(inp, layer.geobox, source.geobox, f, ccfg)
+    return Coarse(inp, layer.geobox, source.geobox, f, ccfg)
 
 
 def _record_bands(item_id: str, band: str, ref: AuxLayer, results: dict[str, Any]) -> None:
@@ -227,21 +260,36 @@ def _record_bands(item_id: str, band: str, ref: AuxLayer, results: dict[str, Any
         )
 
 
-def _read_crop(
-    source: SceneSource, cfg: CoregConfig, coarse: _Coarse, r: int, c: int, win: int
-) -> WindowCrop:
-    """The window of ``win`` px centred on ``(r, c)`` read at full resolution (with the plans of
-    the steps before applied) as a crop of the pixels its matching can touch, with the
-    anomalies found on the coarse grid; rejected when more than ``max_bad_fraction`` of it is
-    bad at full resolution."""
-    sl = window_support(source.geobox.shape.yx, r, c, win, cfg)
-    block = source.block(Window.from_slices(*sl))
+def full_res_inputs(
+    source: SceneSource,
+    cfg: CoregConfig,
+    coarse: Coarse,
+    window: Window,
+    *,
+    own_anomalies: bool = False,
+) -> tuple[Scene, MatchInputs]:
+    """The scene over ``window`` at full resolution (with the plans of the steps before
+    applied) and its matching inputs, with the anomalies found on the coarse grid, or found
+    in the window itself (``own_anomalies``)."""
+    block = source.block(window)
     req = AuxRequest((cfg.match_band,), 0.0, level=_REFERENCE_LEVEL)
     ref = source.aux("reference", req, geobox=block.geobox)
     if ref is None:
         raise CoregFailure(no_reference(source.missing_aux))
+    if own_anomalies:
+        return block, match_inputs(block, ref, cfg)
     anomaly = upsample_nearest(coarse.inp.anomaly, coarse.geobox, block.geobox)
-    inp = match_inputs(block, ref, cfg, (anomaly, coarse.inp.anomalies))
+    return block, match_inputs(block, ref, cfg, (anomaly, coarse.inp.anomalies))
+
+
+def _read_crop(
+    source: SceneSource, cfg: CoregConfig, coarse: Coarse, r: int, c: int, win: int
+) -> WindowCrop:
+    """The window of ``win`` px centred on ``(r, c)`` read at full resolution as a crop of the
+    pixels its matching can touch (:func:`full_res_inputs`); rejected when more than
+    ``max_bad_fraction`` of it is bad at full resolution."""
+    sl = window_support(source.geobox.shape.yx, r, c, win, cfg)
+    block, inp = full_res_inputs(source, cfg, coarse, Window.from_slices(*sl))
     crop = WindowCrop(inp, block.geobox, r - sl[0].start, c - sl[1].start, (c, r))
     half = win // 2
     box = (
@@ -258,7 +306,7 @@ def _read_crop(
     return crop
 
 
-def _has_data(block: Scene) -> bool:
+def has_data(block: Scene) -> bool:
     """Whether any band or class layer of ``block`` has a valid pixel."""
     if any(np.isfinite(a).any() for a in block.bands.values()):
         return True

@@ -35,6 +35,10 @@ class GlobalShift:
     template: Mapping[str, Any]
     apply: bool
 
+    def info_on(self, geobox: GeoBox) -> dict[str, Any]:
+        """AROSICS' correction info that moves the grid ``geobox`` by this shift."""
+        return global_info(self.template, geobox, self.dx, self.dy)
+
 
 def match_global(
     inp: MatchInputs, gbox: GeoBox, cfg: CoregConfig, results: dict[str, Any]

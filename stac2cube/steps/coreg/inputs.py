@@ -17,6 +17,7 @@ from odc.geo.geobox import GeoBox
 from ...bands import MASK_CLEAR, SCL_BAD
 from ...errors import StepError
 from ..base import AuxLayer, Scene
+from .backend import CoregFailure
 from .config import CoregConfig
 from .windows import window_bad_fraction
 
@@ -218,3 +219,15 @@ def match_inputs(
     anomaly, info = anomalies
     frac = window_bad_fraction(bad_tgt | bad_ref | anomaly, cfg.window)
     return MatchInputs(target, reference, bad_tgt, bad_ref, frac, band, anomaly, info)
+
+
+def clear_overlap(inp: MatchInputs, results: dict[str, Any]) -> BoolA:
+    """The pixels clear and valid in both the scene and the reference; ``results`` get their
+    fraction. Raises :class:`CoregFailure` when there is none."""
+    usable: BoolA = ~inp.bad_any
+    results["clear_overlap_fraction"] = round(float(usable.mean()), 4)
+    if not usable.any():
+        if not np.isfinite(inp.reference).any():
+            raise CoregFailure("the reference has no valid pixel over the scene")
+        raise CoregFailure("the scene and the reference share no clear valid pixel")
+    return usable

@@ -96,20 +96,36 @@ def match_local(
     """Match the tie points, check them and decide whether their warp is applied. Returns
     AROSICS' correction info and whether to apply it (the reason is in ``results``); the
     tie-point table goes into ``sidecars``."""
+    tbl, info = tiepoint_table(inp, gbox, cfg, cfg.tiepoint_filter_level)
+    return info, judge_tiepoints(tbl, gbox, cfg, results, sidecars)
+
+
+def tiepoint_table(
+    inp: MatchInputs,
+    gbox: GeoBox,
+    cfg: CoregConfig,
+    filter_level: int,
+    exclude: NDArray[np.bool_] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """AROSICS' tie-point table over ``gbox`` (a point every ``grid_res`` px from its top-left
+    pixel) and its correction info, filtered at ``filter_level``; tie points on ``exclude``
+    pixels are not matched (they only enter AROSICS' point placement, not the windows)."""
     from arosics import COREG_LOCAL
 
     win = cfg.window
     # tie points whose window has too many bad pixels are rejected through the target's mask
     tgt_mask = inp.bad_tgt | inp.anomaly | (inp.frac > cfg.max_bad_fraction)
+    if exclude is not None:
+        tgt_mask = tgt_mask | exclude
 
-    def run() -> tuple[Any, Any, Any]:
+    def run() -> tuple[Any, dict[str, Any]]:
         cl = COREG_LOCAL(
             geoarray(for_matching(inp.reference, inp.bad_ref), gbox, FILL),
             geoarray(for_matching(inp.target, inp.bad_tgt), gbox, FILL),
             grid_res=cfg.grid_res,
             window_size=(win, win),
             max_shift=cfg.max_shift,
-            tieP_filter_level=cfg.tiepoint_filter_level,
+            tieP_filter_level=filter_level,
             min_reliability=cfg.min_reliability,
             nodata=(FILL, FILL),
             mask_baddata_ref=geoarray(inp.bad_ref, gbox, None),
@@ -119,10 +135,72 @@ def match_local(
             q=True,
             ignore_errors=True,
         )
-        tbl = cl.CoRegPoints_table
-        return cl, tbl, cl.coreg_info
+        return cl.CoRegPoints_table, cl.coreg_info
 
-    _, tbl, info = arosics_call("tie-point matching", run)
+    return arosics_call("tie-point matching", run)
+
+
+def refine_tiepoints(tbl: Any, cfg: CoregConfig) -> Any:
+    """AROSICS' tie-point filtering (``Tie_Point_Refiner`` at ``tiepoint_filter_level``, with
+    ``COREG_LOCAL``'s outlier settings) applied to a table matched unfiltered, as
+    ``COREG_LOCAL`` applies it to its own."""
+    import inspect
+
+    from arosics import COREG_LOCAL
+    from arosics.Tie_Point_Grid import Tie_Point_Refiner
+
+    cols = set(getattr(tbl, "columns", ()))
+    if len(tbl) == 0 or "ABS_SHIFT" not in cols or cfg.tiepoint_filter_level == 0:
+        return tbl
+    matched = tbl[tbl.ABS_SHIFT != FILL].copy()
+    if len(matched) == 0:
+        return tbl
+    # tables joined from tiles hold Python objects where a tile had an unmatched point; the
+    # refiner's SSIM filter negates SSIM_IMPROVED, and ~True is -2 on a Python bool (every
+    # point an outlier): hand it real booleans (anything but True, e.g. AROSICS' fill value,
+    # is not improved, as AROSICS treats it) and floats
+    matched["SSIM_IMPROVED"] = np.asarray(matched["SSIM_IMPROVED"] == True, dtype=bool)  # noqa: E712
+    for name in ("X_MAP", "Y_MAP", "X_SHIFT_M", "Y_SHIFT_M", "RELIABILITY"):
+        matched[name] = np.asarray(matched[name], dtype=np.float64)
+    defaults = inspect.signature(COREG_LOCAL).parameters
+    names = ("rs_max_outlier", "rs_tolerance", "rs_random_state")
+    settings = {k: defaults[k].default for k in names}
+
+    def run() -> Any:
+        tpr = Tie_Point_Refiner(matched, min_reliability=cfg.min_reliability, q=True, **settings)
+        filtered, new_cols = tpr.run_filtering(level=cfg.tiepoint_filter_level)
+        out = tbl.merge(filtered[["POINT_ID", *new_cols]], on="POINT_ID", how="outer")
+        return out.replace([np.nan, None], int(FILL))
+
+    return arosics_call("tie-point filtering", run)
+
+
+def valid_tiepoints(tbl: Any, cfg: CoregConfig) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """Which rows of the table were matched, and which of those passed the filtering."""
+    cols = set(getattr(tbl, "columns", ()))
+    if len(tbl) == 0 or "ABS_SHIFT" not in cols:
+        none = np.zeros(len(tbl), bool)
+        return none, none
+    matched = np.asarray(tbl["ABS_SHIFT"], dtype=np.float64) != FILL
+    outlier = (
+        np.asarray(tbl["OUTLIER"]).astype(bool)
+        if "OUTLIER" in cols and cfg.tiepoint_filter_level > 0
+        else np.zeros(len(tbl), bool)
+    )
+    return matched, matched & ~outlier
+
+
+def judge_tiepoints(
+    tbl: Any,
+    gbox: GeoBox,
+    cfg: CoregConfig,
+    results: dict[str, Any],
+    sidecars: dict[str, Sidecar],
+) -> bool:
+    """Check the tie-point table of the scene ``gbox`` and decide whether its warp is applied
+    (the reason is in ``results``); the table goes into ``sidecars``. Raises
+    :class:`CoregFailure` when there is no trustworthy field."""
+    win = cfg.window
     n_grid = int(np.ceil((gbox.shape.x + cfg.grid_res) / cfg.grid_res)) * int(
         np.ceil((gbox.shape.y + cfg.grid_res) / cfg.grid_res)
     )
@@ -134,13 +212,7 @@ def match_local(
             f"no tie point could be placed on clear, textured pixels ({len(tbl)} of {n_grid} "
             "grid points are off cloud and nodata)"
         )
-    matched = np.asarray(tbl["ABS_SHIFT"], dtype=np.float64) != -9999.0
-    outlier = (
-        np.asarray(tbl["OUTLIER"]).astype(bool)
-        if "OUTLIER" in cols and cfg.tiepoint_filter_level > 0
-        else np.zeros(len(tbl), bool)
-    )
-    valid = matched & ~outlier
+    matched, valid = valid_tiepoints(tbl, cfg)
     sidecars[TIEPOINTS_SIDECAR] = Sidecar(
         filename="coreg_tiepoints.geojson",
         data=_tiepoints_geojson(tbl, gbox, valid),
@@ -190,7 +262,7 @@ def match_local(
                         f"{f_stat:.2f} <= {f_crit:.2f} at p = 0.01): no misregistration found"
                     ),
                 )
-                return info, False
+                return False
     if n_valid == 0:
         raise CoregFailure("no tie point survived AROSICS' filtering")
     dx = -np.asarray(tbl["X_SHIFT_PX"], dtype=np.float64)[valid]
@@ -229,7 +301,6 @@ def match_local(
     results["field_f"] = None if f_stat is None else round(f_stat, 2)
     results["field_f_critical"] = None if f_crit is None else round(f_crit, 2)
     results["tiepoints_effective"] = round(n_eff, 1)
-    out: dict[str, Any] = info
     if f_stat is None or f_crit is None:
         results["status_if_not_applied"] = "not_significant"
         results["decision"] = (
@@ -237,7 +308,7 @@ def match_local(
             f"{win} px windows overlap at a {cfg.grid_res} px spacing), too few to tell a shift "
             "field from noise; use a larger grid_res or a smaller window_size"
         )
-        return out, False
+        return False
     if f_stat <= f_crit:
         results["status_if_not_applied"] = "not_significant"
         results["decision"] = (
@@ -245,6 +316,6 @@ def match_local(
             f"distinguishable from their noise (F {f_stat:.2f} <= {f_crit:.2f} at p = 0.01 with "
             f"{n_eff:.0f} effective tie points)"
         )
-        return out, False
+        return False
     results["decision"] = "applied"
-    return out, True
+    return True

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -175,9 +176,58 @@ def field_significance(
     return float(f_stat), float(stats.f.ppf(0.99, df1, df2))
 
 
-def _clear_correlation(a: np.ndarray, b: np.ndarray, ok: BoolA) -> float | None:
-    """Correlation of two bands over ``ok`` after the same Gaussian low-pass (sigma 1 px), so
-    that the resampling's own smoothing of a corrected band does not count as alignment."""
+CORRELATION_REACH_PX: Final = 8
+"""Pixels around a region that its clear-pixel correlation reads: the low-pass's reach (4
+sigma) and the erosion of the clear pixels (3 px), rounded up."""
+
+
+@dataclass
+class CorrelationSums:
+    """The sums a correlation over many regions adds up, so that the correlation of a scene
+    read in blocks is the one of the scene read whole."""
+
+    n: int = 0
+    sa: float = 0.0
+    sb: float = 0.0
+    saa: float = 0.0
+    sbb: float = 0.0
+    sab: float = 0.0
+
+    def add(self, a: NDArray[np.float64], b: NDArray[np.float64]) -> None:
+        """Add the pixel pairs ``(a, b)``."""
+        self.n += int(a.size)
+        self.sa += float(a.sum())
+        self.sb += float(b.sum())
+        self.saa += float(np.dot(a, a))
+        self.sbb += float(np.dot(b, b))
+        self.sab += float(np.dot(a, b))
+
+    def extend(self, other: CorrelationSums) -> None:
+        """Add the pairs ``other`` summed."""
+        self.n += other.n
+        self.sa += other.sa
+        self.sb += other.sb
+        self.saa += other.saa
+        self.sbb += other.sbb
+        self.sab += other.sab
+
+    def ncc(self) -> float | None:
+        """Pearson correlation of the pairs added (None under 64 pairs or without spread)."""
+        if self.n < 64:
+            return None
+        cov = self.sab - self.sa * self.sb / self.n
+        va = self.saa - self.sa * self.sa / self.n
+        vb = self.sbb - self.sb * self.sb / self.n
+        den = math.sqrt(va * vb) if va > 0 and vb > 0 else 0.0
+        return cov / den if den > 0 else None
+
+
+def clear_correlation_sums(
+    a: np.ndarray, b: np.ndarray, ok: BoolA, core: tuple[slice, slice] | None = None
+) -> CorrelationSums:
+    """The sums of the correlation of two bands over ``ok`` after the same Gaussian low-pass
+    (sigma 1 px), so that the resampling's own smoothing of a corrected band does not count as
+    alignment; only pixels in ``core`` count (the rest is the halo the low-pass reads)."""
     from scipy import ndimage
 
     def lp(x: np.ndarray) -> NDArray[np.float64]:
@@ -187,7 +237,28 @@ def _clear_correlation(a: np.ndarray, b: np.ndarray, ok: BoolA) -> float | None:
         return out
 
     inner = ndimage.binary_erosion(ok, iterations=3)
-    return _ncc(lp(a), lp(b), inner)
+    if core is not None:
+        keep = np.zeros_like(inner)
+        keep[core] = True
+        inner &= keep
+    sums = CorrelationSums()
+    sums.add(lp(a)[inner], lp(b)[inner])
+    return sums
+
+
+def improves(before: float | None, after: float | None, results: dict[str, Any]) -> bool:
+    """Local mode: whether the warp raised the clear-pixel correlation with the reference from
+    ``before`` to ``after``; records both, and why not when it did not."""
+    results["correlation_before"] = rounded(before, 5)
+    results["correlation_after"] = rounded(after, 5)
+    if before is not None and after is not None and after > before:
+        return True
+    results["status_if_not_applied"] = "no_improvement"
+    results["decision"] = (
+        "not applied: the warp does not raise the correlation with the reference over the "
+        f"clear pixels ({before} -> {after})"
+    )
+    return False
 
 
 def warp_improves(inp: MatchInputs, warped: Scene, usable: BoolA, results: dict[str, Any]) -> bool:
@@ -195,15 +266,6 @@ def warp_improves(inp: MatchInputs, warped: Scene, usable: BoolA, results: dict[
     clear pixels than the input did (both low-passed alike); records why not when it does not."""
     after = np.asarray(warped.bands[inp.band], dtype=np.float32)
     ok = usable & np.isfinite(after)
-    ncc0 = _clear_correlation(inp.target, inp.reference, ok)
-    ncc1 = _clear_correlation(after, inp.reference, ok)
-    results["correlation_before"] = rounded(ncc0, 5)
-    results["correlation_after"] = rounded(ncc1, 5)
-    if ncc0 is not None and ncc1 is not None and ncc1 > ncc0:
-        return True
-    results["status_if_not_applied"] = "no_improvement"
-    results["decision"] = (
-        "not applied: the warp does not raise the correlation with the reference over the "
-        f"clear pixels ({ncc0} -> {ncc1})"
-    )
-    return False
+    ncc0 = clear_correlation_sums(inp.target, inp.reference, ok).ncc()
+    ncc1 = clear_correlation_sums(after, inp.reference, ok).ncc()
+    return improves(ncc0, ncc1, results)

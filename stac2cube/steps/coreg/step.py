@@ -8,15 +8,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from ...errors import StepError
 from ..base import AuxLayer, AuxRequest, Scene, SceneSource, Sidecar, StepResult
 from .backend import CoregFailure, apply_correction
 from .blocks import CoregPlan, plan_in_blocks
 from .config import CoregConfig
 from .global_shift import match_global
-from .inputs import match_inputs
+from .inputs import clear_overlap, match_inputs
 from .local import match_local
 from .outcome import conclude, no_reference, step_result
 from .significance import warp_improves
@@ -61,12 +59,7 @@ class CoregStep:
                 ref.bands[0],
             )
         results["anomalies"] = inp.anomalies
-        usable = ~inp.bad_any
-        results["clear_overlap_fraction"] = round(float(usable.mean()), 4)
-        if not usable.any():
-            if not np.isfinite(inp.reference).any():
-                raise CoregFailure("the reference has no valid pixel over the scene")
-            raise CoregFailure("the scene and the reference share no clear valid pixel")
+        usable = clear_overlap(inp, results)
         if cfg.mode == "global":
             info, apply = match_global(inp, scene.geobox, cfg, results)
         else:
@@ -104,12 +97,13 @@ class CoregStep:
         return step_result(self.name, self.version, cfg, new, results, sidecars)
 
     def in_blocks(self, cfg: CoregConfig) -> bool:
-        """The global mode runs in blocks (one shift: each block is corrected with a halo);
-        the local mode's warp needs the scene whole."""
-        return cfg.mode == "global"
+        """Both modes run in blocks: one shift corrects each block with a halo; a tie-point
+        warp is applied to each block through the tie points near it."""
+        return True
 
     def plan(self, source: SceneSource, cfg: CoregConfig) -> CoregPlan:
-        """The global shift estimated through ``source`` (windows placed on a coarse grid,
-        matched on full-resolution crops), as a plan that corrects each block; raises as
-        :meth:`run` does (see :mod:`.blocks`)."""
+        """The correction estimated through ``source`` as a plan that corrects each block:
+        the global shift from windows placed on a coarse grid and matched on full-resolution
+        crops (:mod:`.blocks`), the tie points matched tile by tile (:mod:`.local_blocks`);
+        raises as :meth:`run` does."""
         return plan_in_blocks(self.name, self.version, source, cfg)

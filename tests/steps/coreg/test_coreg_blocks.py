@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rasterio.windows import Window
 
 from stac2cube.errors import StepError
 from stac2cube.sample.coreg_scenes import CoregScene, Warp, make_coreg_scene
@@ -15,8 +14,8 @@ from stac2cube.steps.base import BlockStep, Scene, StepPlan
 from stac2cube.steps.coreg import CoregConfig, CoregStep
 from stac2cube.steps.coreg.backend import apply_correction
 from stac2cube.steps.coreg.blocks import CoregPlan
-from stac2cube.steps.coreg.global_shift import global_info
-from stac2cube.testing.sources import ArraySource, run_in_blocks
+from stac2cube.steps.coreg.global_shift import GlobalShift, global_info
+from stac2cube.testing.sources import ArraySource, RecordingSource, run_in_blocks
 
 pytest.importorskip("arosics")
 
@@ -24,18 +23,6 @@ STEP = CoregStep()
 SIZE = 400
 BLOCK = 96
 """Blocks that do not divide the scene."""
-
-
-class RecordingSource(ArraySource):
-    """An :class:`ArraySource` that records the windows read at full resolution."""
-
-    def __init__(self, scene: Scene) -> None:
-        super().__init__(scene)
-        self.reads: list[Window] = []
-
-    def block(self, window: Window) -> Scene:
-        self.reads.append(window)
-        return super().block(window)
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +49,10 @@ def _plan(scene: Scene, cfg: CoregConfig) -> CoregPlan:
     return plan
 
 
-def test_global_mode_runs_in_blocks() -> None:
+def test_both_modes_run_in_blocks() -> None:
     assert isinstance(STEP, BlockStep)
     assert STEP.in_blocks(CoregConfig())
-    assert not STEP.in_blocks(CoregConfig(mode="local"))
+    assert STEP.in_blocks(CoregConfig(mode="local"))
 
 
 def test_a_known_shift_is_found_in_blocks(shifted: CoregScene) -> None:
@@ -97,10 +84,12 @@ def test_a_known_shift_is_found_in_blocks(shifted: CoregScene) -> None:
 def test_the_correction_in_blocks_is_the_correction_applied_whole(cloudy: CoregScene) -> None:
     cfg = CoregConfig()
     plan = _plan(cloudy.scene, cfg)
-    assert plan.status == "ok" and plan.shift is not None, plan.results
+    shift = plan.correction
+    assert plan.status == "ok" and isinstance(shift, GlobalShift), plan.results
     assert float(np.hypot(*np.subtract(plan.results["shift_px"], (1.2, -0.6)))) < 0.1
     out, _ = run_in_blocks(ArraySource(cloudy.scene), [plan], BLOCK)
-    info = global_info(plan.shift.template, cloudy.scene.geobox, plan.shift.dx, plan.shift.dy)
+    info = global_info(shift.template, cloudy.scene.geobox, shift.dx, shift.dy)
+    assert shift.info_on(cloudy.scene.geobox) == info
     whole = apply_correction(cloudy.scene, info, cfg)
     edge = (slice(plan.halo, -plan.halo), slice(plan.halo, -plan.halo))
     for name, a in whole.bands.items():
@@ -121,7 +110,7 @@ def test_a_registered_scene_is_left_alone_in_blocks() -> None:
     plan = _plan(cs.scene, cfg)
     r = plan.results
     assert plan.status in ("not_significant", "no_improvement"), r
-    assert plan.halo == 0 and plan.shift is None and plan.skip is None
+    assert plan.halo == 0 and plan.correction is None and plan.skip is None
     assert r["decision"].startswith("not applied") and r["applied_shift_px"] == [0.0, 0.0]
     assert max(map(abs, r["shift_px"])) < 0.05
     out, (res,) = run_in_blocks(ArraySource(cs.scene), [plan], BLOCK)
