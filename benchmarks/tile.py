@@ -815,6 +815,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs of none, floor and dask (median)")
     ap.add_argument("--out", default=str(RESULTS), help="the results file")
     ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="measure the --only parts again and keep the results file's other measurements "
+        "(recorded under 'remeasured')",
+    )
+    ap.add_argument(
         "--time-limit-min",
         type=float,
         help="stop a measurement after this many minutes (recorded as stopped)",
@@ -889,8 +895,24 @@ def main() -> None:
             "platform": platform.platform(),
         },
     }
+    earlier = json.loads(out.read_text()) if a.merge and out.exists() else None
+    if a.merge and (earlier is None or earlier.get("tile_px") != px or not a.only):
+        raise SystemExit(f"--merge needs --only and an earlier {out} of a {px} px tile")
     with tempfile.TemporaryDirectory(prefix="work-", dir=data_dir) as work:
         bench = Bench(tile, Path(work), cap_mb, out, results)
+        if earlier is not None:
+            measured = {f"{c}-{size}" for c in parts for size in ("tile", "sixteenth")}
+            measured |= {"floor"} & set(parts) | (
+                {"dask-1", "dask-2"} if "dask" in parts else set()
+            )
+            bench.runs = {k: v for k, v in earlier["runs"].items() if k not in measured}
+            results["remeasured"] = {
+                "parts": parts,
+                "date": dt.date.today().isoformat(),
+                "kept_from_earlier_run": sorted(bench.runs),
+                "earlier_complete": earlier.get("complete"),
+                "earlier_loadavg_start": earlier.get("loadavg_start"),
+            }
         configs = [c for c in CONFIGS if c in parts]
         for name in configs:  # the cheap ones first
             label = f"{name}-sixteenth"
