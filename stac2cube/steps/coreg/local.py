@@ -6,6 +6,8 @@ GeoJSON sidecar."""
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -13,13 +15,26 @@ from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 
 from ..base import Sidecar
+from ..grids import offset_in
 from .backend import FILL, CoregFailure, arosics_call, crs, geoarray, num
 from .config import CoregConfig
+from .global_shift import global_info
 from .inputs import MatchInputs, for_matching
 from .significance import field_significance
 
 TIEPOINTS_SIDECAR: Final = "coreg_tiepoints"
 """Key of the tie-point sidecar in ``scene.sidecars`` (local mode)."""
+GCP_MARGIN_SPACINGS: Final = 6
+"""A block is warped through the tie points within this many grid spacings of it."""
+MIN_BLOCK_GCPS: Final = 10
+"""Fewer tie points than this near a block (cloud): the margin is doubled until there are."""
+MAX_GCPS: Final = 7000
+"""Tie points a warp goes through at most (AROSICS' ``to_GCPList``: GDAL's spline solver grows
+with the cube of the points); more are sampled, with a fixed seed."""
+MAX_RANSAC_POINTS: Final = 5000
+"""Tie points one RANSAC fit takes at most: scikit-image's affine fit takes a full SVD of a
+matrix of twice the points squared (16,800 points: 9 GB). More are split into random groups
+of at most this many, each fitted on its own; a group samples the whole scene's field."""
 
 
 def _tiepoints_geojson(tbl: Any, gbox: GeoBox, valid: NDArray[np.bool_]) -> bytes:
@@ -93,11 +108,14 @@ def match_local(
     results: dict[str, Any],
     sidecars: dict[str, Sidecar],
 ) -> tuple[dict[str, Any], bool]:
-    """Match the tie points, check them and decide whether their warp is applied. Returns
-    AROSICS' correction info and whether to apply it (the reason is in ``results``); the
-    tie-point table goes into ``sidecars``."""
-    tbl, info = tiepoint_table(inp, gbox, cfg, cfg.tiepoint_filter_level)
-    return info, judge_tiepoints(tbl, gbox, cfg, results, sidecars)
+    """Match the tie points, filter (:func:`refine_tiepoints`), check them and decide whether
+    their warp is applied. Returns AROSICS' correction info and whether to apply it (the
+    reason is in ``results``); the tie-point table goes into ``sidecars``."""
+    tbl, _ = tiepoint_table(inp, gbox, cfg, 0)
+    tbl = refine_tiepoints(tbl, cfg, results)
+    if not judge_tiepoints(tbl, gbox, cfg, results, sidecars):
+        return {}, False
+    return tiepoint_warp(tbl, gbox, cfg).info_on(gbox), True
 
 
 def tiepoint_table(
@@ -140,17 +158,19 @@ def tiepoint_table(
     return arosics_call("tie-point matching", run)
 
 
-def refine_tiepoints(tbl: Any, cfg: CoregConfig) -> Any:
+def refine_tiepoints(tbl: Any, cfg: CoregConfig, results: dict[str, Any]) -> Any:
     """AROSICS' tie-point filtering (``Tie_Point_Refiner`` at ``tiepoint_filter_level``, with
     ``COREG_LOCAL``'s outlier settings) applied to a table matched unfiltered, as
-    ``COREG_LOCAL`` applies it to its own."""
+    ``COREG_LOCAL`` applies it to its own; RANSAC in random groups of at most
+    :data:`MAX_RANSAC_POINTS` (``results["ransac_groups"]`` when more than one)."""
     import inspect
 
     from arosics import COREG_LOCAL
     from arosics.Tie_Point_Grid import Tie_Point_Refiner
 
     cols = set(getattr(tbl, "columns", ()))
-    if len(tbl) == 0 or "ABS_SHIFT" not in cols or cfg.tiepoint_filter_level == 0:
+    level = cfg.tiepoint_filter_level
+    if len(tbl) == 0 or "ABS_SHIFT" not in cols or level == 0:
         return tbl
     matched = tbl[tbl.ABS_SHIFT != FILL].copy()
     if len(matched) == 0:
@@ -166,9 +186,27 @@ def refine_tiepoints(tbl: Any, cfg: CoregConfig) -> Any:
     names = ("rs_max_outlier", "rs_tolerance", "rs_random_state")
     settings = {k: defaults[k].default for k in names}
 
+    def refiner(gdf: Any) -> Any:
+        return Tie_Point_Refiner(gdf, min_reliability=cfg.min_reliability, q=True, **settings)
+
     def run() -> Any:
-        tpr = Tie_Point_Refiner(matched, min_reliability=cfg.min_reliability, q=True, **settings)
-        filtered, new_cols = tpr.run_filtering(level=cfg.tiepoint_filter_level)
+        grouped = level == 3 and len(matched) > MAX_RANSAC_POINTS
+        filtered, new_cols = refiner(matched).run_filtering(level=2 if grouped else level)
+        if grouped:
+            kept = filtered[~filtered["OUTLIER"].astype(bool)]
+            n_groups = math.ceil(len(kept) / MAX_RANSAC_POINTS)
+            rng = np.random.default_rng(settings["rs_random_state"])
+            l3 = np.zeros(len(filtered), dtype=bool)
+            where = {label: i for i, label in enumerate(filtered.index)}
+            for part in np.array_split(rng.permutation(len(kept)), n_groups):
+                group = kept.iloc[np.sort(part)]
+                out, _ = refiner(group).run_filtering(level=3)
+                flags = np.asarray(out["L3_OUTLIER"], dtype=bool)
+                l3[[where[label] for label in group.index]] = flags
+            filtered["L3_OUTLIER"] = l3
+            filtered["OUTLIER"] = np.asarray(filtered["OUTLIER"], dtype=bool) | l3
+            new_cols = ["L1_OUTLIER", "L2_OUTLIER", "L3_OUTLIER", "OUTLIER"]
+            results["ransac_groups"] = n_groups
         out = tbl.merge(filtered[["POINT_ID", *new_cols]], on="POINT_ID", how="outer")
         return out.replace([np.nan, None], int(FILL))
 
@@ -319,3 +357,97 @@ def judge_tiepoints(
         return False
     results["decision"] = "applied"
     return True
+
+
+@dataclass(frozen=True)
+class TiePointWarp:
+    """The valid tie points of a scene as AROSICS' correction info for any block of it: the
+    scene pixel ``(col, row)`` of each and the map position ``(x, y)`` it moves to."""
+
+    scene: GeoBox
+    col: NDArray[np.float64]
+    row: NDArray[np.float64]
+    x: NDArray[np.float64]
+    y: NDArray[np.float64]
+    margin: int
+    mean_shift_px: tuple[float, float]
+
+    def near(self, geobox: GeoBox) -> NDArray[np.bool_]:
+        """The tie points the block on ``geobox`` is warped through: those within the margin,
+        which is doubled until there are :data:`MIN_BLOCK_GCPS` of them, not all on one line
+        (a spline through them would be degenerate), or all of them; at most
+        :data:`MAX_GCPS` of them."""
+        r0, c0 = offset_in(self.scene, geobox)
+        h, w = geobox.shape.yx
+        m = self.margin
+        while True:
+            sel = (
+                (self.col >= c0 - m)
+                & (self.col < c0 + w + m)
+                & (self.row >= r0 - m)
+                & (self.row < r0 + h + m)
+            )
+            if sel.all() or (
+                int(sel.sum()) >= MIN_BLOCK_GCPS and _spread(self.col[sel], self.row[sel])
+            ):
+                break
+            m *= 2
+        if int(sel.sum()) > MAX_GCPS:
+            keep = np.random.default_rng(0).choice(np.flatnonzero(sel), MAX_GCPS, replace=False)
+            sel = np.zeros_like(sel)
+            sel[keep] = True
+        return sel
+
+    def info_on(self, geobox: GeoBox) -> dict[str, Any]:
+        """``DESHIFTER``'s input for the block on ``geobox``: the tie points near it as GCPs in
+        its own pixels, on its own grid (and the mean shift, which ``DESHIFTER`` applies
+        instead below 5 points)."""
+        from osgeo import gdal
+
+        r0, c0 = offset_in(self.scene, geobox)
+        sel = self.near(geobox)
+        pts = zip(self.col[sel], self.row[sel], self.x[sel], self.y[sel], strict=True)
+        gcps = [
+            gdal.GCP(float(x), float(y), 0.0, float(c - c0), float(r - r0)) for c, r, x, y in pts
+        ]
+        dx, dy = self.mean_shift_px
+        info = global_info({}, geobox, dx, dy)
+        gt = geobox.affine.to_gdal()
+        info.update(
+            {
+                "GCPList": gcps,
+                "mean_shifts_px": {"x": -dx, "y": -dy},
+                "updated map info means": info["updated map info"],
+                "reference projection": crs(geobox).to_wkt(),
+                "reference geotransform": list(gt),
+                "reference grid": [[gt[0], gt[0] + gt[1]], [gt[3], gt[3] + gt[5]]],
+                "success": True,
+            }
+        )
+        return info
+
+
+def _spread(col: NDArray[np.float64], row: NDArray[np.float64]) -> bool:
+    """Whether the points are not all on one line."""
+    pts = np.column_stack([col, row, np.ones_like(col)])
+    return int(np.linalg.matrix_rank(pts)) == 3
+
+
+def tiepoint_warp(tbl: Any, scene: GeoBox, cfg: CoregConfig) -> TiePointWarp:
+    """The valid tie points as the warp AROSICS' ``to_GCPList`` gives (the point's scene pixel
+    moves to its map position plus its measured shift)."""
+    _, valid = valid_tiepoints(tbl, cfg)
+
+    def col(name: str) -> NDArray[np.float64]:
+        return np.asarray(tbl[name], dtype=np.float64)[valid]
+
+    dx, dy = -col("X_SHIFT_PX"), -col("Y_SHIFT_PX")
+    return TiePointWarp(
+        scene,
+        col("X_IM"),
+        col("Y_IM"),
+        col("X_MAP") + col("X_SHIFT_M"),
+        col("Y_MAP") + col("Y_SHIFT_M"),
+        GCP_MARGIN_SPACINGS * cfg.grid_res,
+        (float(dx.mean()), float(dy.mean())),
+    )

@@ -28,22 +28,23 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
-from numpy.typing import NDArray
-from odc.geo.geobox import GeoBox
 from rasterio.windows import Window
 
 from ..base import Scene, SceneSource, Sidecar
-from ..grids import offset_in
-from .backend import CoregFailure, apply_correction, crs
+from .backend import CoregFailure, apply_correction
 from .blocks import KERNEL_REACH_PX, Coarse, coarse_factor, coarse_inputs, full_res_inputs
 from .config import CoregConfig
-from .global_shift import global_info
 from .inputs import clear_overlap, first_match_band
-from .local import judge_tiepoints, refine_tiepoints, tiepoint_table, valid_tiepoints
+from .local import (
+    TiePointWarp,
+    judge_tiepoints,
+    refine_tiepoints,
+    tiepoint_table,
+    tiepoint_warp,
+)
 from .significance import (
     CORRELATION_REACH_PX,
     CorrelationSums,
@@ -55,81 +56,9 @@ log = logging.getLogger(__name__)
 
 TILE_PX: Final = 1024
 """Tie points are matched in tiles of about this many pixels (a multiple of ``grid_res``)."""
-GCP_MARGIN_SPACINGS: Final = 6
-"""A block is warped through the tie points within this many grid spacings of it."""
-MIN_BLOCK_GCPS: Final = 10
-"""Fewer tie points than this near a block (cloud): the margin is doubled until there are."""
 MATCH_REACH_MARGIN_PX: Final = 32
 """Pixels a tie point's matching reads beyond its window and twice ``max_shift`` (AROSICS'
 wider second window and its iterations)."""
-
-
-@dataclass(frozen=True)
-class TiePointWarp:
-    """The valid tie points of a scene as AROSICS' correction info for any block of it: the
-    scene pixel ``(col, row)`` of each and the map position ``(x, y)`` it moves to."""
-
-    scene: GeoBox
-    col: NDArray[np.float64]
-    row: NDArray[np.float64]
-    x: NDArray[np.float64]
-    y: NDArray[np.float64]
-    margin: int
-    mean_shift_px: tuple[float, float]
-
-    def near(self, geobox: GeoBox) -> NDArray[np.bool_]:
-        """The tie points the block on ``geobox`` is warped through: those within the margin,
-        which is doubled until there are :data:`MIN_BLOCK_GCPS` of them, not all on one line
-        (a spline through them would be degenerate), or all of them."""
-        r0, c0 = offset_in(self.scene, geobox)
-        h, w = geobox.shape.yx
-        m = self.margin
-        while True:
-            sel = (
-                (self.col >= c0 - m)
-                & (self.col < c0 + w + m)
-                & (self.row >= r0 - m)
-                & (self.row < r0 + h + m)
-            )
-            if sel.all() or (
-                int(sel.sum()) >= MIN_BLOCK_GCPS and _spread(self.col[sel], self.row[sel])
-            ):
-                return sel
-            m *= 2
-
-    def info_on(self, geobox: GeoBox) -> dict[str, Any]:
-        """``DESHIFTER``'s input for the block on ``geobox``: the tie points near it as GCPs in
-        its own pixels, on its own grid (and the mean shift, which ``DESHIFTER`` applies
-        instead below 5 points)."""
-        from osgeo import gdal
-
-        r0, c0 = offset_in(self.scene, geobox)
-        sel = self.near(geobox)
-        pts = zip(self.col[sel], self.row[sel], self.x[sel], self.y[sel], strict=True)
-        gcps = [
-            gdal.GCP(float(x), float(y), 0.0, float(c - c0), float(r - r0)) for c, r, x, y in pts
-        ]
-        dx, dy = self.mean_shift_px
-        info = global_info({}, geobox, dx, dy)
-        gt = geobox.affine.to_gdal()
-        info.update(
-            {
-                "GCPList": gcps,
-                "mean_shifts_px": {"x": -dx, "y": -dy},
-                "updated map info means": info["updated map info"],
-                "reference projection": crs(geobox).to_wkt(),
-                "reference geotransform": list(gt),
-                "reference grid": [[gt[0], gt[0] + gt[1]], [gt[3], gt[3] + gt[5]]],
-                "success": True,
-            }
-        )
-        return info
-
-
-def _spread(col: NDArray[np.float64], row: NDArray[np.float64]) -> bool:
-    """Whether the points are not all on one line."""
-    pts = np.column_stack([col, row, np.ones_like(col)])
-    return int(np.linalg.matrix_rank(pts)) == 3
 
 
 def decide_local(
@@ -205,10 +134,10 @@ def _estimate(
             len(failed),
             failed[0],
         )
-    tbl = refine_tiepoints(_merged(tables), cfg)
+    tbl = refine_tiepoints(_merged(tables), cfg, results)
     if not judge_tiepoints(tbl, source.geobox, cfg, results, sidecars):
         return None, coarse
-    return _warp_of(tbl, source.geobox, cfg), coarse
+    return tiepoint_warp(tbl, source.geobox, cfg), coarse
 
 
 def _tile_table(
@@ -269,26 +198,6 @@ def _merged(tables: list[Any]) -> Any:
         return GeoDataFrame(columns=["geometry", "POINT_ID", "X_IM", "Y_IM", "X_MAP", "Y_MAP"])
     out = pd.concat(tables, ignore_index=True)
     return out.sort_values("POINT_ID", kind="stable").reset_index(drop=True)
-
-
-def _warp_of(tbl: Any, scene: GeoBox, cfg: CoregConfig) -> TiePointWarp:
-    """The valid tie points as the warp AROSICS' ``to_GCPList`` gives (the point's scene pixel
-    moves to its map position plus its measured shift)."""
-    _, valid = valid_tiepoints(tbl, cfg)
-
-    def col(name: str) -> NDArray[np.float64]:
-        return np.asarray(tbl[name], dtype=np.float64)[valid]
-
-    dx, dy = -col("X_SHIFT_PX"), -col("Y_SHIFT_PX")
-    return TiePointWarp(
-        scene,
-        col("X_IM"),
-        col("Y_IM"),
-        col("X_MAP") + col("X_SHIFT_M"),
-        col("Y_MAP") + col("Y_SHIFT_M"),
-        GCP_MARGIN_SPACINGS * cfg.grid_res,
-        (float(dx.mean()), float(dy.mean())),
-    )
 
 
 def _improves(

@@ -26,8 +26,8 @@ from stac2cube.steps.base import Scene
 from stac2cube.steps.coreg import CoregConfig, CoregStep, local_blocks
 from stac2cube.steps.coreg.backend import apply_correction
 from stac2cube.steps.coreg.blocks import CoregPlan
-from stac2cube.steps.coreg.local import TIEPOINTS_SIDECAR
-from stac2cube.steps.coreg.local_blocks import TiePointWarp, match_reach
+from stac2cube.steps.coreg.local import TIEPOINTS_SIDECAR, TiePointWarp
+from stac2cube.steps.coreg.local_blocks import match_reach
 from stac2cube.steps.coreg.significance import (
     CORRELATION_REACH_PX,
     CorrelationSums,
@@ -263,8 +263,31 @@ def test_tiles_joined_into_one_table_are_filtered_as_matched() -> None:
     holey = _table(list(range(12, 24)), [True] * 10 + [False, None])
     joined = local_blocks._merged([clean, holey])
     assert joined["SSIM_IMPROVED"].dtype == object
-    out = refine_tiepoints(joined, CoregConfig(mode="local", tiepoint_filter_level=2))
+    out = refine_tiepoints(joined, CoregConfig(mode="local", tiepoint_filter_level=2), {})
     matched, valid = valid_tiepoints(out, CoregConfig(mode="local", tiepoint_filter_level=2))
     assert int(matched.sum()) == 23
     flagged = set(out["POINT_ID"][matched & ~valid])
     assert flagged == {11, 22}, flagged
+
+
+def test_ransac_over_many_points_runs_in_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """scikit-image's affine fit takes memory growing with the square of the points: past
+    MAX_RANSAC_POINTS the points are split into random groups, and gross outliers are still
+    found."""
+    from stac2cube.steps.coreg import local
+    from stac2cube.steps.coreg.local import refine_tiepoints, valid_tiepoints
+
+    tbl = _table(list(range(80)), [np.True_] * 80)
+    for col in ("X_SHIFT_M", "Y_SHIFT_M"):
+        tbl.loc[[5, 37, 71], col] = 25.0
+    cfg = CoregConfig(mode="local")
+    whole: dict[str, Any] = {}
+    one = refine_tiepoints(tbl, cfg, whole)
+    monkeypatch.setattr(local, "MAX_RANSAC_POINTS", 20)
+    results: dict[str, Any] = {}
+    out = refine_tiepoints(tbl, cfg, results)
+    assert results["ransac_groups"] == 4 and "ransac_groups" not in whole
+    for table in (one, out):
+        matched, valid = valid_tiepoints(table, cfg)
+        flagged = set(table["POINT_ID"][matched & ~valid])
+        assert {5, 37, 71} <= flagged and len(flagged) <= 12, flagged
