@@ -31,10 +31,11 @@ MIN_BLOCK_GCPS: Final = 10
 MAX_GCPS: Final = 7000
 """Tie points a warp goes through at most (AROSICS' ``to_GCPList``: GDAL's spline solver grows
 with the cube of the points); more are sampled, with a fixed seed."""
-MAX_RANSAC_POINTS: Final = 5000
+MAX_RANSAC_POINTS: Final = 2000
 """Tie points one RANSAC fit takes at most: scikit-image's affine fit takes a full SVD of a
-matrix of twice the points squared (16,800 points: 9 GB). More are split into random groups
-of at most this many, each fitted on its own; a group samples the whole scene's field."""
+matrix of twice the points squared (16,800 points: 9 GB; 2,000: 128 MB). More are split into
+random groups of at most this many, each fitted on its own; a group samples the whole scene's
+field."""
 
 
 def _tiepoints_geojson(tbl: Any, gbox: GeoBox, valid: NDArray[np.bool_]) -> bytes:
