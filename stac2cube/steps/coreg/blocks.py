@@ -243,7 +243,7 @@ def coarse_inputs(
         )
     ref_data = np.asarray(ref.data, dtype=np.float32)[0]
     ccfg = dataclasses.replace(
-        cfg, window_size=max(cfg.window // f, 1), max_shift=cfg.max_shift / f
+        cfg, window_size=max(cfg.window // f, 32), max_shift=cfg.max_shift / f
     )
     inp = match_inputs(scene, AuxLayer(ref_data[None], layer.geobox, ref.bands, ref.source), ccfg)
     _record_bands(source.item_id, inp.band, ref, results)
@@ -261,22 +261,17 @@ def _record_bands(item_id: str, band: str, ref: AuxLayer, results: dict[str, Any
 
 
 def full_res_inputs(
-    source: SceneSource,
-    cfg: CoregConfig,
-    coarse: Coarse,
-    window: Window,
-    *,
-    own_anomalies: bool = False,
+    source: SceneSource, cfg: CoregConfig, window: Window, coarse: Coarse | None = None
 ) -> tuple[Scene, MatchInputs]:
     """The scene over ``window`` at full resolution (with the plans of the steps before
-    applied) and its matching inputs, with the anomalies found on the coarse grid, or found
-    in the window itself (``own_anomalies``)."""
+    applied) and its matching inputs, with the anomalies found on the ``coarse`` grid, or
+    found in the window itself (None)."""
     block = source.block(window)
     req = AuxRequest((cfg.match_band,), 0.0, level=_REFERENCE_LEVEL)
     ref = source.aux("reference", req, geobox=block.geobox)
     if ref is None:
         raise CoregFailure(no_reference(source.missing_aux))
-    if own_anomalies:
+    if coarse is None:
         return block, match_inputs(block, ref, cfg)
     anomaly = upsample_nearest(coarse.inp.anomaly, coarse.geobox, block.geobox)
     return block, match_inputs(block, ref, cfg, (anomaly, coarse.inp.anomalies))
@@ -289,7 +284,7 @@ def _read_crop(
     pixels its matching can touch (:func:`full_res_inputs`); rejected when more than
     ``max_bad_fraction`` of it is bad at full resolution."""
     sl = window_support(source.geobox.shape.yx, r, c, win, cfg)
-    block, inp = full_res_inputs(source, cfg, coarse, Window.from_slices(*sl))
+    block, inp = full_res_inputs(source, cfg, Window.from_slices(*sl), coarse)
     crop = WindowCrop(inp, block.geobox, r - sl[0].start, c - sl[1].start, (c, r))
     half = win // 2
     box = (

@@ -9,7 +9,8 @@ their warp is applied block by block by a :class:`~stac2cube.steps.coreg.blocks.
   unfiltered, with the points outside the tile kept out through the target's bad-data mask
   (read only at the points). The anomalies (:func:`~stac2cube.steps.coreg.inputs.anomaly_mask`)
   are found in each grown tile at full resolution, their radiometric fit made over the tile
-  rather than the scene; a coarse read of the scene places nothing but tells whether the
+  rather than the scene; a coarse read of the scene (160 m or coarser, dropped before the
+  tiles are read) places nothing but tells whether the
   scene and the reference overlap at all.
 * **Filtering and decision.** The tiles' tables, in the scene's point order, are filtered by
   AROSICS' ``Tie_Point_Refiner`` (RANSAC sees every point, as when matching whole) and judged
@@ -35,7 +36,7 @@ from rasterio.windows import Window
 
 from ..base import Scene, SceneSource, Sidecar
 from .backend import CoregFailure, apply_correction
-from .blocks import KERNEL_REACH_PX, Coarse, coarse_factor, coarse_inputs, full_res_inputs
+from .blocks import KERNEL_REACH_PX, coarse_factor, coarse_inputs, full_res_inputs
 from .config import CoregConfig
 from .inputs import clear_overlap, first_match_band
 from .local import (
@@ -56,6 +57,9 @@ log = logging.getLogger(__name__)
 
 TILE_PX: Final = 1024
 """Tie points are matched in tiles of about this many pixels (a multiple of ``grid_res``)."""
+OVERLAP_FACTOR: Final = 16
+"""The scene is read this many times coarser (at least) to tell whether it overlaps the
+reference on clear pixels at all (its grids are not held while the tiles are matched)."""
 MATCH_REACH_MARGIN_PX: Final = 32
 """Pixels a tie point's matching reads beyond its window and twice ``max_shift`` (AROSICS'
 wider second window and its iterations)."""
@@ -67,8 +71,8 @@ def decide_local(
     """Match, judge and check the tie points through ``source`` as :meth:`CoregStep.run` does
     on the whole scene: the warp and its halo when it is applied (the tie points go into
     ``sidecars`` in any case)."""
-    found, coarse = _estimate(source, cfg, results, sidecars)
-    if found is None or not _improves(source, cfg, coarse, found, results):
+    found = _estimate(source, cfg, results, sidecars)
+    if found is None or not _improves(source, cfg, found, results):
         return None
     return found, _warp_halo(cfg)
 
@@ -104,13 +108,13 @@ def _estimate(
     cfg: CoregConfig,
     results: dict[str, Any],
     sidecars: dict[str, Sidecar],
-) -> tuple[TiePointWarp | None, Coarse]:
+) -> TiePointWarp | None:
     """Match the tie points tile by tile, filter and judge them; the warp when the field is
     significant (None when it is not, the reason in ``results``). Raises
     :class:`CoregFailure`."""
     band = first_match_band(source.item_id, source.band_names, cfg)
-    coarse = coarse_inputs(source, cfg, band, coarse_factor(cfg), results)
-    clear_overlap(coarse.inp, results)
+    factor = max(coarse_factor(cfg), OVERLAP_FACTOR)
+    clear_overlap(coarse_inputs(source, cfg, band, factor, results).inp, results)
     size = tile_size(cfg)
     results["placement"] = f"tiles of {size} px (blocks)"
     tables: list[Any] = []
@@ -118,7 +122,7 @@ def _estimate(
     found: dict[str, float] = {}
     for tile in _tiles(source.geobox.shape.yx, size):
         try:
-            tbl = _tile_table(source, cfg, coarse, tile, found)
+            tbl = _tile_table(source, cfg, tile, found)
         except CoregFailure as exc:
             failed.append(str(exc))
             continue
@@ -136,14 +140,13 @@ def _estimate(
         )
     tbl = refine_tiepoints(_merged(tables), cfg, results)
     if not judge_tiepoints(tbl, source.geobox, cfg, results, sidecars):
-        return None, coarse
-    return tiepoint_warp(tbl, source.geobox, cfg), coarse
+        return None
+    return tiepoint_warp(tbl, source.geobox, cfg)
 
 
 def _tile_table(
     source: SceneSource,
     cfg: CoregConfig,
-    coarse: Coarse,
     tile: tuple[int, int, int, int],
     found: dict[str, float],
 ) -> Any | None:
@@ -156,7 +159,7 @@ def _tile_table(
     reach = match_reach(cfg)
     orow, ocol = max(r0 - reach, 0), max(c0 - reach, 0)
     window = Window(ocol, orow, min(c1 + reach, w) - ocol, min(r1 + reach, h) - orow)
-    block, inp = full_res_inputs(source, cfg, coarse, window, own_anomalies=True)
+    block, inp = full_res_inputs(source, cfg, window)
     n = float((r1 - r0) * (c1 - c0))
     found["area"] = found.get("area", 0.0) + n
     for key, value in inp.anomalies.items():
@@ -203,7 +206,6 @@ def _merged(tables: list[Any]) -> Any:
 def _improves(
     source: SceneSource,
     cfg: CoregConfig,
-    coarse: Coarse,
     warp: TiePointWarp,
     results: dict[str, Any],
 ) -> bool:
@@ -216,7 +218,7 @@ def _improves(
     for r0, c0, r1, c1 in _tiles((h, w), TILE_PX):
         orow, ocol = max(r0 - reach, 0), max(c0 - reach, 0)
         window = Window(ocol, orow, min(c1 + reach, w) - ocol, min(r1 + reach, h) - orow)
-        block, inp = full_res_inputs(source, cfg, coarse, window, own_anomalies=True)
+        block, inp = full_res_inputs(source, cfg, window)
         one = Scene(block.item_id, block.geobox, {inp.band: block.bands[inp.band]}, {})
         warped = apply_correction(one, warp.info_on(block.geobox), cfg)
         moved = np.asarray(warped.bands[inp.band], dtype=np.float32)
