@@ -291,3 +291,19 @@ def test_ransac_over_many_points_runs_in_groups(monkeypatch: pytest.MonkeyPatch)
         matched, valid = valid_tiepoints(table, cfg)
         flagged = set(table["POINT_ID"][matched & ~valid])
         assert {5, 37, 71} <= flagged and len(flagged) <= 12, flagged
+
+
+def test_the_tie_points_filtered_and_warped_by_us_are_arosics_own(
+    warped: CoregScene, whole: Any
+) -> None:
+    """The whole path matches unfiltered and filters and warps itself (the one function the
+    block path uses too): the pixels of COREG_LOCAL filtering and warping on its own."""
+    from stac2cube.steps.coreg.inputs import match_inputs
+    from stac2cube.steps.coreg.local import tiepoint_table
+
+    inp = match_inputs(warped.scene, warped.scene.aux["reference"], LOCAL)
+    _, info = tiepoint_table(inp, warped.scene.geobox, LOCAL, LOCAL.tiepoint_filter_level)
+    theirs = apply_correction(warped.scene, info, LOCAL)
+    assert whole.record.results["status"] == "ok"
+    for name, a in theirs.bands.items():
+        assert np.array_equal(whole.scene.bands[name], a, equal_nan=True), name
