@@ -242,6 +242,8 @@ def coarse_inputs(
             f"{layer.geobox}; a SceneSource reads both requests of {res * f:g} m on one grid"
         )
     ref_data = np.asarray(ref.data, dtype=np.float32)[0]
+    # the coarse window is no smaller than the config allows (the local mode's overlap check
+    # reads 16 times coarser and uses no window)
     ccfg = dataclasses.replace(
         cfg, window_size=max(cfg.window // f, 32), max_shift=cfg.max_shift / f
     )

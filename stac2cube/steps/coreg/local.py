@@ -119,6 +119,14 @@ def match_local(
     return tiepoint_warp(tbl, gbox, cfg).info_on(gbox), True
 
 
+def target_mask(inp: MatchInputs, cfg: CoregConfig) -> NDArray[np.bool_]:
+    """The pixels no tie point is placed on: bad or anomalous in the scene, or the centre of a
+    window with more than ``max_bad_fraction`` bad pixels (AROSICS reads the target's bad-data
+    mask at the points)."""
+    out: NDArray[np.bool_] = inp.bad_tgt | inp.anomaly | (inp.frac > cfg.max_bad_fraction)
+    return out
+
+
 def tiepoint_table(
     inp: MatchInputs,
     gbox: GeoBox,
@@ -132,8 +140,7 @@ def tiepoint_table(
     from arosics import COREG_LOCAL
 
     win = cfg.window
-    # tie points whose window has too many bad pixels are rejected through the target's mask
-    tgt_mask = inp.bad_tgt | inp.anomaly | (inp.frac > cfg.max_bad_fraction)
+    tgt_mask = target_mask(inp, cfg)
     if exclude is not None:
         tgt_mask = tgt_mask | exclude
 
@@ -198,12 +205,12 @@ def refine_tiepoints(tbl: Any, cfg: CoregConfig, results: dict[str, Any]) -> Any
             n_groups = math.ceil(len(kept) / MAX_RANSAC_POINTS)
             rng = np.random.default_rng(settings["rs_random_state"])
             l3 = np.zeros(len(filtered), dtype=bool)
-            where = {label: i for i, label in enumerate(filtered.index)}
             for part in np.array_split(rng.permutation(len(kept)), n_groups):
                 group = kept.iloc[np.sort(part)]
                 out, _ = refiner(group).run_filtering(level=3)
-                flags = np.asarray(out["L3_OUTLIER"], dtype=bool)
-                l3[[where[label] for label in group.index]] = flags
+                l3[filtered.index.get_indexer(group.index)] = np.asarray(
+                    out["L3_OUTLIER"], dtype=bool
+                )
             filtered["L3_OUTLIER"] = l3
             filtered["OUTLIER"] = np.asarray(filtered["OUTLIER"], dtype=bool) | l3
             new_cols = ["L1_OUTLIER", "L2_OUTLIER", "L3_OUTLIER", "OUTLIER"]

@@ -43,6 +43,7 @@ from .local import (
     TiePointWarp,
     judge_tiepoints,
     refine_tiepoints,
+    target_mask,
     tiepoint_table,
     tiepoint_warp,
 )
@@ -103,6 +104,14 @@ def _tiles(shape: tuple[int, int], size: int) -> list[tuple[int, int, int, int]]
     ]
 
 
+def _grown(tile: tuple[int, int, int, int], reach: int, shape: tuple[int, int]) -> Window:
+    """``tile`` (rows ``r0:r1``, columns ``c0:c1``) grown by ``reach`` px, inside ``shape``."""
+    r0, c0, r1, c1 = tile
+    h, w = shape
+    orow, ocol = max(r0 - reach, 0), max(c0 - reach, 0)
+    return Window(ocol, orow, min(c1 + reach, w) - ocol, min(r1 + reach, h) - orow)
+
+
 def _estimate(
     source: SceneSource,
     cfg: CoregConfig,
@@ -156,9 +165,8 @@ def _tile_table(
     r0, c0, r1, c1 = tile
     g = cfg.grid_res
     h, w = source.geobox.shape.yx
-    reach = match_reach(cfg)
-    orow, ocol = max(r0 - reach, 0), max(c0 - reach, 0)
-    window = Window(ocol, orow, min(c1 + reach, w) - ocol, min(r1 + reach, h) - orow)
+    window = _grown(tile, match_reach(cfg), (h, w))
+    orow, ocol = int(window.row_off), int(window.col_off)
     block, inp = full_res_inputs(source, cfg, window)
     n = float((r1 - r0) * (c1 - c0))
     found["area"] = found.get("area", 0.0) + n
@@ -174,7 +182,7 @@ def _tile_table(
     out_c = cols[(cols + ocol < c0) | ((cols + ocol >= c1) & (c1 < w))]
     exclude[np.ix_(out_r, cols)] = True
     exclude[np.ix_(rows, out_c)] = True
-    tgt_bad = inp.bad_tgt | inp.anomaly | (inp.frac > cfg.max_bad_fraction) | exclude
+    tgt_bad = target_mask(inp, cfg) | exclude
     if not (~tgt_bad[np.ix_(rows, cols)] & ~inp.bad_ref[np.ix_(rows, cols)]).any():
         return None
     tbl, _ = tiepoint_table(inp, block.geobox, cfg, 0, exclude)
@@ -215,9 +223,10 @@ def _improves(
     before, after = CorrelationSums(), CorrelationSums()
     h, w = source.geobox.shape.yx
     reach = _warp_halo(cfg) + CORRELATION_REACH_PX
-    for r0, c0, r1, c1 in _tiles((h, w), TILE_PX):
-        orow, ocol = max(r0 - reach, 0), max(c0 - reach, 0)
-        window = Window(ocol, orow, min(c1 + reach, w) - ocol, min(r1 + reach, h) - orow)
+    for tile in _tiles((h, w), TILE_PX):
+        r0, c0, r1, c1 = tile
+        window = _grown(tile, reach, (h, w))
+        orow, ocol = int(window.row_off), int(window.col_off)
         block, inp = full_res_inputs(source, cfg, window)
         one = Scene(block.item_id, block.geobox, {inp.band: block.bands[inp.band]}, {})
         warped = apply_correction(one, warp.info_on(block.geobox), cfg)
