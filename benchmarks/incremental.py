@@ -22,7 +22,7 @@ Figures written to ``benchmarks/results/incremental.json`` (targets from issue #
   the client's connection, search, commits and index are timed, starting the cluster is not.
 * ``open_1000_items_s`` (< 1 s): opening a 1,000-item catalog as a lazy cube with the faster of
   the two views (named in ``open_1000_items_view``); ``open_1000_items_s_by_view`` has each:
-  ``open_virtual_cube`` (kerchunk references) and ``open_cube`` (odc-stac) without and with the
+  ``open_kerchunk_cube`` (kerchunk references) and ``open_cube`` (odc-stac) without and with the
   stac-geoparquet index (:mod:`stac2cube.catalog.index`). The items are clones of one processed
   item (new ids and datetimes) pointing at the same COGs.
 * ``kerchunk_vs_odc_read_ratio`` (>= 0.8): throughput of reading the same pixels through the
@@ -104,7 +104,7 @@ def worker_open(catalog: str) -> dict[str, Any]:
     """Time ``catalog_items`` and a lazy ``open_cube`` of a catalog (imports warmed first)."""
     import odc.stac  # noqa: F401  (import cost is not what is measured)
 
-    from stac2cube import open_cube, open_virtual_cube
+    from stac2cube import open_cube, open_kerchunk_cube
     from stac2cube.catalog.index import read_index
     from stac2cube.cube.odc import catalog_items
 
@@ -117,7 +117,7 @@ def worker_open(catalog: str) -> dict[str, Any]:
     t_open = time.perf_counter() - t0
     assert ds.sizes["time"] == n, (ds.sizes, n)
     t0 = time.perf_counter()
-    vds = open_virtual_cube(catalog, ["B04", "B08"])
+    vds = open_kerchunk_cube(catalog, ["B04", "B08"])
     t_virtual = time.perf_counter() - t0
     assert vds.sizes["time"] == n, (vds.sizes, n)
     return {
@@ -134,7 +134,7 @@ def worker_read(catalog: str, repeat: int) -> dict[str, Any]:
     import dask
     import numpy as np
 
-    from stac2cube import open_cube, open_virtual_cube
+    from stac2cube import open_cube, open_kerchunk_cube
 
     bands = [b for b in BANDS if b != "SCL"]
     dask.config.set(scheduler="threads")
@@ -143,7 +143,7 @@ def worker_read(catalog: str, repeat: int) -> dict[str, Any]:
         return open_cube(catalog, bands).load()
 
     def kerchunk_read() -> Any:
-        return open_virtual_cube(catalog, bands).load()
+        return open_kerchunk_cube(catalog, bands).load()
 
     a, b = odc_read(), kerchunk_read()  # warm the file cache and imports; check equality
     for name in bands:

@@ -12,12 +12,25 @@ from .errors import Stac2CubeError
 from .pipeline import RunSummary, run
 
 if TYPE_CHECKING:
-    from .cube import open_cube, open_virtual_cube, reflectance
+    from .cube import (
+        cube_versions,
+        open_cube,
+        open_kerchunk_cube,
+        open_virtual_cube,
+        reflectance,
+    )
 
 
 def __getattr__(name: str) -> Any:
     """The cube views, imported on first use (xarray and odc-stac are not needed to write)."""
-    if name in ("cube", "open_cube", "open_virtual_cube", "reflectance"):
+    if name in (
+        "cube",
+        "cube_versions",
+        "open_cube",
+        "open_kerchunk_cube",
+        "open_virtual_cube",
+        "reflectance",
+    ):
         cube = importlib.import_module(".cube", __name__)
         return cube if name == "cube" else getattr(cube, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -28,8 +41,10 @@ __all__ = [
     "RunSummary",
     "Stac2CubeError",
     "__version__",
+    "cube_versions",
     "load_config",
     "open_cube",
+    "open_kerchunk_cube",
     "open_virtual_cube",
     "reflectance",
     "run",

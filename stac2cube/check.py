@@ -1,4 +1,5 @@
-"""Check a written catalog: STAC schemas (offline), COG validity, file sizes and checksums."""
+"""Check a written catalog: STAC schemas (offline), COG validity, file sizes and checksums, and
+the virtual cube's HEAD (items it lacks, COGs changed after their snapshot)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from rio_cogeo.cogeo import cog_validate
 
 from .catalog import CatalogStore
+from .catalog.virtual import CubeMovedError, check_virtual_cube, has_virtual_cube
 from .cube.odc import catalog_items
 from .io.cog import file_checksum
 from .validation import validate_catalog_tree
@@ -58,4 +60,10 @@ def check_catalog(catalog: str | Path) -> CheckReport:
             want_size = asset.extra_fields.get("file:size")
             if want_size is not None and want_size != size:
                 problems.append(f"{item.id}: asset {key}: size {size} != file:size {want_size}")
+    store = CatalogStore.open(root)
+    if has_virtual_cube(store.root):
+        try:
+            problems.extend(check_virtual_cube(store))
+        except CubeMovedError as exc:  # not wrong, but not readable until rebuilt
+            warnings += (str(exc),)
     return CheckReport(len(items), n_assets, tuple(problems), warnings)

@@ -215,9 +215,15 @@ class OutputConfig:
         False,
         since="0.2.0",
     )
+    virtual_cube: bool = doc(
+        "Commit one Icechunk snapshot of the virtual Zarr cube per run (`<catalog>/_cube/`), "
+        "opened, at HEAD or at any earlier run, by `stac2cube.open_virtual_cube` (docs/cube.md).",
+        True,
+        since="0.3.0",
+    )
     kerchunk: bool = doc(
-        "Write kerchunk references per item (`<catalog>/_kerchunk/<item>.json`) for the virtual "
-        "Zarr view `stac2cube.open_virtual_cube`.",
+        "Write kerchunk references per item (`<catalog>/_kerchunk/<item>.json`), the kerchunk "
+        "export of the virtual cube that `stac2cube.open_kerchunk_cube` opens.",
         True,
     )
 

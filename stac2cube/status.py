@@ -1,4 +1,4 @@
-"""What a catalog holds: scenes per state, open failures, filtered scenes."""
+"""What a catalog holds: scenes per state, open failures, filtered scenes, cube versions."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .catalog import CatalogStore, FailureRecord
+from .catalog.virtual import has_virtual_cube, head_items
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,10 @@ class CatalogStatus:
     without_s2cloudless: dict[str, int] = field(default_factory=dict)
     """Items whose cloud mask was made without the configured s2cloudless, by why (``no L1C
     twin``, ``L1C read refused``)."""
+    cube_versions: tuple[tuple[str, str, str], ...] = ()
+    """The virtual cube's snapshots, newest (HEAD) first: (run id, snapshot id, when)."""
+    cube_items: int = 0
+    """Items in the virtual cube's HEAD."""
 
 
 def catalog_status(catalog: str | Path) -> CatalogStatus:
@@ -44,7 +49,22 @@ def catalog_status(catalog: str | Path) -> CatalogStatus:
     latest: dict[str, FailureRecord] = {}
     for rec in store.failures():
         latest[rec.item_id] = rec
-    open_failures = tuple(r for i, r in latest.items() if i not in written and i not in filtered)
+    open_failures = tuple(
+        r
+        for i, r in latest.items()
+        if (i not in written and i not in filtered) or r.stage == "virtual-cube"
+    )
+    versions: tuple[tuple[str, str, str], ...] = ()
+    held = 0
+    if has_virtual_cube(store.root):
+        from .cube.virtual import cube_versions
+
+        versions = tuple(
+            (v.run_id, v.snapshot_id, v.written_at.isoformat(timespec="seconds"))
+            for v in cube_versions(store.root)
+            if v.run_id
+        )
+        held = len(head_items(store.root))
     return CatalogStatus(
         root=str(store.root),
         collection=store.collection_id,
@@ -54,4 +74,6 @@ def catalog_status(catalog: str | Path) -> CatalogStatus:
         steps=dict(steps),
         orphans=tuple(str(p) for p in store.orphans()),
         without_s2cloudless=dict(without),
+        cube_versions=versions,
+        cube_items=held,
     )

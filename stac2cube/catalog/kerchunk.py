@@ -1,12 +1,13 @@
-"""The items' kerchunk references: per committed item, ``<catalog>/_kerchunk/<item id>.json``
-holds, per COG asset, the zarr array metadata and the byte range of every internal tile, with
-paths relative to the catalog. Adding an item adds its file; nothing is rebuilt.
-:func:`stac2cube.cube.kerchunk.open_virtual_cube` reads them.
+"""The kerchunk export of the virtual cube: per committed item,
+``<catalog>/_kerchunk/<item id>.json`` holds, per COG asset, its Zarr v3 array metadata and the
+byte range of every internal tile, with paths relative to the catalog. They come from the same
+virtual-tiff manifests as the Icechunk snapshots (:func:`stac2cube.catalog.virtual.item_manifests`)
+but point at the catalog's current files, for tools that read kerchunk references. Adding an item
+adds its file; nothing is rebuilt. :func:`stac2cube.cube.kerchunk.open_kerchunk_cube` reads them.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,42 +16,39 @@ from typing import Any
 from ..io.atomic import write_json_atomic
 from .layout import REFS_DIR
 from .store import CatalogStore
+from .virtual import cog_assets, item_manifests
+
+FORMAT = "zarr-v3"
+"""The reference files' form (``format`` key): Zarr v3 metadata, chunk keys ``"i.j"``."""
+FORMAT_MARK = f".{FORMAT}"
+"""File in the references' directory once every file there is of :data:`FORMAT`."""
 
 
 def item_references(store: CatalogStore, item: Mapping[str, Any]) -> dict[str, Any]:
     """kerchunk references of every COG asset of a committed item (paths relative to the
     catalog root)."""
-    from kerchunk.tiff import tiff_to_zarr
-
     item_dir = store.item_dir(str(item["id"]))
-    assets: dict[str, Any] = {}
-    for key, asset in item.get("assets", {}).items():
-        if "cloud-optimized" not in str(asset.get("type", "")):
-            continue
-        path = item_dir / Path(asset["href"]).name
-        refs = tiff_to_zarr(str(path))
-        # a COG with internal overviews is a pyramid: its full resolution is level "0/"
-        level = "" if ".zarray" in refs else "0/"
-        rel = path.relative_to(store.root).as_posix()
-        chunks = {
-            k[len(level) :]: [rel, int(v[1]), int(v[2])]
-            for k, v in refs.items()
-            if k.startswith(level)
-            and "/" not in k[len(level) :]
-            and not k[len(level) :].startswith(".")
-            and isinstance(v, list)
-        }
-        assets[key] = {
-            "zarray": json.loads(refs[f"{level}.zarray"]),
-            "chunks": chunks,
-            "proj:transform": asset.get("proj:transform", item["properties"].get("proj:transform")),
+    assets = cog_assets(item)
+    paths = {key: item_dir / Path(str(a["href"])).name for key, a in assets.items()}
+    out: dict[str, Any] = {}
+    for key, arr in item_manifests(paths).items():
+        rel = paths[key].relative_to(store.root).as_posix()
+        entries = arr.manifest.dict()
+        out[key] = {
+            "zarr.json": arr.metadata.to_dict(),
+            "chunks": {k: [rel, int(e["offset"]), int(e["length"])] for k, e in entries.items()},
+            "proj:transform": assets[key].get(
+                "proj:transform", item["properties"].get("proj:transform")
+            ),
+            "raster:bands": assets[key].get("raster:bands"),
         }
     return {
+        "format": FORMAT,
         "id": item["id"],
         "datetime": item["properties"]["datetime"],
         "proj:transform": item["properties"].get("proj:transform"),
         "proj:code": item["properties"].get("proj:code"),
-        "assets": assets,
+        "assets": out,
     }
 
 
@@ -76,10 +74,16 @@ def build_references(catalog: str | Path, *, overwrite: bool = False) -> list[Pa
         have = {e.name for e in os.scandir(store.root / REFS_DIR)}
     except FileNotFoundError:
         have = set()
+    if have and FORMAT_MARK not in have:  # files of the Zarr v2 form (before 0.3): rewrite all
+        overwrite = True
     written = []
     for item_id in store.item_ids():  # item JSON is read only where references are missing
         if overwrite or f"{item_id}.json" not in have:
             item = store.read_item(item_id)
             if item is not None:
                 written.append(write_item_references(store, item))
+    mark = store.root / REFS_DIR / FORMAT_MARK
+    if not mark.exists():
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.touch()
     return written

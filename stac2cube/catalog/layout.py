@@ -47,6 +47,9 @@ INDEX_FILE = "items.parquet"
 """The collection's stac-geoparquet index (:mod:`stac2cube.catalog.index`), next to its JSON."""
 PREVIOUS_INDEX_FILE = ".items-previous.parquet"
 """The index as it was before a run's commits, read back when the run writes the new one."""
+CUBE_DIR = "_cube"
+"""Directory (in the catalog root) of the versioned virtual cube: its Icechunk repository and
+the COG links its references point to (:mod:`stac2cube.catalog.virtual`)."""
 REFS_DIR = "_kerchunk"
 """Directory (in the catalog root) of the items' kerchunk references
 (:mod:`stac2cube.catalog.kerchunk`)."""

@@ -55,6 +55,11 @@ def report(summary: RunSummary) -> None:
         f"{summary.filtered} filtered, {summary.failed} failed  "
         f"(search: {summary.search_method}, run {summary.run_id})"
     )
+    if summary.snapshot_id:
+        click.echo(
+            f"  virtual cube: snapshot {summary.snapshot_id} "
+            f"(open_virtual_cube(catalog, version={summary.run_id!r}))"
+        )
     for (why, method), n in sorted(summary.without_s2cloudless().items()):
         scenes = "scene" if n == 1 else "scenes"
         click.echo(f"  {n} {scenes} masked without s2cloudless ({why}): {method}")

@@ -9,6 +9,7 @@ from types import FrameType
 
 import click
 
+from ..catalog.virtual import has_virtual_cube
 from ..serve import DEFAULT_HOST, DEFAULT_PORT, Backend, serve
 from .options import handle_errors, verbosity
 
@@ -49,8 +50,9 @@ from .options import handle_errors, verbosity
 def serve_cmd(
     catalog: Path, host: str, port: int, public_url: str | None, backend: Backend
 ) -> None:
-    """Serve CATALOG as a STAC API (search with pystac-client, load with odc-stac) and its
-    files, COGs included, with HTTP range requests (GDAL /vsicurl), until Ctrl-C."""
+    """Serve CATALOG as a STAC API (search with pystac-client, load with odc-stac), its
+    files, COGs included, with HTTP range requests (GDAL /vsicurl), and its versioned virtual
+    cube as a Zarr v3 store (xarray.open_zarr), until Ctrl-C."""
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     # Ctrl-C stops the server even when started from a non-interactive shell's background job,
     # which starts its children with SIGINT ignored
@@ -59,6 +61,8 @@ def serve_cmd(
         click.echo(f"STAC API        {srv.url}/")
         click.echo(f"item search     {srv.url}/search")
         click.echo(f"static catalog  {srv.catalog_url}")
+        if has_virtual_cube(srv.root):
+            click.echo(f"Zarr cube       {srv.cube_url()}  (or /cube/<run id>)")
         click.echo("Press Ctrl-C to stop.")
         try:
             while srv.running:

@@ -27,5 +27,13 @@ def status_cmd(catalog: Path) -> None:
         click.echo(f"cloud masks without s2cloudless ({why}): {n} (SCL instead)")
     for f in st.failures:
         click.secho(f"  {f.item_id} [{f.stage}, {f.error}, {f.time}]: {f.message}", fg="yellow")
+    if st.cube_versions:
+        run_id, snap, when = st.cube_versions[0]
+        click.echo(
+            f"virtual cube: {len(st.cube_versions)} version(s); HEAD: run {run_id} "
+            f"(snapshot {snap}, {when}), {st.cube_items} item(s)"
+        )
+        for run_id, snap, when in st.cube_versions[1:6]:
+            click.echo(f"  earlier: run {run_id} (snapshot {snap}, {when})")
     if st.orphans:
         click.echo(f"{len(st.orphans)} file(s) not referenced by any item (see `validate`)")

@@ -1,10 +1,11 @@
-"""The cube as a virtual Zarr dataset: the catalog's COGs through their kerchunk references.
+"""The cube through its kerchunk export: the catalog's current COGs by their reference files.
 
-:func:`open_virtual_cube` stacks the items' reference files (written as items are committed,
-:mod:`stac2cube.catalog.kerchunk`) along ``time`` into one zarr group, variables ``(time, y, x)``
-per band, and opens it lazily with xarray: every read goes straight to the COG tiles, no GDAL.
-It reads the stored tiles as they are (the catalog's grid, raw values); for another grid, masks
-or same-day fusing use :func:`~stac2cube.cube.odc.open_cube` (see ``docs/cube.md``).
+:func:`open_kerchunk_cube` stacks the items' reference files (written as items are committed,
+:mod:`stac2cube.catalog.kerchunk`) along ``time`` into one Zarr v3 group, variables
+``(time, y, x)`` per band, and opens it lazily with xarray through fsspec's reference file
+system: every read goes straight to the COG tiles, no GDAL, no Icechunk. Unlike the versioned
+:func:`~stac2cube.cube.virtual.open_virtual_cube` it has no versions and no check that a COG is
+unchanged since its references were made (see ``docs/cube.md``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from ..catalog.kerchunk import references_path
 from ..catalog.store import CatalogStore
+from ..catalog.virtual import quiet_zarr
 from ..errors import CatalogError
 
 if TYPE_CHECKING:  # xarray is imported when a cube is opened
@@ -28,9 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def _register_codecs() -> None:
-    import imagecodecs.numcodecs
-
-    imagecodecs.numcodecs.register_codecs(verbose=False)
+    import virtual_tiff  # noqa: F401  (registers the TIFF codecs with zarr)
 
 
 BAND_VAR = "bands"
@@ -38,7 +38,7 @@ BAND_VAR = "bands"
 
 
 @overload
-def open_virtual_cube(
+def open_kerchunk_cube(
     catalog: str | Path,
     bands: Sequence[str] | None = None,
     *,
@@ -48,7 +48,7 @@ def open_virtual_cube(
 
 
 @overload
-def open_virtual_cube(
+def open_kerchunk_cube(
     catalog: str | Path,
     bands: Sequence[str] | None = None,
     *,
@@ -57,14 +57,14 @@ def open_virtual_cube(
 ) -> xr.DataArray: ...
 
 
-def open_virtual_cube(
+def open_kerchunk_cube(
     catalog: str | Path,
     bands: Sequence[str] | None = None,
     *,
     chunks: Mapping[str, int | str] | None = None,
     band_dim: bool = False,
 ) -> xr.Dataset | xr.DataArray:
-    """Open the catalog's COGs as one lazy virtual Zarr dataset (``time, y, x`` per band).
+    """Open the catalog's COGs by their kerchunk references (``time, y, x`` per band).
 
     Values are the stored ones (as :func:`~stac2cube.cube.odc.open_cube` gives them on the
     catalog's grid); ``nodata`` is in each variable's attributes.
@@ -109,7 +109,9 @@ def open_virtual_cube(
             f"bands on different grids cannot share one virtual cube: {', '.join(by_res)}; "
             "open each resolution with its own bands=[...]"
         )
-    group: dict[str, Any] = {".zgroup": json.dumps({"zarr_format": 2})}
+    group: dict[str, Any] = {
+        "zarr.json": json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}})
+    }
     attrs: dict[str, dict[str, Any]] = {}
     layouts: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -117,52 +119,58 @@ def open_virtual_cube(
         if any(m is None for m in metas):
             missing = [r["id"] for r, m in zip(refs, metas, strict=True) if m is None]
             raise CatalogError(f"band {name} is missing from items {missing[:5]}")
-        za = metas[0]["zarray"]  # type: ignore[index]
+        za = metas[0]["zarr.json"]  # type: ignore[index]
         for r, m in zip(refs, metas, strict=True):
-            if m["zarray"] != za:  # type: ignore[index]
+            if m["zarr.json"] != za:  # type: ignore[index]
                 raise CatalogError(
                     f"band {name}: item {r['id']} has another array layout (grid, dtype or "
                     "codec) than the others; the virtual view needs one grid"
                 )
+        _check_encoding(name, refs)
         layouts[name] = za
         if band_dim:
             continue
-        group[f"{name}/.zarray"] = json.dumps(
-            {**za, "shape": [len(refs), *za["shape"]], "chunks": [1, *za["chunks"]]}
-        )
-        group[f"{name}/.zattrs"] = json.dumps({"_ARRAY_DIMENSIONS": ["time", "y", "x"]})
+        group[f"{name}/zarr.json"] = json.dumps(_stacked(za, [len(refs)], ["time", "y", "x"]))
         for t, m in enumerate(metas):
             for key, (rel, offset, size) in m["chunks"].items():  # type: ignore[index]
-                group[f"{name}/{t}.{key}"] = [str(store.root / rel), offset, size]
-        attrs[name] = {"nodata": za["fill_value"]}
+                group[f"{name}/c/{t}/{key.replace('.', '/')}"] = [
+                    str(store.root / rel),
+                    offset,
+                    size,
+                ]
+        attrs[name] = _encoding_attrs(refs[0]["assets"][name], za)
     if band_dim:
         za = _common_layout(layouts)
-        group[f"{BAND_VAR}/.zarray"] = json.dumps(
-            {**za, "shape": [len(refs), len(names), *za["shape"]], "chunks": [1, 1, *za["chunks"]]}
+        group[f"{BAND_VAR}/zarr.json"] = json.dumps(
+            _stacked(za, [len(refs), len(names)], ["time", "band", "y", "x"])
         )
-        group[f"{BAND_VAR}/.zattrs"] = json.dumps({"_ARRAY_DIMENSIONS": ["time", "band", "y", "x"]})
         for t, r in enumerate(refs):
             for b, name in enumerate(names):
                 for key, (rel, offset, size) in r["assets"][name]["chunks"].items():
-                    group[f"{BAND_VAR}/{t}.{b}.{key}"] = [str(store.root / rel), offset, size]
-        attrs[BAND_VAR] = {"nodata": za["fill_value"]}
+                    group[f"{BAND_VAR}/c/{t}/{b}/{key.replace('.', '/')}"] = [
+                        str(store.root / rel),
+                        offset,
+                        size,
+                    ]
+        attrs[BAND_VAR] = _encoding_attrs(refs[0]["assets"][names[0]], za)
     import xarray as xr
 
     _register_codecs()
-    ds = xr.open_dataset(
-        "reference://",
-        engine="zarr",
-        mask_and_scale=False,
-        chunks=dict(chunks) if chunks is not None else "auto",
-        backend_kwargs={
-            "consolidated": False,
-            "zarr_format": 2,
-            "storage_options": {"fo": {"version": 1, "refs": group}},
-        },
-    )
+    with quiet_zarr():
+        ds = xr.open_dataset(
+            "reference://",
+            engine="zarr",
+            mask_and_scale=False,
+            chunks=dict(chunks) if chunks is not None else "auto",
+            backend_kwargs={
+                "consolidated": False,
+                "zarr_format": 3,
+                "storage_options": {"fo": {"version": 1, "refs": group}},
+            },
+        )
     for name, a in attrs.items():
         ds[name].attrs.update(a)
-    height, width = layouts[names[0]]["shape"]
+    height, width = layouts[names[0]]["shape"][-2:]
     a, _, c, _, e, f = grids.get(names[0], item_grid)[:6]
     times = [np.datetime64(r["datetime"].replace("Z", ""), "ns") for r in refs]
     ds = ds.assign_coords(
@@ -196,7 +204,44 @@ def _common_layout(layouts: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
 
 def _describe(za: Mapping[str, Any]) -> str:
     shape = "x".join(str(v) for v in za.get("shape", []))
-    tiles = "x".join(str(v) for v in za.get("chunks", []))
-    codec = (za.get("compressor") or {}).get("id", "none")
-    dtype = np.dtype(za.get("dtype")).name
+    grid = za.get("chunk_grid", {}).get("configuration", {})
+    tiles = "x".join(str(v) for v in grid.get("chunk_shape", []))
+    codec = "+".join(str(c.get("name")) for c in za.get("codecs", [])) or "none"
+    dtype = np.dtype(za.get("data_type")).name
     return f"{dtype}, {shape} px in {tiles} tiles, {codec}, nodata {za.get('fill_value')}"
+
+
+def _stacked(za: Mapping[str, Any], lead: list[int], dims: list[str]) -> dict[str, Any]:
+    """A 2-D array's Zarr v3 metadata with leading dimensions of one chunk each."""
+    out = json.loads(json.dumps(za))
+    out["shape"] = [*lead, *za["shape"]]
+    grid = out["chunk_grid"]["configuration"]
+    grid["chunk_shape"] = [1] * len(lead) + list(grid["chunk_shape"])
+    out["dimension_names"] = dims
+    out["attributes"] = {}
+    return dict(out)
+
+
+def _encoding_attrs(ref: Mapping[str, Any], za: Mapping[str, Any]) -> dict[str, Any]:
+    rb = (ref.get("raster:bands") or [{}])[0]
+    nodata = rb.get("nodata", za.get("fill_value"))
+    return {
+        "scale_factor": float(rb.get("scale", 1.0)),
+        "add_offset": float(rb.get("offset", 0.0)),
+        "nodata": np.nan if nodata in (None, "nan") else nodata,
+    }
+
+
+def _check_encoding(name: str, refs: Sequence[Mapping[str, Any]]) -> None:
+    """Raw values of items encoded differently cannot share one scale and offset."""
+    seen: dict[str, str] = {}
+    for r in refs:
+        rb = (r["assets"][name].get("raster:bands") or [{}])[0]
+        key = json.dumps([rb.get("scale", 1.0), rb.get("offset", 0.0), rb.get("nodata")])
+        seen.setdefault(key, r["id"])
+    if len(seen) > 1:
+        raise CatalogError(
+            f"band {name} is encoded differently across items (items {list(seen.values())[:3]} "
+            "have different scale, offset or nodata): the kerchunk view cannot decode it with "
+            "one set of attributes; use stac2cube.open_virtual_cube(..., decode=True)"
+        )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pystac
@@ -23,6 +23,7 @@ from ..catalog.index import (
 )
 from ..config import Config
 from ..errors import (
+    CatalogError,
     ItemError,
     SearchError,
     Stac2CubeError,
@@ -40,6 +41,41 @@ from .task import SceneTask
 from .twins import find_l1c_twins, l1c_access_probe
 
 log = logging.getLogger(__name__)
+
+
+def snapshot_run(
+    store: CatalogStore, run_id: str, outcomes: Sequence[SceneOutcome], *, sync: bool
+) -> tuple[str | None, bool]:
+    """Commit the run's snapshot of the virtual cube: the items it wrote, without those it
+    filtered (``sync``: after an interrupted run, everything the cube is missing). Returns the
+    snapshot id (None: nothing to commit) and whether the cube is up to date. A failure leaves
+    the catalog as it is and the previous snapshot as HEAD; the next run catches up."""
+    from ..catalog.virtual import (
+        CubeMovedError,
+        commit_snapshot,
+        has_virtual_cube,
+        rebuild_virtual_cube,
+    )
+
+    written = [o.item_id for o in outcomes if o.status == "written"]
+    removed = [o.item_id for o in outcomes if o.status == "filtered"]
+    sync = sync or not has_virtual_cube(store.root)
+    if not (written or removed or sync):
+        return None, True
+    try:
+        try:
+            result = commit_snapshot(store, run_id, written, removed, sync=sync)
+        except CubeMovedError as moved:
+            log.warning("%s: rebuilding it", moved)
+            result = rebuild_virtual_cube(store.root, run_id)
+    except Exception as exc:  # the items are committed; only the cube's new version is missing
+        log.warning("virtual cube snapshot not committed: %s", exc)
+        store.record_failure("<virtual-cube>", "virtual-cube", exc, run_id=run_id)
+        return None, False
+    for item_id, why in result.refused.items():
+        log.warning("item %s left out of the virtual cube: %s", item_id, why)
+        store.record_failure(item_id, "virtual-cube", CatalogError(why), run_id=run_id)
+    return result.snapshot_id, True
 
 
 def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSummary:
@@ -163,7 +199,11 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
             finally:
                 if previous_index is not None:
                     previous_index.unlink(missing_ok=True)
-        store.set_clean_mark()
-        return RunSummary(run_id, str(store.root), found.method, tuple(outcomes))
+        snapshot, cube_ok = None, True
+        if out.virtual_cube:
+            snapshot, cube_ok = snapshot_run(store, run_id, outcomes, sync=not after_clean_exit)
+        if cube_ok:  # else the next run recovers and brings the cube up to date in full
+            store.set_clean_mark()
+        return RunSummary(run_id, str(store.root), found.method, tuple(outcomes), snapshot)
     finally:
         lock.release()

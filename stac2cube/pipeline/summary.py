@@ -51,6 +51,8 @@ class RunSummary:
     catalog: str
     search_method: str
     outcomes: tuple[SceneOutcome, ...] = field(default_factory=tuple)
+    snapshot_id: str | None = None
+    """The virtual cube's snapshot this run committed (tagged ``run-<run_id>``), if any."""
 
     def count(self, status: Status) -> int:
         return sum(1 for o in self.outcomes if o.status == status)

@@ -2,10 +2,11 @@
 
 ``/catalog/<path>`` serves the catalog's files (GET/HEAD, a single ``Range`` → 206) through a
 path guard that never leaves the catalog root (:func:`resolve_under`). :data:`SCHEMA_PATH` serves
-the JSON Schema of the provenance extension, at the path of its ``$id``. Any other path is proxied
-to the STAC API backend on its loopback port, with the backend's internal base URL rewritten to
-the public one, and with the search parameters the backend cannot honour refused (400). The
-server runs in a child process (:mod:`stac2cube.serve.front`).
+the JSON Schema of the provenance extension, at the path of its ``$id``. ``/cube/<version>/<key>``
+serves the versioned virtual cube as a read-only Zarr v3 store (:mod:`stac2cube.serve.cube`).
+Any other path is proxied to the STAC API backend on its loopback port, with the backend's
+internal base URL rewritten to the public one, and with the search parameters the backend cannot
+honour refused (400). The server runs in a child process (:mod:`stac2cube.serve.front`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,15 @@ from ..catalog import STATE_DIR
 from ..errors import Stac2CubeError
 from ..provenance import STAC2CUBE_SCHEMA
 from .backends import UNSUPPORTED_SEARCH_PARAMS
+from .cube import (
+    CUBE_PREFIX,
+    HEAD_VERSION,
+    ChunkReadError,
+    CubeGateway,
+    CubeVersionError,
+    StaleChunkError,
+    split_cube_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +51,9 @@ SCHEMA_PATH = urlsplit(STAC2CUBE_SCHEMA).path
 """URL path of the provenance extension's schema: that of its ``$id``."""
 MAX_BODY = 1 << 20
 COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+SNAPSHOT_HEADER = "X-Stac2cube-Snapshot"
+"""Response header naming the snapshot of the virtual cube a ``/cube/`` answer comes from."""
+_OCTETS = "application/octet-stream"
 _CHUNK = 1 << 20
 _HOP_BY_HOP = {
     "connection",
@@ -167,6 +180,10 @@ class FrontConfig:
     def rewrite(self, data: bytes, base: str) -> bytes:
         return self.internal_re.sub(base.encode().replace(b"\\", b"\\\\"), data)
 
+    @functools.cached_property
+    def cube(self) -> CubeGateway:
+        return CubeGateway(self.root)
+
 
 class FrontServer(ThreadingHTTPServer):
     """A threaded HTTP server on an already bound and listening socket."""
@@ -220,7 +237,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._proxy("POST")
 
     def do_OPTIONS(self) -> None:
-        if self._is_file_route() or urlsplit(self.path).path == SCHEMA_PATH:
+        path = urlsplit(self.path).path
+        if self._is_file_route() or path == SCHEMA_PATH or path.startswith(CUBE_PREFIX):
             self.send_response(204)
             self._cors_headers()
             self.send_header("Allow", "GET, HEAD, OPTIONS")
@@ -240,6 +258,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_file(head=head)
         elif urlsplit(self.path).path == SCHEMA_PATH:
             self._send_schema(head=head)
+        elif urlsplit(self.path).path.startswith(CUBE_PREFIX):
+            self._send_cube_key(head=head)
         else:
             self._proxy("HEAD" if head else "GET")
 
@@ -247,8 +267,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _cors_headers(self) -> None:
         self.send_header("Access-Control-Allow-Origin", "*")
         self.send_header(
-            "Access-Control-Expose-Headers", "Content-Range, Content-Length, Accept-Ranges, ETag"
+            "Access-Control-Expose-Headers",
+            f"Content-Range, Content-Length, Accept-Ranges, ETag, {SNAPSHOT_HEADER}",
         )
+
+    def _send_unsatisfiable(self, size: int) -> None:
+        """416: the ``Range`` asked for lies outside a body of ``size`` bytes."""
+        self.send_response(416)
+        self.send_header("Content-Range", f"bytes */{size}")
+        self._cors_headers()
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _file_error(self, status: int, message: str) -> None:
         self.cfg.count(status)
@@ -281,11 +310,7 @@ class _Handler(BaseHTTPRequestHandler):
                 rng = byte_range(wanted, size)
             except RangeNotSatisfiableError:
                 self.cfg.count(416)
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{size}")
-                self._cors_headers()
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self._send_unsatisfiable(size)
                 return
             first, last = rng if rng is not None else (0, size - 1)
             status = 206 if rng is not None else 200
@@ -323,6 +348,60 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if not head:
             self.wfile.write(body)
+
+    # ------------------------------------------------------------------ the virtual cube
+    def _send_cube_key(self, *, head: bool) -> None:
+        where = split_cube_path(urlsplit(self.path).path)
+        if where is None:
+            self._send_json(404, {"code": "NotFound", "description": "no Zarr key in this path"})
+            return
+        version, key = where
+        try:
+            snapshot, body = self.cfg.cube.get(version, key)
+        except CubeVersionError as exc:
+            self._send_json(404, {"code": "UnknownVersion", "description": str(exc)})
+            return
+        except StaleChunkError as exc:
+            log.warning("%s %s: %s", self.command, self.path, exc)
+            self._send_json(409, {"code": "StaleChunk", "description": str(exc)})
+            return
+        except ChunkReadError as exc:
+            log.warning("%s %s: %s", self.command, self.path, exc)
+            self._send_json(500, {"code": "ChunkReadError", "description": str(exc)})
+            return
+        if body is None:
+            self._send_json(
+                404, {"code": "NotFound", "description": f"no key {key!r} in version {version}"}
+            )
+            return
+        etag = f'"{snapshot}"'
+        wanted = self.headers.get("Range")
+        if self.headers.get("If-Range") not in (None, etag):
+            wanted = None
+        try:
+            rng = byte_range(wanted, len(body))
+        except RangeNotSatisfiableError:
+            self._send_unsatisfiable(len(body))
+            return
+        first, last = rng if rng is not None else (0, len(body) - 1)
+        self.send_response(206 if rng is not None else 200)
+        json_key = key.rpartition("/")[2] == "zarr.json"
+        self.send_header("Content-Type", "application/json" if json_key else _OCTETS)
+        self.send_header("Content-Length", str(last - first + 1))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", etag)
+        self.send_header(SNAPSHOT_HEADER, snapshot)
+        if version == HEAD_VERSION:
+            self.send_header("Cache-Control", "no-cache")
+        if rng is not None:
+            self.send_header("Content-Range", f"bytes {first}-{last}/{len(body)}")
+        self._cors_headers()
+        self.end_headers()
+        if not head:
+            try:
+                self.wfile.write(body[first : last + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
 
     # ------------------------------------------------------------------ the STAC API
     def _send_json(self, status: int, doc: Mapping[str, Any]) -> None:

@@ -24,6 +24,7 @@ from urllib.parse import quote
 from ..errors import CatalogError, ConfigError
 from ..export import read_catalog
 from .backends import UNSUPPORTED_SEARCH_PARAMS, ApiBackend, Backend, make_backend
+from .cube import CUBE_PREFIX, HEAD_VERSION
 from .front import ACCESS_LOG, start_front
 from .http import FILES_PREFIX
 from .process import ServeError, StacApiServerError, free_port, stop_process
@@ -121,6 +122,11 @@ class CatalogServer:
     def catalog_url(self) -> str:
         """The static ``catalog.json``, served as a file."""
         return self.file_url("catalog.json")
+
+    def cube_url(self, version: str = HEAD_VERSION) -> str:
+        """The URL of the virtual cube at ``version`` (``HEAD``, a run id, a tag or a snapshot
+        id) as a Zarr v3 store, for ``zarr.storage.ObjectStore(HTTPStore.from_url(url))``."""
+        return f"{self.url}{CUBE_PREFIX}{quote(version, safe='')}"
 
     def file_responses(self) -> dict[int, int]:
         """How many file requests got each HTTP status so far (200, 206, 403, 404, 416)."""

@@ -10,10 +10,12 @@ import sys
 import stac2cube
 before = "xarray" in sys.modules
 from stac2cube import open_cube
-from stac2cube.cube import catalog_items, open_virtual_cube
+from stac2cube.cube import catalog_items, open_kerchunk_cube, open_virtual_cube
 assert stac2cube.cube.odc.catalog_items is catalog_items
 assert stac2cube.reflectance is stac2cube.cube.odc.reflectance
-assert stac2cube.open_virtual_cube is open_virtual_cube is stac2cube.cube.kerchunk.open_virtual_cube
+assert stac2cube.open_virtual_cube is open_virtual_cube is stac2cube.cube.virtual.open_virtual_cube
+assert stac2cube.open_kerchunk_cube is open_kerchunk_cube
+assert open_kerchunk_cube is stac2cube.cube.kerchunk.open_kerchunk_cube
 try:
     stac2cube.cube.no_such_view
 except AttributeError as exc:

@@ -1,0 +1,644 @@
+"""The versioned virtual cube: one Icechunk snapshot of virtual Zarr v3 references per run.
+
+The repository lives in ``<catalog>/_cube/repo``. Its root group holds one array per COG asset,
+``time × y × x`` (assets on another grid than the item's get their own ``y_<res>m``/``x_<res>m``
+dimensions), whose chunks are references into the items' COG tiles, parsed with virtual-tiff into
+VirtualiZarr manifests and written with VirtualiZarr. The ``_items`` group holds, per time step,
+the item's version and each band's scale, offset and nodata.
+
+The references never point at the catalog's own item files, which a re-run replaces, but at hard
+links of them in ``<catalog>/_cube/cogs/<item>/<version>/`` (a copy where the file system has no
+hard links): a snapshot keeps reading the pixels it was made from after its items are
+reprocessed, and a COG changed in place fails the read (Icechunk's last-modified check). The
+time axis is in commit order; :func:`stac2cube.cube.virtual.open_virtual_cube` sorts it.
+How to open, and what is kept: ``docs/cube.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import CatalogError
+from ..io.atomic import TMP_MARK
+from .layout import CUBE_DIR
+from .store import CatalogStore
+
+if TYPE_CHECKING:
+    import icechunk
+    import xarray as xr
+    from virtualizarr.manifests import ManifestArray
+
+log = logging.getLogger(__name__)
+
+REPO_DIR = "repo"
+"""Directory (in :data:`~stac2cube.catalog.layout.CUBE_DIR`) of the Icechunk repository."""
+LINKS_DIR = "cogs"
+"""Directory (in ``CUBE_DIR``) of the COG links the snapshots' references point to."""
+BRANCH = "main"
+ITEMS_GROUP = "_items"
+"""Group of the per-time-step item records (version, encodings)."""
+TAG_PREFIX = "run-"
+"""A run's snapshot is tagged ``run-<run id>``."""
+RECORD_CHUNK = 65536
+"""Time steps per chunk of the small per-item arrays (``time``, ``item_id``, encodings): opening
+reads one chunk per 65,536 items, not one per item."""
+SPLIT_TIME_STEPS = 1024
+"""Time steps per Icechunk manifest split: a commit rewrites the manifests of the splits it
+touches (an append: the last one), not every reference of the array."""
+
+
+warnings.filterwarnings(  # at every chunk read, not only where this package opens an array
+    "ignore", message="(Numcodecs|Imagecodecs) codecs are not in the Zarr version 3 specification"
+)
+_QUIET = (
+    # virtual-tiff's codecs wrap numcodecs and imagecodecs ones: zarr says so on every array
+    "(Numcodecs|Imagecodecs) codecs are not in the Zarr version 3 specification",
+    # the item_id coordinate (variable-length strings)
+    "The data type",
+)
+
+
+@contextlib.contextmanager
+def quiet_zarr() -> Iterator[None]:
+    """Silence zarr's notes on the codecs and string dtype every virtual cube uses."""
+    with warnings.catch_warnings():
+        for message in _QUIET:
+            warnings.filterwarnings("ignore", message=message)
+        yield
+
+
+def _icechunk() -> ModuleType:
+    """icechunk, with its warning that a local file system is unsafe for concurrent commits
+    silenced (a catalog has one writer: the run that holds its lock) unless ICECHUNK_LOG is set."""
+    import icechunk
+
+    global _LOGS_SET
+    if not _LOGS_SET and "ICECHUNK_LOG" not in os.environ:
+        icechunk.set_logs_filter("icechunk=error")
+    _LOGS_SET = True
+    return icechunk
+
+
+_LOGS_SET = False
+
+
+class CubeMovedError(CatalogError):
+    """The catalog was moved or copied after its virtual cube was made: the cube's references
+    (absolute paths) point to the old place. The next run, or :func:`rebuild_virtual_cube`,
+    builds it anew."""
+
+
+def cube_dir(root: Path) -> Path:
+    return root / CUBE_DIR
+
+
+def repo_dir(root: Path) -> Path:
+    return cube_dir(root) / REPO_DIR
+
+
+def has_virtual_cube(root: Path) -> bool:
+    return (repo_dir(root) / "refs").is_dir()
+
+
+def _prefix(root: Path) -> str:
+    return root.resolve().as_uri() + "/"
+
+
+def repository(root: Path, *, create: bool = False) -> icechunk.Repository:
+    """The catalog's Icechunk repository (created with ``create`` when missing), allowed to
+    read the virtual chunks under the catalog's root and nowhere else."""
+    icechunk = _icechunk()
+
+    storage = icechunk.local_filesystem_storage(str(repo_dir(root)))
+    prefix = _prefix(root)
+    creds = icechunk.containers_credentials({prefix: None})
+    if has_virtual_cube(root):
+        repo = icechunk.Repository.open(storage, authorize_virtual_chunk_access=creds)
+        containers = repo.config.virtual_chunk_containers or {}
+        if prefix not in containers:
+            where = ", ".join(containers) or "nowhere"
+            raise CubeMovedError(
+                f"the virtual cube of {root} references COGs under {where}, not under this "
+                "catalog: it was moved or copied. The next run rebuilds it, or "
+                "`stac2cube.catalog.virtual.rebuild_virtual_cube(catalog)` now"
+            )
+        return repo  # type: ignore[no-any-return]
+    if not create:
+        raise CatalogError(
+            f"the catalog {root} has no virtual cube yet: a run with output.virtual_cube "
+            "(the default) writes one, or `stac2cube.catalog.virtual.rebuild_virtual_cube`"
+        )
+    config = icechunk.RepositoryConfig.default()
+    config.set_virtual_chunk_container(
+        icechunk.VirtualChunkContainer(prefix, icechunk.local_filesystem_store(str(root)))
+    )
+    split = icechunk.ManifestSplittingConfig.from_dict(
+        {
+            icechunk.ManifestSplitCondition.AnyArray(): {
+                icechunk.ManifestSplitDimCondition.DimensionName("time"): SPLIT_TIME_STEPS
+            }
+        }
+    )
+    config.manifest = icechunk.ManifestConfig(splitting=split)
+    repo_dir(root).parent.mkdir(parents=True, exist_ok=True)
+    created = icechunk.Repository.create(storage, config, authorize_virtual_chunk_access=creds)
+    return created  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------------------------------------
+# per item: links and manifests
+
+
+def item_version(item: Mapping[str, Any]) -> str:
+    """A token naming one processing of an item (its ``stac2cube:finished`` time)."""
+    props = item.get("properties", {})
+    stamp = str(props.get("stac2cube:finished") or props.get("updated") or "")
+    return re.sub(r"[^0-9A-Za-z]", "", stamp) or "0"
+
+
+def cog_assets(item: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The item's COG assets, in the item's order."""
+    return {
+        k: a
+        for k, a in item.get("assets", {}).items()
+        if "cloud-optimized" in str(a.get("type", ""))
+    }
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` at ``dst`` (a copy where hard links are refused); atomic. A ``dst``
+    that is another file (a copied catalog) is linked anew: changes to ``src`` must reach it."""
+    if dst.exists() and os.path.samefile(src, dst):
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f"{dst.name}{TMP_MARK}{os.getpid()}")  # a crash's leftover: recovered
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    # Icechunk checks last-modified times to the second: the file's time is set to a whole
+    # second already past, which the snapshot records, so that a change made at any later
+    # moment (also within the same second) is later than it
+    settled = math.floor(time.time()) - 1
+    st = tmp.stat()
+    if st.st_mtime > settled:
+        os.utime(tmp, ns=(st.st_atime_ns, settled * 1_000_000_000))
+    os.replace(tmp, dst)
+
+
+def link_item(store: CatalogStore, item: Mapping[str, Any]) -> dict[str, Path]:
+    """Link the item's COGs into ``_cube/cogs/<item>/<version>/``; asset key -> link path."""
+    item_id = str(item["id"])
+    base = cube_dir(store.root) / LINKS_DIR / item_id / item_version(item)
+    links = {}
+    for key, asset in cog_assets(item).items():
+        name = Path(str(asset["href"])).name
+        src = store.item_dir(item_id) / name
+        if not src.is_file():
+            raise CatalogError(f"item {item_id}: asset {key} ({src}) is missing")
+        _link(src, base / name)
+        links[key] = base / name
+    return links
+
+
+def item_manifests(paths: Mapping[str, Path]) -> dict[str, ManifestArray]:
+    """The full-resolution level of each COG as a VirtualiZarr manifest array (virtual-tiff)."""
+    from obspec_utils.registry import ObjectStoreRegistry
+    from obstore.store import LocalStore
+    from virtual_tiff import VirtualTIFF
+    from virtualizarr.manifests import ManifestArray
+    from zarr.core.metadata.v3 import ArrayV3Metadata
+
+    registry = ObjectStoreRegistry({"file://": LocalStore()})
+    parse = VirtualTIFF(ifd=0)
+    out = {}
+    for key, path in paths.items():
+        with quiet_zarr():
+            arr = parse(path.resolve().as_uri(), registry)._group.arrays["0"]
+        # the TIFF tags are no attributes of the cube, and its dimensions are named by the cube
+        meta = {**arr.metadata.to_dict(), "attributes": {}, "dimension_names": None}
+        out[key] = ManifestArray(
+            metadata=ArrayV3Metadata.from_dict(meta), chunkmanifest=arr.manifest
+        )
+    return out
+
+
+def _encoding(asset: Mapping[str, Any]) -> tuple[float, float, float]:
+    rb = (asset.get("raster:bands") or [{}])[0]
+    nodata = rb.get("nodata")
+    nodata_f = math.nan if nodata in (None, "nan") else float(nodata)
+    return float(rb.get("scale", 1.0)), float(rb.get("offset", 0.0)), nodata_f
+
+
+def _grid_dims(item: Mapping[str, Any], asset: Mapping[str, Any]) -> tuple[str, str]:
+    own = asset.get("proj:transform")
+    grid = item.get("properties", {}).get("proj:transform")
+    if own is None or own == grid:
+        return "y", "x"
+    res = f"{abs(float(own[0])):g}".replace(".", "p")
+    return f"y_{res}m", f"x_{res}m"
+
+
+def _time(item: Mapping[str, Any]) -> np.datetime64:
+    return np.datetime64(str(item["properties"]["datetime"]).replace("Z", "").split("+")[0], "ns")
+
+
+def item_dataset(store: CatalogStore, item: Mapping[str, Any]) -> tuple[xr.Dataset, xr.Dataset]:
+    """One item as a virtual dataset (one time step) and its ``_items`` record."""
+    import xarray as xr
+
+    assets = cog_assets(item)
+    links = link_item(store, item)
+    arrays = item_manifests(links)
+    t = [_time(item)]
+    data = {}
+    rec: dict[str, Any] = {"version": ("time", np.array([item_version(item)], dtype=object))}
+    mtime = max((p.stat().st_mtime for p in links.values()), default=0.0)
+    rec["linked_mtime"] = ("time", np.array([mtime]))
+    for key, arr in arrays.items():
+        dims = ("time", *_grid_dims(item, assets[key]))
+        data[key] = xr.Variable(dims, np.expand_dims(arr, axis=0))
+        scale, offset, nodata = _encoding(assets[key])
+        rec[f"{key}:scale"] = ("time", np.array([scale]))
+        rec[f"{key}:offset"] = ("time", np.array([offset]))
+        rec[f"{key}:nodata"] = ("time", np.array([nodata]))
+    coords: dict[str, Any] = {
+        "time": t,
+        "item_id": ("time", np.array([str(item["id"])], dtype=object)),
+    }
+    for key, arr in arrays.items():  # cell centres of each grid
+        ydim, xdim = (str(d) for d in data[key].dims[1:])
+        transform = assets[key].get("proj:transform") or item["properties"]["proj:transform"]
+        a, _, c, _, e, f = (float(v) for v in transform[:6])
+        height, width = arr.shape
+        coords[ydim] = f + e * (np.arange(height) + 0.5)
+        coords[xdim] = c + a * (np.arange(width) + 0.5)
+    ds = xr.Dataset(data, coords=coords)
+    ds.attrs["crs"] = str(item["properties"].get("proj:code", ""))
+    return ds, xr.Dataset(rec, coords={"time": t})
+
+
+# ---------------------------------------------------------------------------------------------
+# snapshots
+
+
+@dataclass
+class SnapshotResult:
+    """What one snapshot commit did."""
+
+    snapshot_id: str | None
+    appended: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
+    """Item id -> why it could not join the cube (a layout other than the cube's)."""
+
+
+def _item_ids(session: icechunk.Session) -> np.ndarray | None:
+    import zarr
+
+    try:
+        arr = zarr.open_array(session.store, path="item_id", mode="r")
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.ArrayNotFoundError):
+        return None
+    return np.asarray(arr[:], dtype=object)
+
+
+def head_items(catalog: str | Path) -> dict[str, str]:
+    """Item id -> item version of every item in the cube's HEAD."""
+    session = repository(Path(catalog)).readonly_session(BRANCH)
+    with quiet_zarr():
+        return head_versions(session, _item_ids(session))
+
+
+def _layout(arr: Any) -> dict[str, Any]:
+    """What must match for an item's array to join a cube array: all but the time length."""
+    meta = arr.metadata.to_dict()
+    meta.pop("attributes", None)
+    meta.pop("dimension_names", None)
+    meta["shape"] = list(meta["shape"])[-2:]
+    grid = meta.get("chunk_grid", {}).get("configuration", {})
+    if "chunk_shape" in grid:
+        grid["chunk_shape"] = list(grid["chunk_shape"])[-2:]
+    return dict(meta)
+
+
+def _stamp(mtime: float) -> dt.datetime:
+    """The time the snapshot's last-modified check compares with: the newest link's (a whole
+    second, see :func:`_link`; Icechunk keeps it to the second)."""
+    return dt.datetime.fromtimestamp(math.ceil(mtime), dt.UTC)
+
+
+def commit_snapshot(
+    store: CatalogStore,
+    run_id: str,
+    changed: Iterable[str] = (),
+    removed: Iterable[str] = (),
+    *,
+    sync: bool = False,
+    fresh: bool = False,
+) -> SnapshotResult:
+    """Commit one snapshot: items ``changed`` by the run are appended (new) or have their
+    references replaced (already in the cube), ``removed`` ones leave it; with ``sync`` the
+    cube is first compared with the whole catalog (after an interrupted run). Items whose COG
+    layout differs from the cube's are refused (``SnapshotResult.refused``). ``fresh`` starts
+    the cube's arrays anew in the same snapshot. Nothing to do: no snapshot. A crash before the
+    commit leaves the previous snapshot as HEAD."""
+    with quiet_zarr():
+        return _commit_snapshot(store, run_id, changed, removed, sync=sync, fresh=fresh)
+
+
+def _commit_snapshot(
+    store: CatalogStore,
+    run_id: str,
+    changed: Iterable[str],
+    removed: Iterable[str],
+    *,
+    sync: bool,
+    fresh: bool,
+) -> SnapshotResult:
+    import virtual_tiff  # noqa: F401  (registers the TIFF codecs with zarr)
+    import zarr
+
+    repo = repository(store.root, create=True)
+    session = repo.writable_session(BRANCH)
+    if fresh:
+        session.store.sync_clear()
+    ids = _item_ids(session)
+    changed = list(dict.fromkeys(changed))
+    removed = list(dict.fromkeys(removed))
+    index = _positions(ids, [*changed, *removed])
+    removed = [r for r in removed if r in index]
+    if sync:
+        in_catalog = set(store.item_ids())
+        held = head_versions(session, ids)
+        for item_id in sorted(in_catalog):
+            item = store.read_item(item_id)
+            if item is not None and held.get(item_id) != item_version(item):
+                changed.append(item_id)
+        removed += [i for i in held if i not in in_catalog and i not in removed]
+        changed = list(dict.fromkeys(changed))
+        index = _positions(ids, [*changed, *removed])
+    result = SnapshotResult(None)
+    new: list[tuple[xr.Dataset, xr.Dataset]] = []
+    replace: dict[int, tuple[xr.Dataset, xr.Dataset]] = {}
+    layouts = _cube_layouts(session) if ids is not None else {}
+    for item_id in changed:
+        item = store.read_item(item_id)
+        if item is None:
+            continue
+        vds, rec = item_dataset(store, item)
+        why = _refusal(vds, layouts)
+        if why:
+            result.refused[item_id] = why
+            continue
+        if item_id in index:
+            replace[index[item_id]] = (vds, rec)
+            result.replaced.append(item_id)
+        else:
+            new.append((vds, rec))
+            if not layouts:
+                layouts = {str(k): _layout(v.data) for k, v in vds.data_vars.items()}
+            result.appended.append(item_id)
+    if result.refused and not fresh and _one_layout(store):
+        # every item of the catalog now has the new layout (a changed grid, dtype or COG
+        # profile reprocessed them all): the cube starts anew in this snapshot
+        log.info("the items' COG layout changed: the virtual cube is rebuilt in this snapshot")
+        return _commit_snapshot(store, run_id, store.item_ids(), (), sync=False, fresh=True)
+    for start, group in _runs(replace):
+        _write_region(session, group, start)
+    if new:
+        append_items(session, new, first=ids is None)
+    if removed:
+        arr = zarr.open_array(session.store, path="item_id", mode="r+")
+        where = np.array(sorted(index[i] for i in removed))
+        arr.set_orthogonal_selection((where,), np.array([""] * len(where), dtype=arr.dtype))
+        result.removed = removed
+    if not session.has_uncommitted_changes:
+        return result
+    root = zarr.open_group(session.store, mode="r+")
+    root.attrs.update({"stac2cube:run_id": run_id})
+    if "stac2cube:assets" not in root.attrs and layouts:  # the items' asset order
+        root.attrs["stac2cube:assets"] = list(layouts)
+    sid = session.commit(
+        f"stac2cube run {run_id}: +{len(result.appended)} ~{len(result.replaced)} "
+        f"-{len(result.removed)} items",
+        metadata={"run_id": run_id},
+    )
+    tag = f"{TAG_PREFIX}{run_id}"
+    if tag not in repo.list_tags():
+        repo.create_tag(tag, sid)
+    result.snapshot_id = sid
+    return result
+
+
+def head_versions(session: icechunk.Session, ids: np.ndarray | None) -> dict[str, str]:
+    import zarr
+
+    if ids is None:
+        return {}
+    versions = np.asarray(
+        zarr.open_array(session.store, path=f"{ITEMS_GROUP}/version", mode="r")[:]
+    )
+    return {str(i): str(v) for i, v in zip(ids, versions, strict=True) if i}
+
+
+def _cube_layouts(session: icechunk.Session) -> dict[str, dict[str, Any]]:
+    import zarr
+
+    root = zarr.open_group(session.store, mode="r")
+    out = {}
+    for name, arr in root.arrays():
+        if name in ("time", "item_id") or arr.ndim != 3:
+            continue
+        out[name] = _layout(arr)
+    return out
+
+
+def _refusal(vds: xr.Dataset, layouts: Mapping[str, Mapping[str, Any]]) -> str:
+    if not layouts:
+        return ""
+    have, want = set(vds.data_vars), set(layouts)
+    if have != want:
+        return (
+            f"its COG assets {sorted(map(str, have))} are not the cube's {sorted(want)}; "
+            "rebuild the cube (rebuild_virtual_cube) after changing the bands"
+        )
+    for name, var in vds.data_vars.items():
+        if _layout(var.data) != layouts[str(name)]:
+            return (
+                f"its {name} COG has another layout (grid, tile size, dtype, codec or nodata) "
+                "than the cube's; rebuild the cube (rebuild_virtual_cube) after changing the "
+                "grid or the COG profile"
+            )
+    return ""
+
+
+TIME_UNITS = "microseconds since 1970-01-01"
+"""Fixed on the first write: units xarray picks from the first items (``days since`` for one
+item) would not hold the times of later ones."""
+
+
+def _one_layout(store: CatalogStore) -> bool:
+    """Whether all items of the catalog have the same COG assets, each of one layout (their
+    current files' headers are read)."""
+    seen: dict[str, str] = {}
+    names: set[str] | None = None
+    for item_id in store.item_ids():
+        item = store.read_item(item_id)
+        if item is None:
+            continue
+        paths = {
+            k: store.item_dir(item_id) / Path(str(a["href"])).name
+            for k, a in cog_assets(item).items()
+        }
+        if names is None:
+            names = set(paths)
+        elif set(paths) != names:
+            return False
+        for key, arr in item_manifests(paths).items():
+            layout = json.dumps(_layout(arr), sort_keys=True, default=str)
+            if seen.setdefault(key, layout) != layout:
+                return False
+    return names is not None
+
+
+def _chunk_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    enc: dict[str, dict[str, Any]] = {}
+    for name, var in {**ds.coords, **ds.data_vars}.items():
+        if var.dims == ("time",):
+            enc[str(name)] = {"chunks": (RECORD_CHUNK,)}
+    enc["time"].update(units=TIME_UNITS, dtype="int64")
+    return enc
+
+
+def append_items(
+    session: icechunk.Session, new: Sequence[tuple[xr.Dataset, xr.Dataset]], *, first: bool
+) -> None:
+    """Append items (:func:`item_dataset` pairs) along ``time`` in ``session`` (``first``: the
+    cube's first items, which create its arrays). Not committed."""
+    import xarray as xr
+
+    vds = xr.concat([v for v, _ in new], dim="time", coords="minimal", compat="override")
+    rec = xr.concat([r for _, r in new], dim="time")
+    stamp = _stamp(float(rec["linked_mtime"].max()))
+    if first:
+        for name, enc in _chunk_encoding(vds).items():
+            vds[name].encoding.update(enc)
+        vds.vz.to_icechunk(session.store, last_updated_at=stamp)
+        rec.to_zarr(session.store, group=ITEMS_GROUP, mode="w", encoding=_chunk_encoding(rec))
+    else:
+        vds.vz.to_icechunk(session.store, append_dim="time", last_updated_at=stamp)
+        rec.to_zarr(session.store, group=ITEMS_GROUP, append_dim="time")
+
+
+def _positions(ids: np.ndarray | None, wanted: Sequence[str]) -> dict[str, int]:
+    """Time step of each of ``wanted`` in the cube (numpy, not a dict of every item)."""
+    if ids is None or not wanted:
+        return {}
+    where = np.flatnonzero(np.isin(ids, np.array(wanted, dtype=object)))
+    return {str(ids[t]): int(t) for t in where}
+
+
+def _runs(
+    by_step: Mapping[int, tuple[xr.Dataset, xr.Dataset]],
+) -> Iterator[tuple[int, Sequence[tuple[xr.Dataset, xr.Dataset]]]]:
+    """Consecutive time steps grouped: one region write per run, not one per item."""
+    steps = sorted(by_step)
+    start = 0
+    for k in range(1, len(steps) + 1):
+        if k == len(steps) or steps[k] != steps[k - 1] + 1:
+            yield steps[start], [by_step[t] for t in steps[start:k]]
+            start = k
+
+
+def _write_region(
+    session: icechunk.Session, group: Sequence[tuple[xr.Dataset, xr.Dataset]], t: int
+) -> None:
+    """Replace the references and records of consecutive time steps from ``t``."""
+    import xarray as xr
+
+    vds = xr.concat([v for v, _ in group], dim="time", coords="minimal", compat="override")
+    rec = xr.concat([r for _, r in group], dim="time")
+    stamp = _stamp(float(rec["linked_mtime"].max()))
+    region = {"time": slice(t, t + len(group))}
+    vds = vds.drop_vars([n for n, v in vds.variables.items() if "time" not in v.dims])
+    vds.vz.to_icechunk(session.store, region=region, last_updated_at=stamp)
+    rec.to_zarr(session.store, group=ITEMS_GROUP, region=region)
+
+
+def check_virtual_cube(store: CatalogStore) -> list[str]:
+    """Problems of the cube's HEAD for ``stac2cube validate``: catalog items it lacks or holds
+    in an older version, and COGs changed since their snapshot (one chunk per band and item is
+    read through Icechunk, whose last-modified check fails on a changed file)."""
+    import virtual_tiff  # noqa: F401  (registers the TIFF codecs with zarr)
+    import zarr
+
+    with quiet_zarr():
+        session = repository(store.root).readonly_session(BRANCH)
+        ids = _item_ids(session)
+        held = head_versions(session, ids)
+        problems = []
+        for item_id in store.item_ids():
+            item = store.read_item(item_id)
+            if item is None:
+                continue
+            if item_id not in held:
+                problems.append(f"{item_id}: not in the virtual cube's HEAD (the next run adds it)")
+            elif held[item_id] != item_version(item):
+                problems.append(
+                    f"{item_id}: the virtual cube's HEAD holds an earlier version of it (the "
+                    "next run replaces it)"
+                )
+        if ids is None:
+            return problems
+        root = zarr.open_group(session.store, mode="r")
+        arrays = [(name, arr) for name, arr in root.arrays() if arr.ndim == 3]
+        for t, item_id in enumerate(ids):
+            if not item_id:
+                continue
+            for name, arr in arrays:
+                try:
+                    arr[t, 0, 0]
+                except Exception as exc:  # icechunk: the COG changed, or is gone
+                    first = str(exc).strip().splitlines()[0].strip(" x|")
+                    problems.append(
+                        f"{item_id}: {name}: the virtual cube cannot read it ({first}); the COG "
+                        "changed after its snapshot: rebuild_virtual_cube, or reprocess the item"
+                    )
+    return problems
+
+
+def rebuild_virtual_cube(catalog: str | Path, run_id: str = "rebuild") -> SnapshotResult:
+    """Commit a snapshot that holds the catalog's items as they are now, from scratch (after a
+    change of bands, grid or COG profile, or after the catalog was moved). Earlier snapshots
+    stay readable where their links are."""
+    store = CatalogStore.open(catalog)
+    root = store.root
+    if has_virtual_cube(root):
+        try:
+            repo = repository(root)
+        except CubeMovedError:  # start a new repository, the old one kept aside
+            aside = repo_dir(root).with_name(f"{REPO_DIR}-moved")
+            shutil.rmtree(aside, ignore_errors=True)
+            repo_dir(root).rename(aside)
+        else:
+            del repo
+    return commit_snapshot(store, run_id, store.item_ids(), fresh=True)
