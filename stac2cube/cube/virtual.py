@@ -151,7 +151,6 @@ def open_virtual_cube(
         )
     if "item_id" not in ds.coords:
         raise CatalogError(f"the virtual cube of {root} holds no item yet")
-    rec = xr.open_zarr(session.store, group=ITEMS_GROUP, consolidated=False, chunks=None)
     ids = ds["item_id"].values
     keep = np.asarray(ids != "", dtype=bool)
     order = [str(n) for n in ds.attrs.get("stac2cube:assets", [])]
@@ -175,16 +174,15 @@ def open_virtual_cube(
     if (ydim, xdim) != ("y", "x"):  # the bands of another grid, on their own dimensions
         ds = ds.drop_vars([d for d in ("y", "x") if d in ds.variables])
         ds = ds.rename({ydim: "y", xdim: "x"})
-    fields = [f"{n}:{f}" for n in names for f in ("scale", "offset", "nodata")]
-    rec = rec[[f for f in fields if f in rec]].assign_coords(time=ds["time"].values).load()
+    encodings = _encodings(session, names)  # (time, band, field)
     if not keep.all():
-        ds, rec = ds.isel(time=keep), rec.isel(time=keep)
+        ds, encodings = ds.isel(time=keep), encodings[keep]
     if not ds.indexes["time"].is_monotonic_increasing:
         by_time = np.lexsort((np.array([str(i) for i in ds["item_id"].values]), ds["time"].values))
-        ds, rec = ds.isel(time=by_time), rec.isel(time=by_time)
-    for name in names:
+        ds, encodings = ds.isel(time=by_time), encodings[by_time]
+    for b, name in enumerate(names):
         da = _chunked(ds[name], chunks, f"{session.snapshot_id}-{name}-{keep.all()}")
-        ds[name] = _with_encoding(da, rec, name, decode, root)
+        ds[name] = _with_encoding(da, encodings[:, b], name, decode, root)
     ds.attrs.pop("stac2cube:assets", None)
     ds.attrs.update(stac2cube_catalog=str(catalog), stac2cube_snapshot=session.snapshot_id)
     if band_dim:
@@ -227,16 +225,28 @@ def _chunked(da: xr.DataArray, chunks: Mapping[str, int | str] | None, token: st
     return da.chunk(dict(zip(da.dims, sizes, strict=True)), token=f"{token}-{sizes}")
 
 
+def _encodings(session: icechunk.Session, names: Sequence[str]) -> np.ndarray:
+    """Each time step's (scale, offset, nodata) of ``names``: one small array read."""
+    import zarr
+
+    def read(name: str) -> np.ndarray:
+        return np.asarray(zarr.open_array(session.store, path=f"{ITEMS_GROUP}/{name}", mode="r")[:])
+
+    assets = [str(a) for a in read("asset")]
+    table = read("encoding").astype("float64")
+    return table[:, [assets.index(n) for n in names], :]
+
+
 def _with_encoding(
-    da: xr.DataArray, rec: xr.Dataset, name: str, decode: bool, root: Path
+    da: xr.DataArray, encoding: np.ndarray, name: str, decode: bool, root: Path
 ) -> xr.DataArray:
-    scale = rec[f"{name}:scale"].values
-    offset = rec[f"{name}:offset"].values
-    nodata = rec[f"{name}:nodata"].values
+    import xarray as xr
+
+    scale, offset, nodata = encoding[:, 0], encoding[:, 1], encoding[:, 2]
     if decode:
-        s = rec[f"{name}:scale"].astype("float32")
-        o = rec[f"{name}:offset"].astype("float32")
-        valid = _valid(da, rec[f"{name}:nodata"])
+        s = xr.DataArray(scale.astype("float32"), dims="time")
+        o = xr.DataArray(offset.astype("float32"), dims="time")
+        valid = _valid(da, xr.DataArray(nodata, dims="time"))
         out = (da.astype("float32") * s + o).where(valid)
         return out.drop_vars([c for c in out.coords if c not in da.coords]).assign_attrs(
             {k: v for k, v in da.attrs.items() if k not in ("scale_factor", "add_offset", "nodata")}

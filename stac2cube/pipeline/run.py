@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pystac
@@ -44,7 +44,12 @@ log = logging.getLogger(__name__)
 
 
 def snapshot_run(
-    store: CatalogStore, run_id: str, outcomes: Sequence[SceneOutcome], *, sync: bool
+    store: CatalogStore,
+    run_id: str,
+    outcomes: Sequence[SceneOutcome],
+    *,
+    sync: bool,
+    new: Iterable[str] = (),
 ) -> tuple[str | None, bool]:
     """Commit the run's snapshot of the virtual cube: the items it wrote, without those it
     filtered (``sync``: after an interrupted run, everything the cube is missing). Returns the
@@ -64,7 +69,7 @@ def snapshot_run(
         return None, True
     try:
         try:
-            result = commit_snapshot(store, run_id, written, removed, sync=sync)
+            result = commit_snapshot(store, run_id, written, removed, sync=sync, new=new)
         except CubeMovedError as moved:
             log.warning("%s: rebuilding it", moved)
             result = rebuild_virtual_cube(store.root, run_id)
@@ -201,7 +206,11 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
                     previous_index.unlink(missing_ok=True)
         snapshot, cube_ok = None, True
         if out.virtual_cube:
-            snapshot, cube_ok = snapshot_run(store, run_id, outcomes, sync=not after_clean_exit)
+            # scenes the catalog did not hold: not in the cube either (appended without a lookup)
+            new = [i for i, (_, _, existing) in planned.items() if existing is None]
+            snapshot, cube_ok = snapshot_run(
+                store, run_id, outcomes, sync=not after_clean_exit, new=new
+            )
         if cube_ok:  # else the next run recovers and brings the cube up to date in full
             store.set_clean_mark()
         return RunSummary(run_id, str(store.root), found.method, tuple(outcomes), snapshot)

@@ -142,7 +142,7 @@ def test_a_version_is_a_run_id_a_tag_or_a_snapshot_id(
 def test_the_records_group_opens_remotely(server: CatalogServer, catalog: Path) -> None:
     records = remote(server, "HEAD", group="_items").load()
     assert records.sizes["time"] == 4
-    assert set(records["B04:scale"].values) == {1e-4}
+    assert set(records["encoding"].sel(asset="B04", field="scale").values) == {1e-4}
     assert len({str(v) for v in records["version"].values}) >= 1
 
 
