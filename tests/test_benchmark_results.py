@@ -69,6 +69,17 @@ REQUIRED = {
         "crash_trials_passed",
         "crash_trials",
     ),
+    "virtual": (
+        # issue 19: the versioned virtual cube
+        "open_s_by_items",
+        "commit_s_per_item",
+        "commit_growth_ratio",
+        "read_vs_odc_ratio",
+        "read_values_equal",
+        "time_travel_identical",
+        "stale_read_raises",
+        "method",
+    ),
 }
 
 
@@ -115,3 +126,17 @@ def test_tile_results_hold_the_named_keys_and_their_ratios_agree() -> None:
         assert doc["rss_tile_vs_sixteenth_ratio"][name] == ratio(
             doc["peak_rss_mb_per_worker"][name], doc["sixteenth_peak_rss_mb_per_worker"][name]
         )
+
+
+def test_virtual_results_cover_the_named_sizes_and_their_ratios_agree() -> None:
+    doc = json.loads((RESULTS / "virtual.json").read_text())
+    sizes = ["1000", "10000", "100000"]
+    assert list(doc["open_s_by_items"]) == sizes and list(doc["commit_s_per_item"]) == sizes
+    per_item = doc["commit_s_per_item"]
+    assert doc["commit_growth_ratio"] == round(per_item["100000"] / per_item["1000"], 3)
+    assert doc["commit_grows_with_size"] == (
+        doc["commit_growth_ratio"] > doc["commit_growth_ratio_goal"]
+    )
+    mb_per_s = doc["read_mb_per_s"]
+    assert abs(doc["read_vs_odc_ratio"] - mb_per_s["virtual"] / mb_per_s["odc"]) < 0.02
+    assert doc["read_values_equal"] is True
