@@ -17,6 +17,7 @@ from stac2cube.check import check_catalog
 from stac2cube.sample import Sample
 from stac2cube.testing.configs import write_config
 
+SERIAL = {"executor": "serial"}
 KILLED = """
 import os, sys, threading
 import icechunk
@@ -42,11 +43,11 @@ if __name__ == "__main__":
 @pytest.mark.parametrize("when", ["during", "after"])
 def test_a_run_killed_in_its_snapshot_commit(sample: Sample, tmp_path: Path, when: str) -> None:
     source = {"path": str(sample.l2a_items_path), "l1c_path": str(sample.l1c_items_path)}
-    first = write_config(tmp_path, sample, {**source, "max_items": 2}, run={"executor": "serial"})
+    first = write_config(tmp_path, sample, {**source, "max_items": 2}, run=SERIAL)
     before = run(load_config(first))
     catalog = tmp_path / "catalog"
     assert len(head_items(catalog)) == 2
-    full = write_config(tmp_path, sample, source, run={"executor": "serial"})
+    full = write_config(tmp_path, sample, source, run=SERIAL)
     script = tmp_path / "killed.py"
     script.write_text(KILLED)
     proc = subprocess.run([sys.executable, str(script), str(full), when], capture_output=True)
@@ -72,10 +73,35 @@ def test_a_run_killed_in_its_snapshot_commit(sample: Sample, tmp_path: Path, whe
 
 def test_a_cube_started_with_one_item_takes_later_times(sample: Sample, tmp_path: Path) -> None:
     source = {"path": str(sample.l2a_items_path), "l1c_path": str(sample.l1c_items_path)}
-    run(load_config(write_config(tmp_path, sample, {**source, "max_items": 1})))
-    summary = run(load_config(write_config(tmp_path, sample, source)))
+    run(load_config(write_config(tmp_path, sample, {**source, "max_items": 1}, run=SERIAL)))
+    summary = run(load_config(write_config(tmp_path, sample, source, run=SERIAL)))
     assert summary.written == 3 and summary.snapshot_id is not None
     catalog = tmp_path / "catalog"
     virtual, odc = open_virtual_cube(catalog, ["B04"]), open_cube(catalog, bands=["B04"])
     assert (virtual.time.values == odc.time.values).all()  # to the microsecond
+    np.testing.assert_array_equal(virtual.B04.values, odc.B04.values)
+
+
+def test_the_next_run_rebuilds_the_cube_of_a_moved_catalog(sample: Sample, tmp_path: Path) -> None:
+    import shutil
+
+    from stac2cube.catalog.virtual import CubeMovedError
+
+    source = {"path": str(sample.l2a_items_path), "l1c_path": str(sample.l1c_items_path)}
+    first = tmp_path / "first"
+    first.mkdir()
+    run(load_config(write_config(first, sample, {**source, "max_items": 2}, run=SERIAL)))
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copytree(first / "catalog", moved / "catalog")
+    with pytest.raises(CubeMovedError, match="moved or copied"):
+        open_virtual_cube(moved / "catalog")
+    summary = run(load_config(write_config(moved, sample, source, run=SERIAL)))
+    assert summary.written == 2 and summary.snapshot_id is not None
+    assert len(head_items(moved / "catalog")) == 4
+    assert check_catalog(moved / "catalog").problems == ()
+    virtual, odc = (
+        open_virtual_cube(moved / "catalog", ["B04"]),
+        open_cube(moved / "catalog", ["B04"]),
+    )
     np.testing.assert_array_equal(virtual.B04.values, odc.B04.values)

@@ -55,7 +55,9 @@ def versions(sample: Sample, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         (_source(sample), {"scl_classes": [3, 9, 10]}),
     ):
         mask = {**steps["cloudmask"], **cloud}
-        cfg = write_config(tmp, sample, source, steps={"cloudmask": mask})
+        cfg = write_config(
+            tmp, sample, source, steps={"cloudmask": mask}, run={"executor": "serial"}
+        )
         summary = run(load_config(cfg))
         assert summary.snapshot_id is not None
         out["runs"].append(summary)
