@@ -259,7 +259,8 @@ def _codec_name(codec: Any) -> str:
     return str(codec.get("name") if isinstance(codec, Mapping) else codec)
 
 
-def _encoding(asset: Mapping[str, Any]) -> tuple[float, float, float]:
+def asset_encoding(asset: Mapping[str, Any]) -> tuple[float, float, float]:
+    """An asset's (scale, offset, nodata) from its ``raster:bands`` (nodata NaN when none)."""
     rb = (asset.get("raster:bands") or [{}])[0]
     nodata = rb.get("nodata")
     nodata_f = math.nan if nodata in (None, "nan") else float(nodata)
@@ -295,7 +296,7 @@ def item_dataset(store: CatalogStore, item: Mapping[str, Any]) -> tuple[xr.Datas
         dims = ("time", *_grid_dims(item, assets[key]))
         data[key] = xr.Variable(dims, np.expand_dims(arr, axis=0))
     names = sorted(arrays)  # one order in every item: the cube's assets are those of each item
-    table = np.array([[_encoding(assets[k]) for k in names]])
+    table = np.array([[asset_encoding(assets[k]) for k in names]])
     rec["encoding"] = (("time", "asset", "field"), table)
     coords: dict[str, Any] = {
         "time": t,
@@ -329,14 +330,19 @@ class SnapshotResult:
     """Item id -> why it could not join the cube (a layout other than the cube's)."""
 
 
-def _item_ids(session: icechunk.Session) -> np.ndarray | None:
+def _item_array(session: icechunk.Session) -> Any:
+    """The cube's ``item_id`` array (a zarr array), or None while the cube holds no item."""
     import zarr
 
     try:
-        arr = zarr.open_array(session.store, path="item_id", mode="r")
+        return zarr.open_array(session.store, path="item_id", mode="r")
     except (FileNotFoundError, KeyError, ValueError, zarr.errors.ArrayNotFoundError):
         return None
-    return np.asarray(arr[:], dtype=object)
+
+
+def _item_ids(session: icechunk.Session) -> np.ndarray | None:
+    arr = _item_array(session)
+    return None if arr is None else np.asarray(arr[:], dtype=object)
 
 
 def head_items(catalog: str | Path) -> dict[str, str]:
@@ -410,7 +416,7 @@ def _commit_snapshot(
     if sync or fresh or removed or not set(changed) <= known_new:
         ids = _item_ids(session)
     else:  # only new items: the cube's item list is not read, only whether it has one
-        ids = np.array([], dtype=object) if _has_items(session) else None
+        ids = None if _item_array(session) is None else np.array([], dtype=object)
     index = _positions(ids, [*changed, *removed])
     removed = [r for r in removed if r in index]
     if sync:
@@ -518,11 +524,6 @@ def _refusal(vds: xr.Dataset, layouts: Mapping[str, Mapping[str, Any]]) -> str:
     return ""
 
 
-TIME_UNITS = "microseconds since 1970-01-01"
-"""Fixed on the first write: units xarray picks from the first items (``days since`` for one
-item) would not hold the times of later ones."""
-
-
 def _one_layout(store: CatalogStore) -> bool:
     """Whether all items of the catalog have the same COG assets, each of one layout (their
     current files' headers are read)."""
@@ -545,6 +546,11 @@ def _one_layout(store: CatalogStore) -> bool:
             if seen.setdefault(key, layout) != layout:
                 return False
     return names is not None
+
+
+TIME_UNITS = "microseconds since 1970-01-01"
+"""Fixed on the first write: units xarray picks from the first items (``days since`` for one
+item) would not hold the times of later ones."""
 
 
 def _chunk_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
@@ -574,16 +580,6 @@ def append_items(
     else:
         vds.vz.to_icechunk(session.store, append_dim="time", last_updated_at=stamp)
         rec.to_zarr(session.store, group=ITEMS_GROUP, append_dim="time")
-
-
-def _has_items(session: icechunk.Session) -> bool:
-    import zarr
-
-    try:
-        zarr.open_array(session.store, path="item_id", mode="r")
-    except (FileNotFoundError, KeyError, ValueError, zarr.errors.ArrayNotFoundError):
-        return False
-    return True
 
 
 def _positions(ids: np.ndarray | None, wanted: Sequence[str]) -> dict[str, int]:
@@ -672,11 +668,9 @@ def rebuild_virtual_cube(catalog: str | Path, run_id: str = "rebuild") -> Snapsh
     root = store.root
     if has_virtual_cube(root):
         try:
-            repo = repository(root)
+            repository(root)
         except CubeMovedError:  # start a new repository, the old one kept aside
             aside = repo_dir(root).with_name(f"{REPO_DIR}-moved")
             shutil.rmtree(aside, ignore_errors=True)
             repo_dir(root).rename(aside)
-        else:
-            del repo
     return commit_snapshot(store, run_id, store.item_ids(), fresh=True)

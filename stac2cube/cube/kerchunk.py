@@ -20,7 +20,7 @@ import numpy as np
 
 from ..catalog.kerchunk import references_path
 from ..catalog.store import CatalogStore
-from ..catalog.virtual import quiet_zarr
+from ..catalog.virtual import asset_encoding, quiet_zarr
 from ..errors import CatalogError
 
 if TYPE_CHECKING:  # xarray is imported when a cube is opened
@@ -223,22 +223,17 @@ def _stacked(za: Mapping[str, Any], lead: list[int], dims: list[str]) -> dict[st
 
 
 def _encoding_attrs(ref: Mapping[str, Any], za: Mapping[str, Any]) -> dict[str, Any]:
-    rb = (ref.get("raster:bands") or [{}])[0]
-    nodata = rb.get("nodata", za.get("fill_value"))
-    return {
-        "scale_factor": float(rb.get("scale", 1.0)),
-        "add_offset": float(rb.get("offset", 0.0)),
-        "nodata": np.nan if nodata in (None, "nan") else nodata,
-    }
+    scale, offset, nodata = asset_encoding(ref)
+    if np.isnan(nodata) and "nodata" not in ((ref.get("raster:bands") or [{}])[0]):
+        nodata = za.get("fill_value", np.nan)  # no raster:bands nodata: the array's fill value
+    return {"scale_factor": scale, "add_offset": offset, "nodata": nodata}
 
 
 def _check_encoding(name: str, refs: Sequence[Mapping[str, Any]]) -> None:
     """Raw values of items encoded differently cannot share one scale and offset."""
     seen: dict[str, str] = {}
     for r in refs:
-        rb = (r["assets"][name].get("raster:bands") or [{}])[0]
-        key = json.dumps([rb.get("scale", 1.0), rb.get("offset", 0.0), rb.get("nodata")])
-        seen.setdefault(key, r["id"])
+        seen.setdefault(json.dumps(asset_encoding(r["assets"][name])), r["id"])
     if len(seen) > 1:
         raise CatalogError(
             f"band {name} is encoded differently across items (items {list(seen.values())[:3]} "

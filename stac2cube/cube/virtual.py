@@ -126,18 +126,19 @@ def open_virtual_cube(
     :func:`cube_versions` list them), a tag or a snapshot id: version *k* gives exactly the
     cube run *k* produced, also after later updates and reprocessing.
 
-    By default ``bands`` are the assets on the item's grid (assets on another grid, such as
-    20 m bands written at native resolution, are opened by name and keep their own
-    ``y_20m``/``x_20m`` dimensions). Values are the stored ones, with ``scale_factor``,
-    ``add_offset`` and ``nodata`` attributes as :func:`~stac2cube.cube.odc.open_cube` gives
-    them; when items encode a band differently (another scale or offset), raw values cannot
-    share one set of attributes and a :class:`~stac2cube.errors.CatalogError` says so, unless
-    ``decode=True``, which returns float32 reflectance decoded with each item's own encoding
-    (NaN where nodata).
+    By default ``bands`` are the assets on the item's grid; assets on another grid (20 m
+    bands written at native resolution, super-resolved bands) are opened by name, one grid at a
+    time, and then come on ``y``, ``x`` of their own grid.
+
+    Values are the stored ones, with ``scale_factor``, ``add_offset`` and ``nodata`` attributes
+    as :func:`~stac2cube.cube.odc.open_cube` gives them; when items encode a band differently
+    (another scale or offset), raw values cannot share one set of attributes and a
+    :class:`~stac2cube.errors.CatalogError` says so, unless ``decode=True``, which returns
+    float32 reflectance decoded with each item's own encoding (NaN where nodata).
 
     ``chunks`` are the dask chunks (per dimension, like xarray's; default ``"auto"``: whole
     COG tiles, many per task). ``band_dim=True`` returns one :class:`xarray.DataArray` named
-    ``bands`` with dims ``time, band, y, x`` instead (the bands must share a grid).
+    ``bands`` with dims ``time, band, y, x`` instead (the bands must share dtype and nodata).
     """
     import xarray as xr
 
@@ -185,13 +186,7 @@ def open_virtual_cube(
         ds[name] = _with_encoding(da, encodings[:, b], name, decode, root)
     ds.attrs.pop("stac2cube:assets", None)
     ds.attrs.update(stac2cube_catalog=str(catalog), stac2cube_snapshot=session.snapshot_id)
-    if band_dim:
-        grids = {ds[n].dims for n in names}
-        if len(grids) > 1:
-            raise CatalogError(
-                f"band_dim=True stacks bands of one grid; {names} span {sorted(grids)}: open "
-                "one grid at a time with bands=[...]"
-            )
+    if band_dim:  # the bands share a grid (checked above)
         dtypes = {ds[n].dtype for n in names}
         nodata = {str(ds[n].attrs.get("nodata")) for n in names}
         if len(dtypes) > 1 or len(nodata) > 1:
