@@ -143,6 +143,8 @@ def worker_generate(root: str, grid_px: int, block_px: int, seed: int) -> dict[s
             scene = generate_sample(Path(tmp) / "block", bspec, overwrite=True).scenes[0]
             for level, item in (("l1c", scene.l1c_item), ("l2a", scene.l2a_item)):
                 for key, asset in item["assets"].items():
+                    if "data" not in asset.get("roles", []):
+                        continue
                     with rasterio.open(asset["href"]) as src:
                         write(level, key, int(asset["gsd"]), src.read(1), col, row)
             with rasterio.open(scene.surface_path) as src:

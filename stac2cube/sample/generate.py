@@ -24,6 +24,7 @@ from .clouds import (
     truth_map,
 )
 from .geometry import grid_shape, lonlat, lonlat_bbox, wedge_mask
+from .granule import granule_angles, write_granule
 from .landcover import make_landscape, surface_reflectance
 from .manifest import MANIFEST_NAME, write_manifest
 from .msi import (
@@ -203,6 +204,10 @@ def generate_sample(
         l2a = make_item(spec, meta, "L2A", root, scl, active, cover, l1c_id)
         write_json(root / "l2a" / f"{l2a_id}.json", l2a)
         write_json(root / "l1c" / f"{l1c_id}.json", l1c)
+        angles = granule_angles(spec, meta)
+        for item, level_name in ((l2a, "L2A"), (l1c, "L1C")):
+            href = item["assets"]["granule_metadata"]["href"]
+            write_granule(Path(href), angles, level_name, item["properties"])
         valid = truth != 255
         n_valid = max(int(valid.sum()), 1)
         cloud_fraction = float(np.isin(truth, (1, 2, 3)).sum()) / n_valid

@@ -89,16 +89,25 @@ def parallax_px(
     return -north, east
 
 
-def detector_gains(spec: SampleSpec, date: int) -> list[F32]:
-    """Per band, the relative gain of every native pixel: one gain per detector (a detector
-    boundary crosses the grid along track) times small column-to-column residuals."""
+def across_track(spec: SampleSpec) -> tuple[float, float, float, float]:
+    """``(ue, un, u_min, u_boundary)``: the across-track unit vector (east, north), the smallest
+    across-track position ``u = x·ue + y·un`` on the grid (``x, y`` metres from the grid's
+    upper-left corner, ``y`` northward) and the position of the boundary between its two
+    detectors (the same for every date)."""
     ps = math.radians(TRACK_HEADING)
-    ue, un = math.cos(ps), -math.sin(ps)  # across-track unit vector (east, north)
+    ue, un = math.cos(ps), -math.sin(ps)
     corners = [
         x * ue + y * un for x in (0.0, 10.0 * spec.width) for y in (0.0, -10.0 * spec.height)
     ]
     u_min, u_max = min(corners), max(corners)
     u_boundary = u_min + stream_rng(spec.seed, 8).uniform(0.3, 0.7) * (u_max - u_min)
+    return ue, un, u_min, u_boundary
+
+
+def detector_gains(spec: SampleSpec, date: int) -> list[F32]:
+    """Per band, the relative gain of every native pixel: one gain per detector (a detector
+    boundary crosses the grid along track) times small column-to-column residuals."""
+    ue, un, u_min, u_boundary = across_track(spec)
     rng = stream_rng(spec.seed, 8, date + 1)
     out = []
     for b in BANDS:

@@ -17,6 +17,8 @@ from .geometry import grid_shape, grid_transform, lonlat, solar_angles, wedge_ve
 from .msi import BANDS, view_angles
 from .spec import SampleSpec
 
+GRANULE_NAME: Final = "MTD_TL.xml"
+"""The file name of an item's tile metadata (asset ``granule_metadata``)."""
 L2A_COLLECTION: Final = "sentinel-2-l2a"
 L1C_COLLECTION: Final = "sentinel-2-l1c"
 
@@ -230,6 +232,12 @@ def make_item(
             "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": 20}],
             "roles": ["data"],
         }
+    assets["granule_metadata"] = {
+        "href": str((root / sub / item_id / GRANULE_NAME).resolve()),
+        "type": "application/xml",
+        "title": "Tile metadata (sun and view angle grids)",
+        "roles": ["metadata"],
+    }
     coll_path = (root / "collections" / f"{coll}.json").resolve()
     self_path = (root / sub / f"{item_id}.json").resolve()
     links: list[dict[str, str]] = [
