@@ -16,18 +16,22 @@ import pystac
 from stac2cube.errors import ConfigError, MissingAssetError
 
 __all__ = [
+    "CLOUD_TESTS_PROPERTY",
     "MASK_CLASSES",
     "MASK_CLEAR",
     "MASK_CLOUD",
     "MASK_NODATA",
     "MASK_SHADOW",
+    "PROB_NODATA",
     "S2_BANDS",
     "SCL_BAD",
     "SCL_CLASSES",
     "SCL_NODATA",
+    "SCL_SATURATED",
     "SCL_SHADOW",
     "SCL_SNOW",
     "SCL_VALID",
+    "SCL_WATER",
     "BandInfo",
     "BandKind",
     "accepted_band_names",
@@ -119,6 +123,10 @@ SCL_VALID: frozenset[int] = frozenset(SCL_CLASSES)
 """Every value an SCL pixel can take (0-11)."""
 SCL_NODATA: Final = 0
 """SCL class: no data."""
+SCL_SATURATED: Final = 1
+"""SCL class: saturated or defective."""
+SCL_WATER: Final = 6
+"""SCL class: water."""
 SCL_SHADOW: Final = 3
 """SCL class: cloud shadows."""
 SCL_SNOW: Final = 11
@@ -143,6 +151,12 @@ MASK_CLASSES: Final[Mapping[int, str]] = {
 }
 """Values of the ``CLOUD_MASK`` layer the cloud step writes → names (STAC classification
 extension); what readers of a catalog (the cube views) select clear pixels with."""
+PROB_NODATA: Final = 255
+"""Nodata of the cloud step's ``CLOUD_PROB`` layer (valid values are 0-100 %): the L1C input
+had no data there."""
+CLOUD_TESTS_PROPERTY: Final = "stac2cube:cloud_tests"
+"""The item property in which the cloud step says which of its tests ran over the whole scene
+(``run`` or ``not run: <why>``); the quality step's incomplete-testing layer starts from it."""
 
 # Earth Search v1 asset keys (and, from 2023 items on, their ``eo:bands`` names). These are not all
 # STAC common names: the red-edge bands are ``rededge1..3`` there, ``rededge071..078`` in eo v1.1.

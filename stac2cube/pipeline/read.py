@@ -15,6 +15,7 @@ import rasterio.errors
 from odc.geo.geobox import GeoBox
 
 from .. import __version__
+from ..angles import ANGLE_BANDS, granule_metadata_href, read_granule_metadata
 from ..bands import S2_BANDS
 from ..catalog import (
     CLOUD_REFERENCE_ASSET,
@@ -24,6 +25,7 @@ from ..config import Config
 from ..errors import (
     AssetAccessError,
     NoOverlapError,
+    Stac2CubeError,
 )
 from ..grid import load_aoi, target_geobox
 from ..io.read import BandRead, href_without_credentials, read_band
@@ -205,6 +207,8 @@ def read_aux_layer(
             )
         asset_key = ref.version or key
         return ref, "", [InputRecord(f"{name}:{req.bands[0]}", asset_key, *_ref_src(ref, key))]
+    if req.level == "angles":
+        return read_angles(item, name, gbox)
     if req.level == "l1c":
         # never replaced by L2A bands: the step decides what a missing twin means
         if twin is None:
@@ -220,6 +224,26 @@ def read_aux_layer(
         return dataclasses.replace(layer, source=f"l1c:{twin.id}"), "", got
     layer, got = _read_aux_bands(item, name, req, gbox, config, l2a=True)
     return layer, "", got
+
+
+def read_angles(
+    item: pystac.Item, name: str, gbox: GeoBox
+) -> tuple[AuxLayer | None, str, list[InputRecord]]:
+    """The per-pixel sun and view angles of ``item`` on ``gbox`` (:data:`ANGLE_BANDS`),
+    interpolated from its granule metadata's 5 km grids; None and why when it has none or it
+    cannot be read."""
+    href = granule_metadata_href(item)
+    try:
+        got = read_granule_metadata(item)
+    except Stac2CubeError as exc:
+        log.warning("%s: granule metadata not read: %s", item.id, exc)
+        return None, f"granule metadata not read: {exc}", []
+    if got is None or href is None:
+        return None, "the source item has no granule metadata (MTD_TL.xml) asset", []
+    grids, _ = got
+    layer = AuxLayer(grids.on(gbox), gbox, ANGLE_BANDS, grids.source)
+    record = InputRecord(f"{name}:granule_metadata", "granule_metadata", href, item.id)
+    return layer, "", [record]
 
 
 def _read_aux_bands(

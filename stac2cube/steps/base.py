@@ -34,6 +34,14 @@ class LayerInfo:
     roles: tuple[str, ...] = ("data",)
     overview_resampling: str = "nearest"
     """``nearest`` for classes; ``average`` for continuous layers such as a probability."""
+    bitfields: Mapping[int, str] = field(default_factory=dict)
+    """Bit offset → name of a one-bit flag (STAC classification ``bitfields``), for a layer
+    whose values pack flags; empty otherwise."""
+    scale: float = 1.0
+    """Stored value × scale + offset is the physical value (e.g. angles in 0.01 degree)."""
+    offset: float = 0.0
+    unit: str | None = None
+    """Unit of the physical value (``deg``); None for classes and flags."""
 
 
 @dataclass(frozen=True)
@@ -176,7 +184,9 @@ class AuxRequest:
     level: str = "l1c"
     """``l1c`` (TOA of the L1C twin; never replaced by L2A bands), ``l2a``, ``reference`` (the
     catalog's stored co-registration reference image; ``bands`` names the reference band) or
-    ``cloud-reference`` (the clear-sky composite of the multi-temporal cloud test)."""
+    ``cloud-reference`` (the clear-sky composite of the multi-temporal cloud test) or
+    ``angles`` (the per-pixel sun zenith, sun azimuth, view zenith and view azimuth in degrees,
+    :data:`~stac2cube.angles.ANGLE_BANDS`, interpolated from the source's granule metadata)."""
 
 
 @runtime_checkable

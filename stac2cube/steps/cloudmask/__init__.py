@@ -9,11 +9,17 @@ fractions), :mod:`.raster` (array helpers) and :mod:`.step` (:class:`CloudMaskSt
 
 from __future__ import annotations
 
-from ...bands import MASK_CLASSES, MASK_CLEAR, MASK_CLOUD, MASK_NODATA, MASK_SHADOW
+from ...bands import (
+    MASK_CLASSES,
+    MASK_CLEAR,
+    MASK_CLOUD,
+    MASK_NODATA,
+    MASK_SHADOW,
+    PROB_NODATA,
+)
 from .cirrus import NDSI_SNOW, snow_mask
 from .config import CloudMaskConfig, L1CMode, Method, Shadows
 from .layers import (
-    PROB_NODATA,
     THRESHOLD_LAYER_NODATA,
     threshold_layer_name,
 )

@@ -21,7 +21,15 @@ import numpy as np
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 
-from ...bands import MASK_CLEAR, MASK_CLOUD, MASK_SHADOW, SCL_NODATA, SCL_SHADOW
+from ...bands import (
+    CLOUD_TESTS_PROPERTY,
+    MASK_CLEAR,
+    MASK_CLOUD,
+    MASK_SHADOW,
+    PROB_NODATA,
+    SCL_NODATA,
+    SCL_SHADOW,
+)
 from ...errors import StepError
 from ...provenance import StepRecord
 from ..base import AuxLayer, AuxRequest, LayerInfo, Scene, SceneSource, Skip, StepResult
@@ -29,10 +37,10 @@ from ..grids import pixel_cells, upsample_nearest
 from .cirrus import cirrus_mask, snow_mask
 from .config import CloudMaskConfig
 from .layers import (
-    PROB_NODATA,
     MaskCounts,
     cloud_mask_info,
     cloud_mask_layer,
+    cloud_tests,
     summarise_counts,
 )
 from .probability import (
@@ -489,8 +497,12 @@ class CloudPlan:
         aux = dict(block.aux)
         if self._tally_planes:
             aux[TALLY_AUX] = AuxLayer(planes, block.geobox, TALLY_PLANES, self.name)
+        tests = cloud_tests(cfg, {**self.head, "temporal": self.temporal or {}})
         return block.replace(
-            classes=classes, layer_info={**block.layer_info, **self.infos}, aux=aux
+            classes=classes,
+            layer_info={**block.layer_info, **self.infos},
+            aux=aux,
+            properties={**block.properties, CLOUD_TESTS_PROPERTY: tests},
         )
 
     def _s2cloudless(
@@ -613,6 +625,7 @@ class CloudPlan:
             results["temporal"] = temporal
         results.update(self.shadow_results)
         props = dict(shell.properties)
+        props[CLOUD_TESTS_PROPERTY] = cloud_tests(cfg, results)
         skip = summarise_counts(c.mask, cfg, results, props)
         log.info(
             "%s: cloud %.1f %%, shadow %.1f %% of %d valid pixels (%s; in blocks)",

@@ -4,6 +4,7 @@ whether the scene is written."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -13,13 +14,17 @@ from numpy.typing import NDArray
 if TYPE_CHECKING:
     from .config import CloudMaskConfig
 
-from ...bands import MASK_CLASSES, MASK_CLEAR, MASK_CLOUD, MASK_NODATA, MASK_SHADOW
+from ...bands import (
+    MASK_CLASSES,
+    MASK_CLEAR,
+    MASK_CLOUD,
+    MASK_NODATA,
+    MASK_SHADOW,
+)
 from ..base import LayerInfo, Skip
 
 BoolA = NDArray[np.bool_]
 
-PROB_NODATA: Final = 255
-"""Nodata of the ``CLOUD_PROB`` layer (valid values are 0-100 %)."""
 THRESHOLD_LAYER_NODATA: Final = 255
 """Nodata of the extra ``CLOUD_Txxx`` layers (valid values 0 clear, 1 cloud)."""
 
@@ -82,6 +87,25 @@ def cloud_mask_info(method_used: str, cfg: CloudMaskConfig) -> LayerInfo:
             + f"; shadows {cfg.shadows})"
         ),
     )
+
+
+def cloud_tests(cfg: CloudMaskConfig, results: Mapping[str, Any]) -> dict[str, str]:
+    """Each configured cloud test (``s2cloudless``, ``scl``, ``temporal``) → ``run`` or
+    ``not run: <why>``, as the step's ``results`` say (a deferred temporal test counts as run:
+    it is applied after co-registration)."""
+    tests: dict[str, str] = {}
+    if cfg.method != "scl":
+        s2c = results.get("s2cloudless", {})
+        ran = s2c.get("status") == "run"
+        why = s2c.get("reason") or s2c.get("status", "not run")
+        tests["s2cloudless"] = "run" if ran else f"not run: {why}"
+    if cfg.method != "s2cloudless":
+        tests["scl"] = "run"
+    if cfg.temporal_threshold is not None:
+        status = str(results.get("temporal", {}).get("status", "not run"))
+        ran = status == "applied" or status.startswith("deferred")
+        tests["temporal"] = "run" if ran else f"not run: {status}"
+    return tests
 
 
 def summarise(

@@ -13,11 +13,12 @@ from typing import Any, Final, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from ...bands import PROB_NODATA
 from ...errors import StepError
 from ..base import AuxLayer, LayerInfo, Scene
 from .cirrus import cirrus_mask
 from .config import CloudMaskConfig
-from .layers import PROB_NODATA, THRESHOLD_LAYER_NODATA, threshold_layer_name
+from .layers import THRESHOLD_LAYER_NODATA, threshold_layer_name
 from .raster import dilate, disk_mean, radius_px, upsample_bilinear
 
 log = logging.getLogger(__name__)

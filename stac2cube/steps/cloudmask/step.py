@@ -11,12 +11,24 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ...bands import MASK_CLEAR, MASK_CLOUD, MASK_SHADOW, SCL_NODATA, SCL_SHADOW
+from ...bands import (
+    CLOUD_TESTS_PROPERTY,
+    MASK_CLEAR,
+    MASK_CLOUD,
+    MASK_SHADOW,
+    SCL_NODATA,
+    SCL_SHADOW,
+)
 from ...errors import StepError
 from ...provenance import StepRecord, jsonable
 from ..base import AuxRequest, LayerInfo, Scene, SceneSource, StepPlan, StepResult
 from .config import CloudMaskConfig
-from .layers import cloud_mask_info, cloud_mask_layer, summarise
+from .layers import (
+    cloud_mask_info,
+    cloud_mask_layer,
+    cloud_tests,
+    summarise,
+)
 from .probability import S2CLOUDLESS_BANDS, s2cloudless_input, s2cloudless_layers
 from .shadows import shadow_mask
 from .temporal import TEMPORAL_BAND, TEMPORAL_DEFERRED, temporal_test
@@ -168,6 +180,7 @@ class CloudMaskStep:
         infos["CLOUD_MASK"] = cloud_mask_info(results["method_used"], cfg)
 
         props = dict(scene.properties)
+        props[CLOUD_TESTS_PROPERTY] = cloud_tests(cfg, results)
         skip = summarise(mask, cfg, results, props)
         n_known = int(known.sum())
         log.info(
@@ -206,6 +219,7 @@ class CloudMaskStep:
         results["temporal"] = {**results["temporal"], "on_coregistered_pixels": coregistered}
         mask[hit] = MASK_CLOUD
         props = dict(scene.properties)
+        props[CLOUD_TESTS_PROPERTY] = cloud_tests(cfg, results)
         skip = summarise(mask, cfg, results, props)
         new = scene.replace(classes={**scene.classes, "CLOUD_MASK": mask}, properties=props)
         return StepResult(new, dataclasses.replace(record, results=results), skip=skip)
