@@ -1,11 +1,12 @@
 """Helpers the benchmark scripts share: peak memory of a process, running a script's own
-worker mode in a fresh subprocess (so each measurement has its own memory peak), and pooled
-confusion counts."""
+worker mode in a fresh subprocess (so each measurement has its own memory peak), pooled
+confusion counts, and writing a results file with the machine it ran on."""
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -59,3 +60,16 @@ class Counts:
         r = self.tp / max(self.tp + self.fn, 1)
         f1 = 2 * p * r / (p + r) if p + r else 0.0
         return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4)}
+
+
+def write_results(result: dict[str, Any], out: Path) -> None:
+    """Add the machine to ``result``, write it to ``out`` and print its scalar figures."""
+    result["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    keys = [k for k, v in result.items() if not isinstance(v, dict | list)]
+    print(json.dumps({k: result[k] for k in keys}, indent=1))

@@ -48,13 +48,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import peak_rss_mb, run_worker
+from _common import peak_rss_mb, run_worker, write_results
 
 RESULTS = Path(__file__).parent / "results" / "coreg.json"
 GLOBAL_TARGET_PX = 0.1
@@ -336,15 +335,7 @@ def main() -> None:
     import arosics
 
     result["software"] = {"arosics": arosics.__version__}
-    result["machine"] = {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    keys = [k for k, v in result.items() if not isinstance(v, dict | list)]
-    print(json.dumps({k: result[k] for k in keys}, indent=1))
+    write_results(result, args.out)
 
 
 if __name__ == "__main__":
