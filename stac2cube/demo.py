@@ -32,8 +32,12 @@ class DemoResult:
     summary: RunSummary
 
 
-def demo_config(sample: Sample, source: dict[str, str], catalog: Path) -> dict[str, object]:
-    """A run config over the sample (AOI: the sample's bbox shrunk by 10 %)."""
+def demo_config(
+    sample: Sample, source: dict[str, str], catalog: Path, *, ard: bool = False
+) -> dict[str, object]:
+    """A run config over the sample (AOI: the sample's bbox shrunk by 10 %); ``ard`` adds the
+    quality step with per-pixel angles (the demo's items then meet CEOS-ARD's per-pixel
+    requirements, docs/ard.md)."""
     w, s, e, n = sample.bbox
     dx, dy = (e - w) * 0.05, (n - s) * 0.05
     dates = [
@@ -48,7 +52,7 @@ def demo_config(sample: Sample, source: dict[str, str], catalog: Path) -> dict[s
             "end": max(dates).date().isoformat(),
         },
         "bands": ["B02", "B03", "B04", "B05", "B08", "B8A", "B11", "B12", "SCL"],
-        "steps": {"cloudmask": {}},
+        "steps": {"cloudmask": {}, **({"quality": {"angles": True}} if ard else {})},
         "output": {"catalog": str(catalog), "collection_id": "sentinel-2-l2a-ard"},
     }
 
@@ -82,6 +86,7 @@ def run_demo(
                 sample,
                 {"path": str(sample.l2a_items_path), "l1c_path": str(sample.l1c_items_path)},
                 catalog,
+                ard=True,
             ),
             sort_keys=False,
         )
@@ -91,7 +96,9 @@ def run_demo(
         cfg_path.write_text(
             "# Written by `stac2cube demo`: the API below lived only while the demo ran.\n"
             "# demo-offline.yaml reads the same sample from its item collection file.\n"
-            + yaml.safe_dump(demo_config(sample, {"api": api.url}, catalog), sort_keys=False)
+            + yaml.safe_dump(
+                demo_config(sample, {"api": api.url}, catalog, ard=True), sort_keys=False
+            )
         )
         summary = run(load_config(cfg_path), progress=progress)
         url = api.url

@@ -155,11 +155,24 @@ def _inside(root: Path, base: Path, href: str) -> str | None:
     return PurePosixPath(*rel.parts).as_posix()
 
 
+_STRUCTURE = frozenset({"self", "root", "parent", "child", "item", "items", "collection"})
+"""Links of the catalog's own tree: a document outside the directory drops them."""
+
+
 def _absolute(doc: dict[str, Any], root: Path, doc_path: str, mapper: HrefMapper) -> dict[str, Any]:
-    """``doc`` with relative links dropped and relative asset hrefs passed through ``mapper``."""
+    """``doc`` with its relative structural links (root, parent, item...) dropped, relative
+    links to other files of the catalog (the CEOS-ARD self-assessment) and relative asset hrefs
+    passed through ``mapper``."""
     out = dict(doc)
-    out["links"] = [ln for ln in doc.get("links", []) if not _is_relative(str(ln.get("href", "")))]
     base = (root / doc_path).parent
+    links = []
+    for ln in doc.get("links", []):
+        href = str(ln.get("href", ""))
+        if not _is_relative(href):
+            links.append(ln)
+        elif ln.get("rel") not in _STRUCTURE and (rel := _inside(root, base, href)) is not None:
+            links.append({**ln, "href": mapper(rel)})
+    out["links"] = links
     assets: dict[str, Any] = {}
     for key, asset in doc.get("assets", {}).items():
         asset = dict(asset)

@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .ard.assessment import AssessmentCounts, count_summaries
 from .catalog import CatalogStore, FailureRecord
 from .catalog.virtual import has_virtual_cube, head_items
 
@@ -30,6 +31,8 @@ class CatalogStatus:
     """The virtual cube's snapshots, newest (HEAD) first: (run id, snapshot id, when)."""
     cube_items: int = 0
     """Items in the virtual cube's HEAD."""
+    ard: AssessmentCounts = field(default_factory=AssessmentCounts)
+    """Items at CEOS-ARD Threshold and Goal, per requirement (their ``stac2cube:ard``)."""
 
 
 def catalog_status(catalog: str | Path) -> CatalogStatus:
@@ -38,7 +41,9 @@ def catalog_status(catalog: str | Path) -> CatalogStatus:
     written = set(store.item_ids())
     steps: Counter[str] = Counter()
     without: Counter[str] = Counter()
+    summaries = []
     for item in store.iter_items():
+        summaries.append(item["properties"].get("stac2cube:ard"))
         records = item["properties"].get("stac2cube:steps", [])
         steps.update(s["name"] for s in records)
         for s in records:
@@ -76,4 +81,5 @@ def catalog_status(catalog: str | Path) -> CatalogStatus:
         without_s2cloudless=dict(without),
         cube_versions=versions,
         cube_items=held,
+        ard=count_summaries(summaries),
     )

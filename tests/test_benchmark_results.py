@@ -25,6 +25,8 @@ TILE_KEYS = (
 
 REQUIRED = {
     "tile": TILE_KEYS,
+    # issue 20: the optional NBAR step on generated scenes with a known BRDF
+    "nbar": ("cross_track_gradient_before", "cross_track_gradient_after"),
     "cloudmask": (
         "best_f1",
         "best_config",

@@ -16,12 +16,14 @@ import numpy as np
 import pystac
 import shapely.geometry
 from odc.geo.geobox import GeoBox
-from pystac.extensions.classification import Classification, ClassificationExtension
+from pystac.extensions.classification import Bitfield, Classification, ClassificationExtension
 from pystac.extensions.eo import Band, EOExtension
 from pystac.extensions.file import FileExtension
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, RasterExtension
 
+from ..angles import source_angles
+from ..ard.profile import apply_profile
 from ..bands import S2_BANDS, SCL_CLASSES
 from ..catalog import (
     CatalogStore,
@@ -96,7 +98,15 @@ class AssetEncoding:
     @classmethod
     def classes(cls, info: LayerInfo, dtype: str, description: str) -> AssetEncoding:
         """A class or mask layer, as ``info`` describes it."""
-        return cls(dtype, info.nodata, 1.0, 0.0, info.overview_resampling, description, info=info)
+        return cls(
+            dtype,
+            info.nodata,
+            info.scale,
+            info.offset,
+            info.overview_resampling,
+            description,
+            info=info,
+        )
 
     def encode(self, data: np.ndarray) -> np.ndarray:
         """Pixels as stored: reflectance encoded, class values as they are."""
@@ -297,8 +307,10 @@ def build_item(
             data_type=DataType(w.dtype),
             spatial_resolution=float(w.geobox.resolution.x),
         )
-        if w.info is None:
+        if w.info is None or w.info.scale != 1.0 or w.info.offset != 0.0:
             rb.scale, rb.offset = w.scale, w.offset
+        if w.info is not None and w.info.unit:
+            rb.unit = w.info.unit
         RasterExtension.ext(asset, add_if_missing=True).bands = [rb]
         if w.info is not None:
             if w.info.classes:
@@ -307,6 +319,19 @@ def build_item(
                 ClassificationExtension.ext(asset, add_if_missing=True).classes = [
                     Classification.create(value=v, name=n, nodata=v == w.info.nodata or None)
                     for v, n in sorted(classes.items())
+                ]
+            if w.info.bitfields:
+                ClassificationExtension.ext(asset, add_if_missing=True).bitfields = [
+                    Bitfield.create(
+                        offset=bit,
+                        length=1,
+                        name=name,
+                        classes=[
+                            Classification.create(value=0, name=f"not_{name}"),
+                            Classification.create(value=1, name=name),
+                        ],
+                    )
+                    for bit, name in sorted(w.info.bitfields.items())
                 ]
         elif info is not None and w.band is not None:
             EOExtension.ext(asset, add_if_missing=True).bands = [
@@ -335,4 +360,4 @@ def build_item(
         if uri not in item.stac_extensions:
             item.stac_extensions.append(uri)
     doc = item.to_dict(include_self_link=False, transform_hrefs=False)
-    return doc
+    return apply_profile(doc, angles=source_angles(source))

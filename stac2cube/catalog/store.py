@@ -96,7 +96,14 @@ class CatalogStore:
         if not coll_dir.exists():
             return []
         linked = set(self.item_ids())
-        assets = self.read_collection().get("assets", {})
+        coll = self.read_collection()
+        assets = coll.get("assets", {})
+        # files beside collection.json that it links (the CEOS-ARD self-assessment)
+        beside = {
+            str(ln["href"])[2:]
+            for ln in coll.get("links", [])
+            if str(ln.get("href", "")).startswith("./") and "/" not in str(ln["href"])[2:]
+        }
         ref_files: dict[str, set[str]] = {}
         for key, asset in assets.items():
             ref = reference_base_key(key)
@@ -104,7 +111,7 @@ class CatalogStore:
                 ref_files.setdefault(REFERENCE_DIRS[ref[0]], set()).add(Path(asset["href"]).name)
         out: list[Path] = []
         for p in sorted(coll_dir.iterdir()):
-            if p.name in ("collection.json", INDEX_FILE):
+            if p.name in ("collection.json", INDEX_FILE) or (p.name in beside and p.is_file()):
                 continue
             if p.name in ref_files and p.is_dir():
                 out.extend(f for f in sorted(p.iterdir()) if f.name not in ref_files[p.name])

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..ard import REQUIREMENTS, SPECIFICATION, SPECIFICATION_VERSION, AssessmentCounts
 from ..status import catalog_status
 from .options import handle_errors, verbosity
 
@@ -35,5 +36,21 @@ def status_cmd(catalog: Path) -> None:
         )
         for run_id, snap, when in st.cube_versions[1:6]:
             click.echo(f"  earlier: run {run_id} (snapshot {snap}, {when})")
+    if st.ard.items:
+        _print_ard(st.ard)
     if st.orphans:
         click.echo(f"{len(st.orphans)} file(s) not referenced by any item (see `validate`)")
+
+
+def _print_ard(ard: AssessmentCounts) -> None:
+    """Items at CEOS-ARD Threshold and Goal, one line per requirement."""
+    click.echo(
+        f"CEOS-ARD {SPECIFICATION} {SPECIFICATION_VERSION} (self-assessment of {ard.items} "
+        "item(s); why: the collection's ceos-ard-assessment.json)"
+    )
+    click.echo(f"  {'req':5} {'requirement':38} {'Threshold':>10} {'Goal':>6}")
+    for r in REQUIREMENTS:
+        t = "n/a" if r.threshold is None else str(ard.threshold.get(r.id, 0))
+        click.echo(f"  {r.id:5} {r.name[:38]:38} {t:>10} {ard.goal.get(r.id, 0):>6}")
+    if ard.unassessed:
+        click.echo(f"  {ard.unassessed} item(s) written before stac2cube assessed items")

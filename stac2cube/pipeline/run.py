@@ -11,6 +11,7 @@ from typing import Any
 
 import pystac
 
+from ..ard.assessment import write_assessment
 from ..catalog import (
     CatalogStore,
 )
@@ -204,6 +205,10 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
             finally:
                 if previous_index is not None:
                     previous_index.unlink(missing_ok=True)
+            try:
+                write_assessment(store)
+            except (Stac2CubeError, OSError) as exc:  # the items carry their own summary
+                log.warning("CEOS-ARD self-assessment not written: %s", exc)
         snapshot, cube_ok = None, True
         if out.virtual_cube:
             # scenes the catalog did not hold: not in the cube either (appended without a lookup)

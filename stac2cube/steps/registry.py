@@ -47,7 +47,7 @@ class StepPlugin(Generic[C]):
     and the configuration it runs with (e.g. with local paths made absolute)."""
     order: int
     """Rank in the run order: steps run by increasing rank, then name (stac2cube's own:
-    cloudmask 10, coreg 20, superres 30)."""
+    cloudmask 10, coreg 20, nbar 25, superres 30, quality 90)."""
     doc: str
     """One line for the configuration reference: what the step does, where it is documented."""
     validate: Callable[[C, Config], None] | None = None

@@ -28,6 +28,8 @@ BANDS = ["B02", "B03", "B04", "B08", "B8A", "B11", "SCL"]
 STEPS: dict[str, Any] = {
     "cloudmask": {"shadows": "scl", "thresholds": [0.2]},
     "coreg": {"mode": "global", "window_size": 128},
+    "nbar": {},  # per-pixel angles from the sample's MTD_TL.xml, per block
+    "quality": {"angles": True},
 }
 
 
@@ -118,6 +120,15 @@ def test_blocks_give_the_pixels_and_decisions_of_the_scene_processed_whole(
         assert coreg_a["applied_shift_px"] == coreg_b["applied_shift_px"] == [0.0, 0.0]
         assert coreg_a["status"] == coreg_b["status"]
         assert doc["properties"]["stac2cube:coreg_status"] == coreg_a["status"]
+        assert {"QA", "SATURATION", "INCOMPLETE_TESTING", "SUN_ELEVATION"} <= set(doc["assets"])
+        assert _step(doc, "quality")["results"] == _step(other, "quality")["results"]
+        nbar_a, nbar_b = _step(doc, "nbar")["results"], _step(other, "nbar")["results"]
+        assert nbar_a["applied"] is True and nbar_a == nbar_b
+        # the same verdicts (the reasons quote the shift estimate, which may differ slightly)
+        ard_a, ard_b = doc["properties"]["stac2cube:ard"], other["properties"]["stac2cube:ard"]
+        for key in ("threshold", "goal", "not_met"):
+            assert ard_a[key] == ard_b[key], key
+        assert "3.3" in doc["properties"]["stac2cube:ard"]["goal"]  # BRDF-normalised
 
 
 def test_blocks_write_valid_cogs_and_a_sound_catalog(whole_and_blocks) -> None:

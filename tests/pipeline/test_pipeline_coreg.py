@@ -98,6 +98,33 @@ def test_items_record_the_coregistration(first_run) -> None:
     assert len(estimated) >= 2, statuses
 
 
+def test_items_carry_their_geometric_accuracy(first_run) -> None:
+    """CEOS-ARD 1.8 / 4.1: the accuracy fields follow each item's co-registration record."""
+    _, _, cfg = first_run
+    for item in _store(cfg).iter_items():
+        props = item["properties"]
+        res = {s["name"]: s for s in props["stac2cube:steps"]}["coreg"]["results"]
+        if res["status"] == "failed":
+            assert "accuracy:geometric_rmse" not in props
+            assert "4.1" in props["stac2cube:ard"]["not_met"]
+            continue
+        pixel = props["proj:transform"][0]
+        # not applied: the whole estimate is the bias left in the scene
+        assert props["accuracy:geometric_x_bias"] == pytest.approx(
+            res["shift_px"][0] * pixel, abs=1e-3
+        )
+        assert props["accuracy:geometric_y_bias"] == pytest.approx(
+            res["shift_px"][1] * pixel, abs=1e-3
+        )
+        assert props["accuracy:geometric_x_stddev"] == pytest.approx(
+            res["shift_se_px"] * pixel, abs=1e-3
+        )
+        assert props["stac2cube:geometric_reference"] == res["reference"]
+        sub_pixel = props["accuracy:geometric_rmse"] <= 0.5 * pixel
+        assert ("4.1" in props["stac2cube:ard"]["threshold"]) == sub_pixel
+        assert "1.8" in props["stac2cube:ard"]["threshold"]
+
+
 def test_update_reuses_the_reference(first_run, sample: Sample) -> None:
     _, path, cfg = first_run
     store = _store(cfg)

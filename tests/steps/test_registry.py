@@ -120,7 +120,7 @@ BASE = {
     "aoi": {"bbox": [11.0, 46.0, 11.1, 46.1]},
     "time": {"start": "2023-06-01", "end": "2023-06-30"},
 }
-OWN = ["cloudmask", "coreg", "superres"]
+OWN = ["cloudmask", "coreg", "nbar", "superres", "quality"]
 
 
 def _install(root: Path, entry_points: str) -> None:
@@ -147,11 +147,12 @@ def test_own_steps_are_entry_points_in_run_order() -> None:
     assert [p.name for p in registered_steps()] == OWN
     assert get_step("cloudmask") is builtin.CLOUDMASK and get_step("coreg") is builtin.COREG
     assert get_step("superres") is superres.PLUGIN
-    assert [p.order for p in registered_steps()] == [10, 20, 30]
+    assert [p.order for p in registered_steps()] == [10, 20, 25, 30, 90]
 
 
 def test_toy_step_is_found_through_its_entry_point(toy: ModuleType) -> None:
-    assert [p.name for p in registered_steps()] == [*OWN, "toy"]
+    # the toy step (order 40) runs after superres (30), before quality (90)
+    assert [p.name for p in registered_steps()] == [*OWN[:4], "toy", "quality"]
     plugin = get_step("toy")
     assert plugin is toy.PLUGIN and plugin.config is toy.ToyConfig
     assert isinstance(toy.ToyStep(), Step)
@@ -182,7 +183,8 @@ def test_configured_steps_run_in_rank_order(toy: ModuleType) -> None:
     steps = {"toy": {}, "superres": {"bundle": "b"}, "cloudmask": {}}
     cfg = config_from_dict({**BASE, "steps": steps})
     assert [p.name for p, _ in cfg.steps.configured()] == ["cloudmask", "superres", "toy"]
-    assert list(to_dict(cfg)["steps"]) == [*OWN, "toy"]
+    # the typed sections (set or not), then the plug-ins' sections that are set
+    assert list(to_dict(cfg)["steps"]) == ["cloudmask", "coreg", "superres", "toy"]
 
 
 def test_toy_step_runs(toy: ModuleType) -> None:
@@ -228,7 +230,7 @@ def test_toy_step_runs_through_the_pipeline(
 
 
 def test_unknown_step_names_the_registered_ones(toy: ModuleType) -> None:
-    registered = r"\(registered steps: cloudmask, coreg, superres, toy\)"
+    registered = r"\(registered steps: cloudmask, coreg, nbar, superres, toy, quality\)"
     with pytest.raises(ConfigError, match=r"unknown config key steps\.toi; did you mean 'toy'\? "):
         config_from_dict({**BASE, "steps": {"toi": {}}})
     with pytest.raises(ConfigError, match=registered):
@@ -236,7 +238,9 @@ def test_unknown_step_names_the_registered_ones(toy: ModuleType) -> None:
 
 
 def test_unknown_step_without_the_toy() -> None:
-    with pytest.raises(ConfigError, match=r"\(registered steps: cloudmask, coreg, superres\)"):
+    with pytest.raises(
+        ConfigError, match=r"\(registered steps: cloudmask, coreg, nbar, superres, quality\)"
+    ):
         config_from_dict({**BASE, "steps": {"toy": {}}})
 
 
