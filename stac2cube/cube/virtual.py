@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
@@ -179,10 +179,14 @@ def open_virtual_cube(
     if not keep.all():
         ds, encodings = ds.isel(time=keep), encodings[keep]
     if not ds.indexes["time"].is_monotonic_increasing:
-        by_time = np.lexsort((np.array([str(i) for i in ds["item_id"].values]), ds["time"].values))
+        times = ds["time"].values
+        by_time = np.argsort(times, kind="stable")
+        if (times[by_time][1:] == times[by_time][:-1]).any():  # ties: by item id (slower)
+            by_time = np.lexsort((ds["item_id"].values, times))
         ds, encodings = ds.isel(time=by_time), encodings[by_time]
+    sizes: dict[tuple[Any, ...], tuple[tuple[int, ...], ...]] = {}  # bands share their chunking
     for b, name in enumerate(names):
-        da = _chunked(ds[name], chunks, f"{session.snapshot_id}-{name}-{keep.all()}")
+        da = _chunked(ds[name], chunks, f"{session.snapshot_id}-{name}-{keep.all()}", sizes)
         ds[name] = _with_encoding(da, encodings[:, b], name, decode, root)
     ds.attrs.pop("stac2cube:assets", None)
     ds.attrs.update(stac2cube_catalog=str(catalog), stac2cube_snapshot=session.snapshot_id)
@@ -204,18 +208,27 @@ def open_virtual_cube(
     return ds  # type: ignore[no-any-return]
 
 
-def _chunked(da: xr.DataArray, chunks: Mapping[str, int | str] | None, token: str) -> xr.DataArray:
-    """``da`` as dask chunks aligned with its Zarr chunks (``"auto"``: many per task)."""
+def _chunked(
+    da: xr.DataArray,
+    chunks: Mapping[str, int | str] | None,
+    token: str,
+    known: dict[tuple[Any, ...], tuple[tuple[int, ...], ...]],
+) -> xr.DataArray:
+    """``da`` as dask chunks aligned with its Zarr chunks (``"auto"``: many per task);
+    ``known`` keeps the chunk sizes of arrays already chunked (working them out is O(time))."""
     from dask.array.core import normalize_chunks
 
-    stored = da.encoding.get("chunks") or da.shape
-    wanted = [
+    stored = tuple(da.encoding.get("chunks") or da.shape)
+    wanted = tuple(
         (chunks or {}).get(str(d), "auto" if chunks is None else c)
         for d, c in zip(da.dims, stored, strict=True)
-    ]
-    sizes = normalize_chunks(  # type: ignore[no-untyped-call]
-        wanted, da.shape, dtype=da.dtype, previous_chunks=stored
     )
+    key = (wanted, da.shape, str(da.dtype), stored)
+    if key not in known:
+        known[key] = normalize_chunks(  # type: ignore[no-untyped-call]
+            wanted, da.shape, dtype=da.dtype, previous_chunks=stored
+        )
+    sizes = known[key]
     # a snapshot never changes: its id names the dask arrays (no hashing of the coordinates)
     return da.chunk(dict(zip(da.dims, sizes, strict=True)), token=f"{token}-{sizes}")
 
