@@ -194,12 +194,15 @@ def _run_child(config: Path, warm: bool = False) -> dict[str, Any]:
 
 
 def _cog_states(catalog: Path) -> dict[str, tuple[str, int]]:
+    """sha256 and mtime of every item COG (not the virtual cube's links to them in ``_cube/``,
+    whose mtime the cube sets)."""
     return {
         str(p.relative_to(catalog)): (
             hashlib.sha256(p.read_bytes()).hexdigest(),
             p.stat().st_mtime_ns,
         )
         for p in sorted(catalog.rglob("*.tif"))
+        if p.relative_to(catalog).parts[0] != "_cube"
     }
 
 
@@ -220,26 +223,32 @@ def bench_update(sample: Any, tmp: Path, n_cat: int, repeat: int) -> dict[str, A
     base_items = _subset(feats[:n_cat], tmp / "base.json")
     all_items = _subset(feats[: n_cat + 1], tmp / "all.json")
     one_item = _subset(feats[n_cat : n_cat + 1], tmp / "one.json")
+    # every update runs on a catalog at the path it was built at: the virtual cube refers to
+    # its COGs by absolute path, and a moved catalog's cube is rebuilt (docs/cube.md)
+    cat = tmp / "update-catalog"
     base = tmp / "base-catalog"
     t0 = time.perf_counter()
-    built = _run_child(_config(sample, base_items, base, tmp / "b.yaml"))
+    built = _run_child(_config(sample, base_items, cat, tmp / "b.yaml"))
     assert built["written"] == n_cat and built["failed"] == 0, built
     build_s = time.perf_counter() - t0
+    shutil.copytree(cat, base)  # the catalog as built, restored before each update
+
+    def restore() -> None:
+        shutil.rmtree(cat, ignore_errors=True)
+        shutil.copytree(base, cat)
+
     updates, singles, rewritten, index_s = [], [], [], []
     cold: dict[str, list[float]] = {"update": [], "single": []}
     for r in range(repeat):
         # imports included in the timed run (what used to be measured): the same pair again
-        cat = tmp / f"update{r}-cold"
-        shutil.copytree(base, cat)
+        restore()
         u_cfg = _config(sample, all_items, cat, tmp / f"u{r}c.yaml")
         cold["update"].append(_run_child(u_cfg)["seconds"])
         s_cfg = _config(sample, one_item, tmp / f"single{r}-cold", tmp / f"s{r}c.yaml")
         cold["single"].append(_run_child(s_cfg)["seconds"])
-        shutil.rmtree(cat)
         shutil.rmtree(tmp / f"single{r}-cold")
 
-        cat = tmp / f"update{r}"
-        shutil.copytree(base, cat)
+        restore()
         before = _cog_states(cat)
         up = _run_child(_config(sample, all_items, cat, tmp / f"u{r}.yaml"), warm=True)
         assert up["written"] == 1 and up["skipped"] == n_cat and up["failed"] == 0, up
@@ -257,7 +266,7 @@ def bench_update(sample: Any, tmp: Path, n_cat: int, repeat: int) -> dict[str, A
         updates.append(up)
         singles.append(one)
         shutil.rmtree(tmp / f"single{r}")
-        shutil.rmtree(cat)
+    shutil.rmtree(cat)
     t_up = _median([u["seconds"] for u in updates])
     t_one = _median([s["seconds"] for s in singles])
     index_in_run = bool(updates[0]["index_written_by_run"])
@@ -535,8 +544,11 @@ def bench_open(base: Path, tmp: Path, n: int, repeat: int) -> dict[str, Any]:
 
 
 def _catalog_state(catalog: Path) -> dict[str, Any]:
-    """What must equal between runs: items minus timestamps, file checksums, kerchunk refs."""
+    """What must equal between runs: items minus timestamps, file checksums, kerchunk refs,
+    the items in the virtual cube's HEAD (its link folders are named by each item's time of
+    writing, so their names differ from run to run)."""
     from stac2cube.catalog import CatalogStore
+    from stac2cube.catalog.virtual import has_virtual_cube, head_items
 
     store = CatalogStore.open(catalog)
     items = {}
@@ -546,14 +558,17 @@ def _catalog_state(catalog: Path) -> dict[str, Any]:
     files = {
         str(p.relative_to(catalog)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(catalog.rglob("*"))
-        if p.is_file() and (p.suffix == ".tif" or "_kerchunk" in p.parts)
+        if p.is_file()
+        and (p.suffix == ".tif" or "_kerchunk" in p.parts)
+        and p.relative_to(catalog).parts[0] != "_cube"
     }
-    return {"items": items, "files": files}
+    cube = {str(i): True for i in head_items(catalog)} if has_virtual_cube(catalog) else {}
+    return {"items": items, "files": files, "cube": cube}
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     out = []
-    for kind in ("items", "files"):
+    for kind in ("items", "files", "cube"):
         ka, kb = set(a[kind]), set(b[kind])
         if ka != kb:
             out.append(f"{kind}: only in one: {sorted(ka ^ kb)[:5]}")

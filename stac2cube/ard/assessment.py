@@ -91,7 +91,8 @@ def assessment_document(counts: AssessmentCounts) -> dict[str, Any]:
                 "evidence": r.evidence,
                 "items_at_threshold": counts.threshold.get(r.id, 0),
                 "items_at_goal": counts.goal.get(r.id, 0),
-                "why_not": dict(counts.why.get(r.id, {})),
+                "why_not": dict(counts.why.get(r.id, {}))
+                or ({r.how: counts.items} if counts.items and not r.addressed else {}),
             }
         )
     return {

@@ -19,6 +19,7 @@ SPECIFICATION_URL: Final = (
     "https://ceos.org/ard/files/PFS/SR/v5.0.1/"
     "CEOS-ARD_Product_Family_Specification_Surface_Reflectance-v5.0.1.pdf"
 )
+_NOT_ADDRESSED: Final = frozenset({"Not provided.", "Not claimed."})
 SUB_PIXEL: Final = 0.5
 """4.1 Threshold: geolocation rRMSE at most half a pixel relative to a defined reference."""
 
@@ -33,6 +34,9 @@ class Verdict:
     """Met at Threshold (True too where the PFS does not require it at Threshold)."""
     goal: bool
     why: str
+    static: bool = False
+    """The same for every item stac2cube writes (a requirement it does not address): the
+    reason is the requirement's ``how``, not repeated in each item's summary."""
 
 
 Check = Callable[[Item], Verdict]
@@ -52,6 +56,12 @@ class Requirement:
     evidence: str
     """The item fields, links or asset roles that show it."""
     check: Check
+
+    @property
+    def addressed(self) -> bool:
+        """Whether stac2cube does something for it (else its Goal is never met, for a reason
+        that is the same for every item: :attr:`how`)."""
+        return self.how not in _NOT_ADDRESSED
 
 
 # --- helpers on an item dict --------------------------------------------------------------
@@ -298,7 +308,7 @@ def _geometric_correction(item: Item) -> Verdict:
 
 def _not_provided(what: str) -> Check:
     def check(item: Item) -> Verdict:
-        return Verdict(True, False, f"{what} not provided")
+        return Verdict(True, False, f"{what} not provided", static=True)
 
     return check
 
@@ -678,7 +688,7 @@ class ItemAssessment:
             "threshold": [r for r, v in self.verdicts.items() if v.threshold],
             "goal": [r for r, v in self.verdicts.items() if v.goal],
             "not_met": [r for r, v in self.verdicts.items() if not v.threshold],
-            "why": {r: v.why for r, v in self.verdicts.items() if not v.goal},
+            "why": {r: v.why for r, v in self.verdicts.items() if not v.goal and not v.static},
         }
 
 
