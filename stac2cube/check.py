@@ -63,7 +63,9 @@ def check_catalog(catalog: str | Path) -> CheckReport:
     store = CatalogStore.open(root)
     if has_virtual_cube(store.root):
         try:
-            problems.extend(check_virtual_cube(store))
+            stale, behind = check_virtual_cube(store)
+            problems.extend(stale)
+            warnings += tuple(behind)
         except CubeMovedError as exc:  # not wrong, but not readable until rebuilt
             warnings += (str(exc),)
     return CheckReport(len(items), n_assets, tuple(problems), warnings)

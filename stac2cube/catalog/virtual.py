@@ -618,10 +618,11 @@ def _write_region(
     rec.to_zarr(session.store, group=ITEMS_GROUP, region=region)
 
 
-def check_virtual_cube(store: CatalogStore) -> list[str]:
-    """Problems of the cube's HEAD for ``stac2cube validate``: catalog items it lacks or holds
-    in an older version, and COGs changed since their snapshot (one chunk per band and item is
-    read through Icechunk, whose last-modified check fails on a changed file)."""
+def check_virtual_cube(store: CatalogStore) -> tuple[list[str], list[str]]:
+    """What ``stac2cube validate`` says of the cube's HEAD: problems (COGs changed since their
+    snapshot: one chunk per band and item is read through Icechunk, whose last-modified check
+    fails on a changed file) and warnings (catalog items it lacks or holds in an older version,
+    as a killed run leaves them: the next run brings the cube up to date)."""
     import virtual_tiff  # noqa: F401  (registers the TIFF codecs with zarr)
     import zarr
 
@@ -629,20 +630,21 @@ def check_virtual_cube(store: CatalogStore) -> list[str]:
         session = repository(store.root).readonly_session(BRANCH)
         ids = _item_ids(session)
         held = head_versions(session, ids)
-        problems = []
+        problems: list[str] = []
+        behind: list[str] = []
         for item_id in store.item_ids():
             item = store.read_item(item_id)
             if item is None:
                 continue
             if item_id not in held:
-                problems.append(f"{item_id}: not in the virtual cube's HEAD (the next run adds it)")
+                behind.append(f"{item_id}: not in the virtual cube's HEAD (the next run adds it)")
             elif held[item_id] != item_version(item):
-                problems.append(
+                behind.append(
                     f"{item_id}: the virtual cube's HEAD holds an earlier version of it (the "
                     "next run replaces it)"
                 )
         if ids is None:
-            return problems
+            return problems, behind
         root = zarr.open_group(session.store, mode="r")
         arrays = [(name, arr) for name, arr in root.arrays() if arr.ndim == 3]
         for t, item_id in enumerate(ids):
@@ -657,7 +659,7 @@ def check_virtual_cube(store: CatalogStore) -> list[str]:
                         f"{item_id}: {name}: the virtual cube cannot read it ({first}); the COG "
                         "changed after its snapshot: rebuild_virtual_cube, or reprocess the item"
                     )
-    return problems
+    return problems, behind
 
 
 def rebuild_virtual_cube(catalog: str | Path, run_id: str = "rebuild") -> SnapshotResult:
