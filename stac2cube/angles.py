@@ -255,17 +255,24 @@ def scene_angles(props: Mapping[str, Any], granule: SceneAngles | None) -> Scene
     return SceneAngles(**values, source=source)
 
 
-def granule_metadata_href(item: pystac.Item) -> str | None:
-    """The absolute href of the item's tile metadata asset: key ``granule_metadata`` (Earth
-    Search v1, CDSE), ``granule-metadata`` (Planetary Computer), ``metadata`` (Earth Search v0)
-    or any asset whose href ends with ``MTD_TL.xml``; None when it has none."""
+def granule_metadata_asset(item: pystac.Item) -> tuple[str, pystac.Asset] | None:
+    """The key and asset of the item's tile metadata: key ``granule_metadata`` (Earth Search
+    v1, CDSE), ``granule-metadata`` (Planetary Computer), ``metadata`` (Earth Search v0) or any
+    asset whose href ends with ``MTD_TL.xml``; None when it has none."""
     for key in GRANULE_ASSET_KEYS:
         if key in item.assets:
-            return asset_href(item.assets[key])
-    for asset in item.assets.values():
+            return key, item.assets[key]
+    for key, asset in item.assets.items():
         if urllib.parse.urlsplit(asset.href).path.endswith("MTD_TL.xml"):
-            return asset_href(asset)
+            return key, asset
     return None
+
+
+def granule_metadata_href(item: pystac.Item) -> str | None:
+    """The absolute href of the item's tile metadata asset (:func:`granule_metadata_asset`);
+    None when it has none."""
+    found = granule_metadata_asset(item)
+    return None if found is None else asset_href(found[1])
 
 
 # ------------------------------------------------------------------------------ parsing
@@ -560,6 +567,7 @@ __all__ = [
     "AngleGrids",
     "SceneAngles",
     "angles_from_properties",
+    "granule_metadata_asset",
     "granule_metadata_href",
     "parse_granule_metadata",
     "read_granule_metadata",

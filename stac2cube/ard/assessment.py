@@ -35,11 +35,13 @@ class AssessmentCounts:
     """Per requirement, why items miss it (at Threshold, else at Goal): reason → items."""
     unassessed: int = 0
     """Items written before stac2cube assessed items (no ``stac2cube:ard``)."""
+    every_threshold: int = 0
+    """Items that meet every Threshold requirement."""
 
 
 def count_summaries(summaries: Iterable[Mapping[str, Any] | None]) -> AssessmentCounts:
     """Add up items' ``stac2cube:ard`` summaries (None: an item without one)."""
-    n = unassessed = 0
+    n = unassessed = every = 0
     threshold: Counter[str] = Counter()
     goal: Counter[str] = Counter()
     why: dict[str, Counter[str]] = {}
@@ -48,6 +50,7 @@ def count_summaries(summaries: Iterable[Mapping[str, Any] | None]) -> Assessment
             unassessed += 1
             continue
         n += 1
+        every += not s.get("not_met")
         threshold.update(s.get("threshold", ()))
         goal.update(s.get("goal", ()))
         for rid, reason in (s.get("why") or {}).items():
@@ -58,6 +61,7 @@ def count_summaries(summaries: Iterable[Mapping[str, Any] | None]) -> Assessment
         {r.id: goal[r.id] for r in REQUIREMENTS},
         {k: dict(v) for k, v in why.items()},
         unassessed,
+        every,
     )
 
 
@@ -105,7 +109,7 @@ def assessment_document(counts: AssessmentCounts) -> dict[str, Any]:
         "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "items": counts.items,
         "items_not_assessed": counts.unassessed,
-        "items_meeting_every_threshold": None,
+        "items_meeting_every_threshold": counts.every_threshold,
         "requirements": rows,
     }
 
@@ -113,11 +117,8 @@ def assessment_document(counts: AssessmentCounts) -> dict[str, Any]:
 def write_assessment(store: CatalogStore) -> AssessmentCounts:
     """Write the collection's self-assessment and link it (and the CEOS-ARD fields) from the
     collection; returns the counts. Call it holding the catalog's lock."""
-    summaries = collection_summaries(store)
-    counts = count_summaries(summaries)
+    counts = count_summaries(collection_summaries(store))
     doc = assessment_document(counts)
-    every = sum(1 for s in summaries if s and not s.get("not_met"))
-    doc["items_meeting_every_threshold"] = every
     coll_dir = store.collection_path.parent
     write_json_atomic(coll_dir / ASSESSMENT_FILE, doc)
     coll = store.read_collection()
@@ -126,7 +127,7 @@ def write_assessment(store: CatalogStore) -> AssessmentCounts:
         write_json_atomic(store.collection_path, coll)
     log.info(
         "CEOS-ARD self-assessment: %d of %d item(s) meet every Threshold requirement",
-        every,
+        counts.every_threshold,
         counts.items,
     )
     return counts

@@ -135,7 +135,7 @@ def apply_profile(doc: dict[str, Any], *, angles: SceneAngles | None) -> dict[st
     for key, asset in doc.get("assets", {}).items():
         if str(asset.get("type", "")).startswith("image/tiff"):
             asset["bands"] = [_band_object(key, asset)]
-    links = [link for link in doc.get("links", ()) if not _ours(link)]
+    links = list(doc.get("links", ()))
     links.append(
         _link(
             "ceos-ard-specification",
@@ -184,18 +184,3 @@ def apply_profile(doc: dict[str, Any], *, angles: SceneAngles | None) -> dict[st
             doc["stac_extensions"].append(uri)
     props["stac2cube:ard"] = assess_item(doc).summary()
     return doc
-
-
-_OUR_RELS: Final = frozenset(
-    {
-        "ceos-ard-specification",
-        "ceos-ard-assessment",
-        "derived_from",
-        "describedby",
-        "processing-description",
-    }
-)
-
-
-def _ours(link: Mapping[str, Any]) -> bool:
-    return link.get("rel") in _OUR_RELS

@@ -67,7 +67,7 @@ def ard_reference() -> str:
         "| asset | CEOS-ARD role | meaning |",
         "|---|---|---|",
     ]
-    for key, (role, text) in FLAG_LAYERS.items():
+    for key, (role, _, text) in FLAG_LAYERS.items():
         out.append(f"| `{key}` | `{role}` | {_cell(text)} |")
     out += [
         "| `SATURATION` | `saturation` | uint16, bit *i* set: the *i*-th reflectance band of the "

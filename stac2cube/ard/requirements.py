@@ -313,6 +313,19 @@ def _not_provided(what: str) -> Check:
     return check
 
 
+def _cloud(item: Item) -> Verdict:
+    roles = _roles(item)
+    if "cloud" not in roles:
+        return _no("no cloud asset (no cloud step or steps.quality off)")
+    prob = "CLOUD_PROB" in item.get("assets", {})
+    return Verdict(
+        True,
+        prob,
+        "asset with role cloud"
+        + ("" if prob else "; Goal: no cloud probability (s2cloudless did not run)"),
+    )
+
+
 REQUIREMENTS: Final[tuple[Requirement, ...]] = (
     Requirement(
         "1.1",
@@ -513,7 +526,7 @@ REQUIREMENTS: Final[tuple[Requirement, ...]] = (
         "Cloud probability as well.",
         "`steps.cloudmask` + `steps.quality`.",
         "role `cloud` (`CLOUD`, `QA` bit 1)",
-        lambda item: _cloud(item),
+        _cloud,
     ),
     Requirement(
         "2.6",
@@ -660,19 +673,6 @@ REQUIREMENTS: Final[tuple[Requirement, ...]] = (
     ),
 )
 """Every requirement of the SR PFS, in its order."""
-
-
-def _cloud(item: Item) -> Verdict:
-    roles = _roles(item)
-    if "cloud" not in roles:
-        return _no("no cloud asset (no cloud step or steps.quality off)")
-    prob = "CLOUD_PROB" in item.get("assets", {})
-    return Verdict(
-        True,
-        prob,
-        "asset with role cloud"
-        + ("" if prob else "; Goal: no cloud probability (s2cloudless did not run)"),
-    )
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import rasterio.errors
 from odc.geo.geobox import GeoBox
 
 from .. import __version__
-from ..angles import ANGLE_BANDS, granule_metadata_href, read_granule_metadata
+from ..angles import ANGLE_BANDS, granule_metadata_asset, read_granule_metadata
 from ..bands import S2_BANDS
 from ..catalog import (
     CLOUD_REFERENCE_ASSET,
@@ -232,18 +232,19 @@ def read_angles(
     """The per-pixel sun and view angles of ``item`` on ``gbox`` (:data:`ANGLE_BANDS`),
     interpolated from its granule metadata's 5 km grids; None and why when it has none or it
     cannot be read."""
-    href = granule_metadata_href(item)
+    found = granule_metadata_asset(item)
+    if found is None:
+        return None, "the source item has no granule metadata (MTD_TL.xml) asset", []
     try:
         got = read_granule_metadata(item)
     except Stac2CubeError as exc:
         log.warning("%s: granule metadata not read: %s", item.id, exc)
         return None, f"granule metadata not read: {exc}", []
-    if got is None or href is None:
-        return None, "the source item has no granule metadata (MTD_TL.xml) asset", []
+    assert got is not None  # the item has the asset
     grids, _ = got
     layer = AuxLayer(grids.on(gbox), gbox, ANGLE_BANDS, grids.source)
-    record = InputRecord(f"{name}:granule_metadata", "granule_metadata", href, item.id)
-    return layer, "", [record]
+    key, asset = found  # the href as the item gives it, as for every input
+    return layer, "", [InputRecord(f"{name}:granule_metadata", key, asset.href, item.id)]
 
 
 def _read_aux_bands(

@@ -56,25 +56,32 @@ QA_BITS: Final[tuple[QaBit, ...]] = (
 QA_NODATA: Final = 1
 """``QA`` of a pixel without data: only bit 0 set."""
 
-FLAG_LAYERS: Final[Mapping[str, tuple[str, str]]] = {
-    "CLOUD": ("cloud", "cloud (1) or not (0), from the cloud step's CLOUD_MASK"),
-    "CLOUD_SHADOW": ("cloud-shadow", "cloud shadow (1) or not (0), from CLOUD_MASK"),
-    "SNOW_ICE": ("snow-ice", "snow or ice (1) or not (0): Sen2Cor SCL class 11 of the source"),
-    "LAND_WATER": ("land-water", "water (1) or land (0): Sen2Cor SCL class 6 of the source"),
+FLAG_LAYERS: Final[Mapping[str, tuple[str, str, str]]] = {
+    "CLOUD": ("cloud", "cloud", "cloud (1) or not (0), from the cloud step's CLOUD_MASK"),
+    "CLOUD_SHADOW": (
+        "cloud-shadow",
+        "cloud_shadow",
+        "cloud shadow (1) or not (0), from CLOUD_MASK",
+    ),
+    "SNOW_ICE": (
+        "snow-ice",
+        "snow_ice",
+        "snow or ice (1) or not (0): Sen2Cor SCL class 11 of the source",
+    ),
+    "LAND_WATER": (
+        "land-water",
+        "water",
+        "water (1) or land (0): Sen2Cor SCL class 6 of the source",
+    ),
     "INCOMPLETE_TESTING": (
         "incomplete-testing",
+        "incomplete_testing",
         "1 where a configured cloud test could not run (no L1C, no clear-sky reference, nodata "
         "in an input, no cloud step), 0 where every test ran",
     ),
 }
-"""The one-flag layers: asset key → (CEOS-ARD role, description)."""
-FLAG_NAMES: Final[Mapping[str, str]] = {
-    "CLOUD": "cloud",
-    "CLOUD_SHADOW": "cloud_shadow",
-    "SNOW_ICE": "snow_ice",
-    "LAND_WATER": "water",
-    "INCOMPLETE_TESTING": "incomplete_testing",
-}
+"""The one-flag layers: asset key → (CEOS-ARD role, flag name as in :data:`QA_BITS`,
+description)."""
 ANGLE_LAYERS: Final[Mapping[str, tuple[str, str]]] = {
     "SUN_ELEVATION": ("sun-elevation", "sun elevation angle"),
     "SUN_AZIMUTH": ("sun-azimuth", "sun azimuth angle"),
@@ -123,8 +130,7 @@ def layer_infos(
             bitfields=dict(enumerate(bands)),
         ),
     }
-    for key, (role, text) in FLAG_LAYERS.items():
-        name = FLAG_NAMES[key]
+    for key, (role, name, text) in FLAG_LAYERS.items():
         infos[key] = LayerInfo(
             nodata=MASK_FILL,
             classes={0: f"not_{name}", 1: name},
@@ -247,19 +253,20 @@ def quality_layers(
         low_sun = np.zeros(shape, dtype=bool)
         no_angles = np.ones(shape, dtype=bool)
 
+    flags = {
+        "cloud": cloud,
+        "cloud_shadow": shadow,
+        "snow_ice": snow,
+        "water": water,
+        "saturation": saturated,
+        "incomplete_testing": incomplete,
+        "low_sun": low_sun,
+        "no_scl": no_scl,
+        "no_angles": no_angles,
+    }
     qa = np.zeros(shape, dtype=np.uint16)
-    for bit, flag in (
-        (1, cloud),
-        (2, shadow),
-        (3, snow),
-        (4, water),
-        (5, saturated),
-        (6, incomplete),
-        (7, low_sun),
-        (8, no_scl),
-        (9, no_angles),
-    ):
-        qa |= flag.astype(np.uint16) << np.uint16(bit)
+    for b in QA_BITS[1:]:  # bit 0, nodata, is the whole value below
+        qa |= flags[b.name].astype(np.uint16) << np.uint16(b.bit)
     gone = nodata & ~saturated
     qa[gone] = QA_NODATA
 
@@ -268,7 +275,6 @@ def quality_layers(
         out[unknown] = MASK_FILL
         return out
 
-    cloud_unknown = gone | (mask_a == MASK_NODATA if mask_a is not None else True)
     scl_unknown = gone | no_scl
     layers: dict[str, np.ndarray] = {
         "QA": qa,
@@ -279,8 +285,9 @@ def quality_layers(
         layers["SNOW_ICE"] = flag_layer(snow, scl_unknown)
         layers["LAND_WATER"] = flag_layer(water, scl_unknown)
     if mask_a is not None:
-        layers["CLOUD"] = flag_layer(cloud, np.asarray(cloud_unknown))
-        layers["CLOUD_SHADOW"] = flag_layer(shadow, np.asarray(cloud_unknown))
+        cloud_unknown = gone | (mask_a == MASK_NODATA)
+        layers["CLOUD"] = flag_layer(cloud, cloud_unknown)
+        layers["CLOUD_SHADOW"] = flag_layer(shadow, cloud_unknown)
     if write_angles and angles is not None:
         zen, saz, vzen, vaz = (np.asarray(a, dtype=np.float32) for a in angles)
         layers["SUN_ELEVATION"] = _angle_u16(np.float32(90.0) - zen)
