@@ -20,11 +20,13 @@ Figures written to ``benchmarks/results/incremental.json`` (targets from issue #
   ``dask_speedup_running_cluster`` is the same 10 km run against a cluster that is already up
   (``run.executor: <scheduler address>``; its workers imported the pipeline when they started):
   the client's connection, search, commits and index are timed, starting the cluster is not.
-* ``open_1000_items_s`` (< 1 s): opening a 1,000-item catalog as a lazy cube with the faster of
-  the two views (named in ``open_1000_items_view``); ``open_1000_items_s_by_view`` has each:
-  ``open_kerchunk_cube`` (kerchunk references) and ``open_cube`` (odc-stac) without and with the
-  stac-geoparquet index (:mod:`stac2cube.catalog.index`). The items are clones of one processed
-  item (new ids and datetimes) pointing at the same COGs.
+* ``open_1000_items_s`` (< 1 s): opening a 1,000-item catalog as a lazy cube with the fastest
+  view (named in ``open_1000_items_view``); ``open_1000_items_s_by_view`` has each:
+  ``open_virtual_cube`` (the versioned Icechunk cube, HEAD), ``open_kerchunk_cube`` (the kerchunk
+  export) and ``open_cube`` (odc-stac) without and with the stac-geoparquet index
+  (:mod:`stac2cube.catalog.index`). The items are clones of one processed item (new ids and
+  datetimes, its COGs hard-linked into each clone's folder); their virtual cube is built with
+  ``rebuild_virtual_cube``.
 * ``kerchunk_vs_odc_read_ratio`` (>= 0.8): throughput of reading the same pixels through the
   kerchunk view over that of the odc-stac view (catalog grid, warm file cache, median).
 * ``crash_trials`` / ``crash_trials_passed``: ``stac2cube run`` (12 scenes) in a subprocess
@@ -101,10 +103,14 @@ def worker_run(config: str, warm: bool = False) -> dict[str, Any]:
 
 
 def worker_open(catalog: str) -> dict[str, Any]:
-    """Time ``catalog_items`` and a lazy ``open_cube`` of a catalog (imports warmed first)."""
-    import odc.stac  # noqa: F401  (import cost is not what is measured)
+    """Time ``catalog_items`` and a lazy open of a catalog through each view: ``open_cube``
+    (odc-stac), ``open_kerchunk_cube`` and ``open_virtual_cube`` (imports warmed first)."""
+    import icechunk  # noqa: F401  (import costs are not what is measured)
+    import odc.stac  # noqa: F401
+    import virtual_tiff  # noqa: F401
+    import zarr  # noqa: F401
 
-    from stac2cube import open_cube, open_kerchunk_cube
+    from stac2cube import open_cube, open_kerchunk_cube, open_virtual_cube
     from stac2cube.catalog.index import read_index
     from stac2cube.cube.odc import catalog_items
 
@@ -118,14 +124,19 @@ def worker_open(catalog: str) -> dict[str, Any]:
     assert ds.sizes["time"] == n, (ds.sizes, n)
     t0 = time.perf_counter()
     vds = open_kerchunk_cube(catalog, ["B04", "B08"])
-    t_virtual = time.perf_counter() - t0
+    t_kerchunk = time.perf_counter() - t0
     assert vds.sizes["time"] == n, (vds.sizes, n)
+    t0 = time.perf_counter()
+    ids = open_virtual_cube(catalog, ["B04", "B08"])
+    t_icechunk = time.perf_counter() - t0
+    assert ids.sizes["time"] == n, (ids.sizes, n)
     return {
         "items": n,
         "indexed": indexed,
         "catalog_items_s": t_items,
         "open_cube_s": t_open,
-        "open_virtual_cube_s": t_virtual,
+        "open_kerchunk_cube_s": t_kerchunk,
+        "open_virtual_cube_s": t_icechunk,
     }
 
 
@@ -458,8 +469,8 @@ def bench_read(catalog: str, repeat: int) -> dict[str, Any]:
 
 def make_clone_catalog(base: Path, out: Path, n: int) -> Path:
     """A catalog of ``n`` items cloned from the first item of ``base`` (new ids and datetimes,
-    asset hrefs pointing at the original item's COGs), committed in one collection write, with
-    one kerchunk reference file per item."""
+    the original item's COGs hard-linked into each clone's folder), committed in one collection
+    write, with one kerchunk reference file per item (pointing at the original's COGs)."""
     import datetime as dt
 
     from stac2cube.catalog import CatalogStore
@@ -483,10 +494,14 @@ def make_clone_catalog(base: Path, out: Path, n: int) -> Path:
             clone["id"] = item_id
             when = t0 + dt.timedelta(hours=k)
             clone["properties"]["datetime"] = when.isoformat().replace("+00:00", "Z")
-            for asset in clone["assets"].values():
-                asset["href"] = f"../{orig_id}/{Path(asset['href']).name}"
             path = store.item_path(item_id)
             path.parent.mkdir(parents=True)
+            for asset in clone["assets"].values():  # hard links: the files of a real item
+                name = Path(asset["href"]).name
+                if "cloud-optimized" in str(asset.get("type", "")):
+                    os.link(store.item_dir(orig_id) / name, path.parent / name)
+                else:
+                    asset["href"] = f"../{orig_id}/{name}"
             path.write_text(json.dumps(clone))
         coll["links"].append(
             {"rel": "item", "href": f"./{item_id}/{item_id}.json", "type": "application/geo+json"}
@@ -504,11 +519,15 @@ def make_clone_catalog(base: Path, out: Path, n: int) -> Path:
 
 def bench_open(base: Path, tmp: Path, n: int, repeat: int) -> dict[str, Any]:
     from stac2cube.catalog.index import index_path, invalidate_index, write_index
+    from stac2cube.catalog.virtual import rebuild_virtual_cube
 
     cat = make_clone_catalog(base, tmp / "clones", n)
     t0 = time.perf_counter()
     write_index(cat)
     t_index = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rebuild_virtual_cube(cat)  # the clones' cube, as runs would have committed it
+    t_cube = time.perf_counter() - t0
     size = index_path(cat).stat().st_size
     runs: dict[str, list[dict[str, Any]]] = {"json": [], "index": []}
     for _ in range(repeat):
@@ -523,7 +542,8 @@ def bench_open(base: Path, tmp: Path, n: int, repeat: int) -> dict[str, Any]:
         return round(_median([r[key] for r in runs[kind]]), 3)
 
     by_view = {
-        "kerchunk_virtual_cube": med("index", "open_virtual_cube_s"),
+        "icechunk_virtual_cube": med("index", "open_virtual_cube_s"),
+        "kerchunk_export": med("index", "open_kerchunk_cube_s"),
         "odc_stac_with_index": med("index", "open_cube_s"),
         "odc_stac_without_index": med("json", "open_cube_s"),
     }
@@ -539,6 +559,7 @@ def bench_open(base: Path, tmp: Path, n: int, repeat: int) -> dict[str, Any]:
         },
         "open_items": n,
         "write_index_1000_items_s": round(t_index, 3),
+        "rebuild_virtual_cube_1000_items_s": round(t_cube, 1),
         "index_file_kb": round(size / 1024, 1),
     }
 

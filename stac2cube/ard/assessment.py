@@ -117,20 +117,27 @@ def assessment_document(counts: AssessmentCounts) -> dict[str, Any]:
 def write_assessment(store: CatalogStore) -> AssessmentCounts:
     """Write the collection's self-assessment and link it (and the CEOS-ARD fields) from the
     collection; returns the counts. Call it holding the catalog's lock."""
+    profile_collection(store)
     counts = count_summaries(collection_summaries(store))
     doc = assessment_document(counts)
-    coll_dir = store.collection_path.parent
-    write_json_atomic(coll_dir / ASSESSMENT_FILE, doc)
-    coll = store.read_collection()
-    changed = _collection_profile(coll)
-    if changed:
-        write_json_atomic(store.collection_path, coll)
+    write_json_atomic(store.collection_path.parent / ASSESSMENT_FILE, doc)
     log.info(
         "CEOS-ARD self-assessment: %d of %d item(s) meet every Threshold requirement",
         counts.every_threshold,
         counts.items,
     )
     return counts
+
+
+def profile_collection(store: CatalogStore) -> bool:
+    """Give the collection its CEOS-ARD summaries, links and extension (written only when that
+    changes it); whether it changed. The pipeline calls it before writing the catalog index,
+    which holds a copy of the collection and is used only while the two are equal."""
+    coll = store.read_collection()
+    changed = _collection_profile(coll)
+    if changed:
+        write_json_atomic(store.collection_path, coll)
+    return changed
 
 
 def _collection_profile(coll: dict[str, Any]) -> bool:
@@ -142,23 +149,25 @@ def _collection_profile(coll: dict[str, Any]) -> bool:
     summaries["ceosard:specification_version"] = [SPECIFICATION_VERSION]
     if CEOS_ARD_SCHEMA not in coll.setdefault("stac_extensions", []):
         coll["stac_extensions"].append(CEOS_ARD_SCHEMA)
-    links = [ln for ln in coll.get("links", []) if ln.get("rel") not in _RELS]
-    links.append(
+    wanted = [
         {
             "rel": "ceos-ard-specification",
             "href": SPECIFICATION_URL,
             "type": "application/pdf",
             "title": f"CEOS-ARD PFS Surface Reflectance {SPECIFICATION_VERSION}",
-        }
-    )
-    links.append(
+        },
         {
             "rel": "ceos-ard-assessment",
             "href": f"./{ASSESSMENT_FILE}",
             "type": "application/json",
             "title": "stac2cube's CEOS-ARD self-assessment of this collection",
-        }
-    )
+        },
+    ]
+    links = coll.get("links", [])
+    if [ln for ln in links if ln.get("rel") in _RELS] != wanted:
+        # left in place when already there: item links appended after them by later runs
+        # must not make the collection (and so the index written with it) change every run
+        links = [ln for ln in links if ln.get("rel") not in _RELS] + wanted
     coll["links"] = links
     return repr(coll) != before
 

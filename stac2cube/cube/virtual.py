@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import numpy as np
 
 from ..catalog.store import CatalogStore
-from ..catalog.virtual import BRANCH, ITEMS_GROUP, TAG_PREFIX, quiet_zarr, repository
+from ..catalog.virtual import (
+    BRANCH,
+    ITEMS_GROUP,
+    REMOVED_ATTR,
+    TAG_PREFIX,
+    quiet_zarr,
+    repository,
+)
 from ..errors import CatalogError
 
 if TYPE_CHECKING:
@@ -152,8 +159,12 @@ def open_virtual_cube(
         )
     if "item_id" not in ds.coords:
         raise CatalogError(f"the virtual cube of {root} holds no item yet")
-    ids = ds["item_id"].values
-    keep = np.asarray(ids != "", dtype=bool)
+    removed = ds.attrs.pop(REMOVED_ATTR, None)
+    if isinstance(removed, list):  # the steps removed items left: the ids stay lazy
+        keep = np.ones(ds.sizes["time"], dtype=bool)
+        keep[np.asarray(removed, dtype=np.int64)] = False
+    else:  # a cube written before the list
+        keep = np.asarray(ds["item_id"].values != "", dtype=bool)
     order = [str(n) for n in ds.attrs.get("stac2cube:assets", [])]
     order += sorted(str(n) for n in ds.data_vars if n not in order)
     names = list(bands) if bands else [n for n in order if ds[n].dims[1:] == ("y", "x")]
@@ -215,9 +226,7 @@ def _chunked(
     known: dict[tuple[Any, ...], tuple[tuple[int, ...], ...]],
 ) -> xr.DataArray:
     """``da`` as dask chunks aligned with its Zarr chunks (``"auto"``: many per task);
-    ``known`` keeps the chunk sizes of arrays already chunked (working them out is O(time))."""
-    from dask.array.core import normalize_chunks
-
+    ``known`` keeps the chunk sizes of arrays already chunked."""
     stored = tuple(da.encoding.get("chunks") or da.shape)
     wanted = tuple(
         (chunks or {}).get(str(d), "auto" if chunks is None else c)
@@ -225,12 +234,42 @@ def _chunked(
     )
     key = (wanted, da.shape, str(da.dtype), stored)
     if key not in known:
-        known[key] = normalize_chunks(  # type: ignore[no-untyped-call]
-            wanted, da.shape, dtype=da.dtype, previous_chunks=stored
-        )
+        known[key] = _dask_chunks(wanted, da.shape, da.dtype, stored)
     sizes = known[key]
     # a snapshot never changes: its id names the dask arrays (no hashing of the coordinates)
     return da.chunk(dict(zip(da.dims, sizes, strict=True)), token=f"{token}-{sizes}")
+
+
+_PROBE_STEPS = 4096
+
+
+def _dask_chunks(
+    wanted: tuple[Any, ...], shape: tuple[int, ...], dtype: Any, stored: tuple[int, ...]
+) -> tuple[tuple[int, ...], ...]:
+    """dask's ``normalize_chunks`` of ``wanted``, without its O(time) cost on a long time axis:
+    auto-chunking a stored chunk of one time step gives equal blocks of k steps (and the rest),
+    so k is worked out on a shorter axis and repeated; k as long as that axis: in full."""
+    from dask.array.core import normalize_chunks
+
+    def normalize(n: int) -> tuple[tuple[int, ...], ...]:
+        return normalize_chunks(  # type: ignore[no-untyped-call, no-any-return]
+            wanted, (n, *shape[1:]), dtype=dtype, previous_chunks=stored
+        )
+
+    import dask
+    from dask.utils import parse_bytes
+
+    n = shape[0]
+    step_bytes = max(1, math.prod(shape[1:]) * np.dtype(dtype).itemsize)
+    limit = parse_bytes(dask.config.get("array.chunk-size"))
+    steps = max(_PROBE_STEPS, 2 * math.ceil(limit / step_bytes))  # longer than one block
+    if n <= steps or wanted[0] != "auto" or stored[0] != 1:
+        return normalize(n)
+    probe = normalize(steps)
+    k = probe[0][0]
+    if k >= steps:
+        return normalize(n)
+    return ((k,) * (n // k) + ((n % k,) if n % k else ()), *probe[1:])
 
 
 def _encodings(session: icechunk.Session, names: Sequence[str]) -> np.ndarray:

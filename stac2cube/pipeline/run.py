@@ -11,7 +11,7 @@ from typing import Any
 
 import pystac
 
-from ..ard.assessment import write_assessment
+from ..ard.assessment import profile_collection, write_assessment
 from ..catalog import (
     CatalogStore,
 )
@@ -199,8 +199,10 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
             report(commit(result, task, item, existing, config, store, run_id))
         if planned or not index_path(store).exists():
             try:
+                # the index holds a copy of the collection: its final form goes in first
+                profile_collection(store)
                 write_index(store, reuse=previous_index, changed=planned)
-            except Stac2CubeError as exc:  # a missing index only slows reading
+            except (Stac2CubeError, OSError) as exc:  # a missing index only slows reading
                 log.warning("catalog index not written: %s", exc)
             finally:
                 if previous_index is not None:

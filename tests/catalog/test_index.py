@@ -244,3 +244,38 @@ def test_index_set_aside_during_commits_is_reused_then_gone(catalog: Path, tmp_p
     assert incremental == _rows(copy) and len(incremental) == 5
     assert set_aside_index(store) == aside
     assert aside in store.recover() and not aside.exists()
+
+
+def test_a_run_leaves_a_current_index_that_the_next_update_reuses(
+    sample: Sample, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The collection takes its final form (the CEOS-ARD links and summaries) before the index
+    is written with a copy of it, so the index is current after every run, and an update that
+    adds a scene reads one item JSON file, not all of them."""
+    feats = json.loads(sample.l2a_items_path.read_text())["features"]
+    items = tmp_path / "items.json"
+
+    def update(n: int) -> Path:
+        items.write_text(json.dumps({"type": "FeatureCollection", "features": feats[:n]}))
+        cfg = write_config(
+            tmp_path,
+            sample,
+            {"path": str(items)},
+            bands=["B04", "B08", "SCL"],
+            steps={"cloudmask": None},
+            run={"executor": "serial"},
+        )
+        summary = run(load_config(cfg))
+        assert summary.written == 1, summary.outcomes
+        return tmp_path / "catalog"
+
+    catalog = update(1)
+    assert read_index_table(catalog) is not None
+    before = json.loads(CatalogStore.open(catalog).collection_path.read_text())
+    assert {"ceos-ard-assessment", "ceos-ard-specification"} <= {
+        ln["rel"] for ln in before["links"]
+    }
+    with caplog.at_level(logging.INFO, logger="stac2cube.catalog.index"):
+        update(2)
+    assert read_index_table(catalog) is not None
+    assert "indexed 2 item(s)" in caplog.text and "(1 read from JSON)" in caplog.text

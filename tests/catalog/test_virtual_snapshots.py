@@ -105,3 +105,65 @@ def test_the_next_run_rebuilds_the_cube_of_a_moved_catalog(sample: Sample, tmp_p
         open_cube(moved / "catalog", ["B04"]),
     )
     np.testing.assert_array_equal(virtual.B04.values, odc.B04.values)
+
+
+def test_removed_items_leave_the_cube_and_readers_skip_their_steps(
+    sample: Sample, tmp_path: Path
+) -> None:
+    """An item removed from the cube leaves an empty time step that readers drop; the steps
+    are listed in the root attributes, so readers need not load every item id (a cube written
+    before the list is read through the ids, with the same result); a later append of the
+    item takes a new step."""
+    import zarr
+
+    from stac2cube.catalog.virtual import REMOVED_ATTR, commit_snapshot, repository
+
+    source = {"path": str(sample.l2a_items_path)}
+    run(
+        load_config(write_config(tmp_path, sample, source, bands=["B04", "B08", "SCL"], run=SERIAL))
+    )
+    catalog = tmp_path / "catalog"
+    store = CatalogStore.open(catalog)
+    full = open_virtual_cube(catalog)
+    ids = [str(i) for i in full.item_id.values]  # in time order
+    assert sorted(ids) == sorted(store.item_ids())
+    gone = commit_snapshot(store, "remove-one", removed=[ids[1]])
+    assert gone.removed == [ids[1]] and set(head_items(catalog)) == set(ids) - {ids[1]}
+
+    def attrs() -> dict[str, object]:
+        session = repository(catalog).readonly_session("main")
+        return dict(zarr.open_group(session.store, mode="r").attrs)
+
+    listed = attrs()[REMOVED_ATTR]
+    assert isinstance(listed, list) and len(listed) == 1
+    cube = open_virtual_cube(catalog)
+    assert list(cube.item_id.values) == [ids[0], *ids[2:]]
+    assert REMOVED_ATTR not in cube.attrs
+    np.testing.assert_array_equal(cube.B04.values, full.B04.isel(time=[0, 2, 3]).values)
+    # a cube written before the list: the ids say which steps are empty
+    repo = repository(catalog)
+    session = repo.writable_session("main")
+    del zarr.open_group(session.store, mode="r+").attrs[REMOVED_ATTR]
+    session.commit("as written before the list")
+    old = open_virtual_cube(catalog)
+    assert list(old.item_id.values) == [ids[0], *ids[2:]]
+    np.testing.assert_array_equal(old.B04.values, cube.B04.values)
+    # the item comes back on a new step; the list is made from the ids on the way
+    back = commit_snapshot(store, "back", changed=[ids[1]])
+    assert back.appended == [ids[1]] and attrs()[REMOVED_ATTR] == listed
+    again = open_virtual_cube(catalog)
+    assert list(again.item_id.values) == ids
+    np.testing.assert_array_equal(again.B04.values, full.B04.values)
+
+
+def test_sessions_do_not_preload_manifests(sample: Sample, tmp_path: Path) -> None:
+    """Icechunk's default preloads manifests of coordinate-like arrays when a session starts,
+    which held opening a 100,000-step cube up by a sixth of a second."""
+    from stac2cube.catalog.virtual import repository
+
+    source = {"path": str(sample.l2a_items_path), "max_items": 1}
+    run(
+        load_config(write_config(tmp_path, sample, source, bands=["B04", "B08", "SCL"], run=SERIAL))
+    )
+    preload = repository(tmp_path / "catalog").config.manifest.preload
+    assert preload is not None and preload.max_total_refs == 0

@@ -181,3 +181,21 @@ def test_items_encoded_differently_are_decoded_per_item(
         dn = raw.isel(time=t).values
         want = np.where(dn == -32768, np.nan, dn.astype("float32") * np.float32(scale) + offset)
         np.testing.assert_allclose(decoded.isel(time=t).values, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("steps", [4097, 100_008])
+@pytest.mark.parametrize("yx", [(122, 121), (1002, 1002), (10980, 10980), (4, 4)])
+@pytest.mark.parametrize("dtype", ["int16", "uint8", "float32"])
+def test_chunks_of_a_long_time_axis_are_dasks(steps: int, yx: tuple[int, int], dtype: str) -> None:
+    """The virtual cube's dask chunks, worked out on a short time axis and repeated, are the
+    ones dask's auto-chunking gives on the whole axis."""
+    from dask.array.core import normalize_chunks
+
+    from stac2cube.cube.virtual import _dask_chunks
+
+    for stored in ((1, 512, 512), (1, *yx)):
+        wanted = ("auto", "auto", "auto")
+        shape = (steps, *yx)
+        assert _dask_chunks(wanted, shape, np.dtype(dtype), stored) == normalize_chunks(
+            wanted, shape, dtype=np.dtype(dtype), previous_chunks=stored
+        ), stored
