@@ -54,6 +54,10 @@ BRANCH = "main"
 ITEMS_GROUP = "_items"
 REMOVED_ATTR = "stac2cube:removed_steps"
 """Root attribute: the time steps removed items left (their ``item_id`` is "")."""
+ENCODINGS_ATTR = "stac2cube:encodings"
+"""Root attribute: per asset, the (scale, offset, nodata) every item written so far shares
+(nodata as text: it may be NaN), or null once items differ; readers then need not load the
+per-item encoding records."""
 """Group of the per-time-step item records: ``version`` (of the item), ``linked_mtime``, and
 ``encoding`` (``time × asset × field``: each asset's scale, offset and nodata in that item)."""
 ENCODING_FIELDS = ("scale", "offset", "nodata")
@@ -488,6 +492,12 @@ def _commit_snapshot(
             root.attrs[REMOVED_ATTR] = sorted({*map(int, before), *gone})
     elif ids is not None and len(ids):  # a cube from before the list: listed once
         root.attrs[REMOVED_ATTR] = sorted({*np.flatnonzero(ids == "").tolist(), *gone})
+    shared = _shared_encodings(
+        [rec for _, rec in [*new, *replace.values()]],
+        None if fresh or ids is None else root.attrs.get(ENCODINGS_ATTR, _UNKNOWN),
+    )
+    if shared is not None:
+        root.attrs[ENCODINGS_ATTR] = shared
     if "stac2cube:assets" not in root.attrs and layouts:  # the items' asset order
         root.attrs["stac2cube:assets"] = list(layouts)
     sid = session.commit(
@@ -500,6 +510,30 @@ def _commit_snapshot(
         repo.create_tag(tag, sid)
     result.snapshot_id = sid
     return result
+
+
+_UNKNOWN = "unknown"
+
+
+def _shared_encodings(
+    recs: Sequence[xr.Dataset], before: Any
+) -> dict[str, list[str] | None] | None:
+    """The :data:`ENCODINGS_ATTR` after items with records ``recs`` were written into a cube
+    whose attribute was ``before`` (None: a cube started anew; :data:`_UNKNOWN`: a cube written
+    before the attribute, which keeps not having one); None: leave the attribute as it is."""
+    if before == _UNKNOWN or (before is not None and not isinstance(before, dict)):
+        return None
+    out: dict[str, list[str] | None] = dict(before or {})
+    for rec in recs:
+        table = np.asarray(rec["encoding"].values, dtype=np.float64)  # (time, asset, field)
+        for a, name in enumerate(str(n) for n in rec["asset"].values):
+            for row in table[:, a, :]:
+                triple = [repr(float(v)) for v in row]
+                if name not in out and before is None:
+                    out[name] = triple
+                elif out.get(name) != triple:
+                    out[name] = None
+    return out
 
 
 def head_versions(session: icechunk.Session, ids: np.ndarray | None) -> dict[str, str]:

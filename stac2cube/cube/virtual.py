@@ -23,6 +23,7 @@ import numpy as np
 from ..catalog.store import CatalogStore
 from ..catalog.virtual import (
     BRANCH,
+    ENCODINGS_ATTR,
     ITEMS_GROUP,
     REMOVED_ATTR,
     TAG_PREFIX,
@@ -186,7 +187,13 @@ def open_virtual_cube(
     if (ydim, xdim) != ("y", "x"):  # the bands of another grid, on their own dimensions
         ds = ds.drop_vars([d for d in ("y", "x") if d in ds.variables])
         ds = ds.rename({ydim: "y", xdim: "x"})
-    encodings = _encodings(session, names)  # (time, band, field)
+    shared = ds.attrs.pop(ENCODINGS_ATTR, None)
+    if isinstance(shared, dict) and all(shared.get(n) for n in names):
+        # every item shares each band's encoding: the records need not be read
+        triples = [[float(v) for v in shared[n]] for n in names]
+        encodings = np.broadcast_to(np.array(triples), (ds.sizes["time"], len(names), 3))
+    else:
+        encodings = _encodings(session, names)  # (time, band, field)
     if not keep.all():
         ds, encodings = ds.isel(time=keep), encodings[keep]
     if not ds.indexes["time"].is_monotonic_increasing:

@@ -183,6 +183,55 @@ def test_items_encoded_differently_are_decoded_per_item(
         np.testing.assert_allclose(decoded.isel(time=t).values, want, rtol=1e-6)
 
 
+def test_an_item_reprocessed_with_another_encoding_ends_the_shared_one(
+    versions: dict[str, Any], tmp_path: Path
+) -> None:
+    """The cube's root attributes keep each band's encoding while every item shares it (an
+    open then reads no encoding records); an item replaced with another encoding ends that,
+    and raw values are refused as when the items differed from the start."""
+    import zarr
+
+    from stac2cube.catalog.virtual import ENCODINGS_ATTR, rebuild_virtual_cube
+
+    catalog = tmp_path / "catalog"
+    shutil.copytree(versions["catalog"], catalog)
+    shutil.rmtree(cube_dir(catalog))
+    rebuild_virtual_cube(catalog)
+
+    def shared() -> dict[str, Any]:
+        session = repository(catalog).readonly_session("main")
+        return dict(zarr.open_group(session.store, mode="r").attrs)[ENCODINGS_ATTR]
+
+    assert shared()["B04"] == ["0.0001", "0.0", "-32768.0"]
+    before = open_virtual_cube(catalog, ["B04"])
+    assert before.B04.attrs["scale_factor"] == 0.0001 and ENCODINGS_ATTR not in before.attrs
+    # a cube written before the attribute reads the records, with the same result
+    session = repository(catalog).writable_session("main")
+    del zarr.open_group(session.store, mode="r+").attrs[ENCODINGS_ATTR]
+    session.commit("as written before the attribute")
+    old = open_virtual_cube(catalog, ["B04"])
+    assert old.B04.attrs == before.B04.attrs
+    np.testing.assert_array_equal(old.B04.values, before.B04.values)
+    rebuild_virtual_cube(catalog)
+    store = CatalogStore.open(catalog)
+    first = store.item_ids()[0]
+    doc = store.read_item(first)
+    assert doc is not None
+    rb = doc["assets"]["B04"]["raster:bands"][0]
+    rb["scale"], rb["offset"] = 0.0002, -0.1
+    doc["properties"]["stac2cube:finished"] = "2031-01-01T00:00:00Z"  # a new version
+    store.item_path(first).write_text(json.dumps(doc))
+    assert commit_snapshot(store, "reprocessed", [first]).replaced == [first]
+    assert shared()["B04"] is None and shared()["B02"] == ["0.0001", "0.0", "-32768.0"]
+    with pytest.raises(CatalogError, match=r"B04 is encoded differently"):
+        open_virtual_cube(catalog, ["B04"])
+    decoded = open_virtual_cube(catalog, ["B04"], decode=True).B04
+    t = list(decoded.item_id.values).index(first)
+    dn = before.B04.isel(time=t).values
+    want = np.where(dn == -32768, np.nan, dn.astype("float32") * np.float32(0.0002) - 0.1)
+    np.testing.assert_allclose(decoded.isel(time=t).values, want, rtol=1e-6)
+
+
 @pytest.mark.parametrize("steps", [4097, 100_008])
 @pytest.mark.parametrize("yx", [(122, 121), (1002, 1002), (10980, 10980), (4, 4)])
 @pytest.mark.parametrize("dtype", ["int16", "uint8", "float32"])
