@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 
 def _register_codecs() -> None:
-    import virtual_tiff  # noqa: F401  (registers the TIFF codecs with zarr)
+    from .codecs import register_codecs
+
+    register_codecs()  # virtual-tiff's TIFF codecs, deflate decoded by libdeflate
 
 
 BAND_VAR = "bands"

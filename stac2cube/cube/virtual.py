@@ -152,7 +152,9 @@ def open_virtual_cube(
 
     root = CatalogStore.open(catalog).root
     session = readonly_session(root, version)
-    import virtual_tiff  # noqa: F401  (registers the TIFF codecs with zarr)
+    from .codecs import register_codecs
+
+    register_codecs()  # virtual-tiff's TIFF codecs, deflate decoded by libdeflate
 
     with quiet_zarr():
         ds = xr.open_zarr(
