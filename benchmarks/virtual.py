@@ -5,7 +5,7 @@ Figures written to ``benchmarks/results/virtual.json`` (targets from issue #19):
 
 * ``open_s_by_items`` (< 1 s at 100,000 items, not growing with N): a lazy
   ``open_virtual_cube`` of HEAD, all bands, in a fresh process (imports before the clock),
-  median of repeats; ``open_s_by_items_one_band`` the same for one band.
+  median of 5 processes (``--quick``: 2); ``open_s_by_items_one_band`` the same for one band.
 * ``commit_s_per_item``: ``commit_snapshot`` of a fixed update, ``update_items`` real items
   appended, on top of each cube size, per item (median of repeats); the same update also
   replaces (``commit_replace_s_per_item``) and removes them (``commit_remove_s_per_item``).
@@ -725,7 +725,7 @@ def main() -> None:
         if "scale" in only:
             t0 = time.perf_counter()
             sizes = [1_000, 10_000] if quick else [1_000, 10_000, 100_000]
-            results.update(bench_scale(tmp, sizes, 2 if quick else 3, n_real=4, k=8))
+            results.update(bench_scale(tmp, sizes, 2 if quick else 5, n_real=4, k=8))
             timings["scale"] = time.perf_counter() - t0
             save()
             shutil.rmtree(tmp / "scale")

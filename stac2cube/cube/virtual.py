@@ -189,6 +189,18 @@ def open_virtual_cube(
     if (ydim, xdim) != ("y", "x"):  # the bands of another grid, on their own dimensions
         ds = ds.drop_vars([d for d in ("y", "x") if d in ds.variables])
         ds = ds.rename({ydim: "y", xdim: "x"})
+    # one selection of the time steps kept, in time order (removed items left empty steps; an
+    # update may append scenes older than those already in the cube)
+    steps = None if keep.all() else np.flatnonzero(keep)
+    times = ds["time"].values if steps is None else ds["time"].values[steps]
+    if len(times) > 1 and not (times[1:] >= times[:-1]).all():
+        by_time = np.argsort(times, kind="stable")
+        if (times[by_time][1:] == times[by_time][:-1]).any():  # ties: by item id (slower)
+            ids = ds["item_id"].values if steps is None else ds["item_id"].values[steps]
+            by_time = np.lexsort((ids, times))
+        steps = by_time if steps is None else steps[by_time]
+    if steps is not None:
+        ds = ds.isel(time=steps)
     shared = ds.attrs.pop(ENCODINGS_ATTR, None)
     if isinstance(shared, dict) and all(shared.get(n) for n in names):
         # every item shares each band's encoding: the records need not be read
@@ -196,14 +208,7 @@ def open_virtual_cube(
         encodings = np.broadcast_to(np.array(triples), (ds.sizes["time"], len(names), 3))
     else:
         encodings = _encodings(session, names)  # (time, band, field)
-    if not keep.all():
-        ds, encodings = ds.isel(time=keep), encodings[keep]
-    if not ds.indexes["time"].is_monotonic_increasing:
-        times = ds["time"].values
-        by_time = np.argsort(times, kind="stable")
-        if (times[by_time][1:] == times[by_time][:-1]).any():  # ties: by item id (slower)
-            by_time = np.lexsort((ds["item_id"].values, times))
-        ds, encodings = ds.isel(time=by_time), encodings[by_time]
+        encodings = encodings if steps is None else encodings[steps]
     sizes: dict[tuple[Any, ...], tuple[tuple[int, ...], ...]] = {}  # bands share their chunking
     for b, name in enumerate(names):
         da = _chunked(ds[name], chunks, f"{session.snapshot_id}-{name}-{keep.all()}", sizes)

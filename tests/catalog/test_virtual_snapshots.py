@@ -167,3 +167,38 @@ def test_sessions_do_not_preload_manifests(sample: Sample, tmp_path: Path) -> No
     )
     preload = repository(tmp_path / "catalog").config.manifest.preload
     assert preload is not None and preload.max_total_refs == 0
+
+
+def test_time_steps_out_of_order_and_tied_are_sorted(sample: Sample, tmp_path: Path) -> None:
+    """Items appended out of time order (an update that backfills older scenes) and items that
+    share a time come out sorted by time, then by item id, also with a removed step."""
+    import json
+
+    from stac2cube.catalog.virtual import commit_snapshot, rebuild_virtual_cube
+
+    source = {"path": str(sample.l2a_items_path)}
+    run(
+        load_config(write_config(tmp_path, sample, source, bands=["B04", "B08", "SCL"], run=SERIAL))
+    )
+    catalog = tmp_path / "catalog"
+    store = CatalogStore.open(catalog)
+    ids = store.item_ids()  # the order they are appended in by a rebuild
+    assert len(ids) == 4
+    times = ["2023-07-01T10:00:00Z", "2023-06-01T10:00:00Z", "2023-06-15T10:00:00Z"]
+    times.append(times[2])  # a tie with the third
+    for item_id, when in zip(ids, times, strict=True):
+        doc = store.read_item(item_id)
+        assert doc is not None
+        doc["properties"]["datetime"] = when
+        store.item_path(item_id).write_text(json.dumps(doc))
+    rebuild_virtual_cube(catalog)
+    cube = open_virtual_cube(catalog, ["B04"])
+    tied = sorted([ids[2], ids[3]])
+    assert list(cube.item_id.values) == [ids[1], *tied, ids[0]]
+    assert cube.indexes["time"].is_monotonic_increasing
+    by_id = {str(i): cube.B04.isel(time=k).values for k, i in enumerate(cube.item_id.values)}
+    commit_snapshot(store, "remove-one", removed=[ids[1]])
+    after = open_virtual_cube(catalog, ["B04"])
+    assert list(after.item_id.values) == [*tied, ids[0]]
+    for k, item_id in enumerate(after.item_id.values):
+        np.testing.assert_array_equal(after.B04.isel(time=k).values, by_id[str(item_id)])
