@@ -28,6 +28,8 @@ from ..steps.cloudmask import TEMPORAL_BAND, CloudMaskConfig
 from .images import (
     MIN_TEXTURE,
     ReferenceChoice,
+    candidate_order,
+    candidate_scores,
     choose_reference,
     refresh_window,
     reproject_reference,
@@ -229,9 +231,18 @@ def _build(
             data = reproject_reference(spec.path, spec.geobox, spec.band_index)
             sources: tuple[str, ...] = (str(spec.parameters["path"]),)
         else:
-            cands, times = reference_candidates(read, items, spec.band, 2 * spec.scenes)
             mode = cast(ReferenceChoice, spec.mode)
-            data, sources = choose_reference(cands, mode, spec.scenes, min_texture=spec.min_texture)
+            cands, times, scores = reference_candidates(
+                read,
+                items,
+                spec.band,
+                2 * spec.scenes,
+                keep=1 if mode == "clearest" else spec.scenes,
+                min_texture=spec.min_texture,
+            )
+            data, sources = choose_reference(
+                cands, mode, spec.scenes, min_texture=spec.min_texture, scores=scores
+            )
             when = median_time([times[s] for s in sources])
     except Stac2CubeError as exc:
         log.warning("cannot build %s: %s", what, exc)
@@ -272,14 +283,32 @@ def bad_pixels(scene: Scene) -> np.ndarray | None:
 
 
 def reference_candidates(
-    read: CandidateReader, items: Sequence[pystac.Item], band: str, n: int
-) -> tuple[list[tuple[str, np.ndarray, np.ndarray | None]], dict[str, dt.datetime | None]]:
+    read: CandidateReader,
+    items: Sequence[pystac.Item],
+    band: str,
+    n: int,
+    *,
+    keep: int | None = None,
+    min_texture: float = MIN_TEXTURE,
+) -> tuple[
+    list[tuple[str, np.ndarray, np.ndarray | None]],
+    dict[str, dt.datetime | None],
+    list[tuple[float, float]],
+]:
     """``(id, band, bad pixels)`` of the ``n`` (at least 3) items with the lowest provider cloud
-    cover that ``read`` can read, and the items' acquisition times."""
+    cover that ``read`` can read, the items' acquisition times, and each kept candidate's
+    :func:`candidate_scores`.
+
+    ``keep``: only the best ``keep`` candidates in :func:`choose_reference`'s order are kept
+    (in the order they were read) and the others' pixels dropped as soon as a better one is
+    read: the reference is the same, and a run holds ``keep`` bands instead of ``n`` (600 MB
+    each for a 10980 px tile)."""
     ranked = sorted(items, key=lambda it: float(it.properties.get("eo:cloud_cover", 100.0)))
     out: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+    scores: list[tuple[float, float]] = []
+    order: list[tuple[bool, float, float, int]] = []
     times: dict[str, dt.datetime | None] = {}
-    for item in ranked[: max(n, 3)]:
+    for k, item in enumerate(ranked[: max(n, 3)]):
         try:
             scene = read(item)
         except Stac2CubeError as exc:
@@ -287,6 +316,17 @@ def reference_candidates(
             continue
         if band not in scene.bands:
             raise ConfigError(f"the reference band {band} is not in `bands`; add it there")
-        out.append((item.id, scene.bands[band], bad_pixels(scene)))
+        bad = bad_pixels(scene)
+        data = scene.bands[band]
+        del scene  # the other bands and layers
         times[item.id] = item.datetime
-    return out, times
+        score = candidate_scores(data, bad)
+        out.append((item.id, data, bad))
+        scores.append(score)
+        order.append(candidate_order(score, k, min_texture))
+        if keep is not None and len(out) > keep:
+            worst = max(range(len(out)), key=order.__getitem__)
+            log.debug("reference candidate %s dropped: %d better ones held", out[worst][0], keep)
+            for held in (out, scores, order):
+                del held[worst]
+    return out, times, scores

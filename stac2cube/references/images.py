@@ -131,12 +131,30 @@ def clear_fraction(band: np.ndarray, bad: np.ndarray | None = None) -> float:
     return float(ok.mean())
 
 
+def candidate_scores(band: np.ndarray, bad: np.ndarray | None = None) -> tuple[float, float]:
+    """``(clear fraction, texture)`` of a reference candidate: what :func:`choose_reference`
+    ranks by (:func:`clear_fraction`, :func:`texture_score` of its clear pixels)."""
+    frac = clear_fraction(band, bad)
+    return frac, texture_score(band, bad) if frac > 0 else 0.0
+
+
+def candidate_order(
+    scores: tuple[float, float], index: int, min_texture: float = MIN_TEXTURE
+) -> tuple[bool, float, float, int]:
+    """The sort key of :func:`choose_reference`: textured candidates first, then by clear
+    fraction, then texture, then ``index``. Candidates without a clear pixel sort after all
+    others, so the best ``n`` of a stream of candidates can be kept as they come."""
+    frac, tex = scores
+    return (not tex >= min_texture, -frac, -tex, index)
+
+
 def choose_reference(
     candidates: Sequence[tuple[str, np.ndarray, np.ndarray | None]],
     mode: ReferenceChoice = "clearest",
     n: int = 5,
     *,
     min_texture: float = MIN_TEXTURE,
+    scores: Sequence[tuple[float, float]] | None = None,
 ) -> tuple[F32, tuple[str, ...]]:
     """Build a reference band from ``(id, band, bad)`` candidates on one grid.
 
@@ -151,6 +169,8 @@ def choose_reference(
       out noise and phenology but also blurs whatever misregistration the dates have among
       themselves, so it is best built from already co-registered scenes.
 
+    ``scores``: each candidate's :func:`candidate_scores`, when already worked out.
+
     Raises :class:`~stac2cube.errors.ConfigError` for an unknown ``mode`` or ``n < 1``, and
     :class:`~stac2cube.errors.NoOverlapError` when no candidate has a clear pixel.
     """
@@ -161,17 +181,18 @@ def choose_reference(
     if not candidates:
         raise NoOverlapError("no candidate scene for the co-registration reference")
     shape = np.asarray(candidates[0][1]).shape
+    if scores is not None and len(scores) != len(candidates):
+        raise ValueError(f"{len(scores)} scores for {len(candidates)} reference candidates")
     ranked: list[tuple[bool, float, float, int]] = []
     for i, (cid, band, bad) in enumerate(candidates):
         if np.asarray(band).shape != shape:
             raise ValueError(
                 f"reference candidate {cid!r} has shape {np.asarray(band).shape}, expected {shape}"
             )
-        frac = clear_fraction(band, bad)
-        tex = texture_score(band, bad) if frac > 0 else 0.0
+        frac, tex = candidate_scores(band, bad) if scores is None else scores[i]
         ranked.append((tex >= min_texture, frac, tex, i))
         log.debug("reference candidate %s: clear %.3f, texture %.4f", cid, frac, tex)
-    ranked.sort(key=lambda r: (not r[0], -r[1], -r[2], r[3]))
+    ranked.sort(key=lambda r: candidate_order((r[1], r[2]), r[3], min_texture))
     usable = [r for r in ranked if r[1] > 0.0]
     if not usable:
         raise NoOverlapError(
@@ -298,6 +319,8 @@ __all__ = [
     "MIN_TEXTURE",
     "WHITE_NOISE_TEXTURE",
     "ReferenceChoice",
+    "candidate_order",
+    "candidate_scores",
     "choose_reference",
     "clear_fraction",
     "noise_sigma",

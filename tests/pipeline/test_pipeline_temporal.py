@@ -159,8 +159,8 @@ def test_a_failed_refresh_is_recorded_and_its_scenes_skip_the_test(
     store = _store(cfg)
     v1 = store.reference_versions(CLOUD_REFERENCE_ASSET)
 
-    def no_candidates(*args: Any, **kwargs: Any) -> tuple[list[Any], dict[str, Any]]:
-        return [], {}
+    def no_candidates(*args: Any, **kwargs: Any) -> tuple[list[Any], dict[str, Any], list[Any]]:
+        return [], {}, []
 
     monkeypatch.setattr(build, "reference_candidates", no_candidates)
     summary = run(_update(path, dates[0], dates[3]))
@@ -186,7 +186,7 @@ def test_without_any_reference_the_test_is_skipped_and_recorded(
     path = _config(
         tmp_path, sample, sample.l2a_items_path, dates[0], dates[0], {"cloudmask": TEMPORAL}
     )
-    monkeypatch.setattr(build, "reference_candidates", lambda *a, **k: ([], {}))
+    monkeypatch.setattr(build, "reference_candidates", lambda *a, **k: ([], {}, []))
     cfg = load_config(path)
     assert run(cfg).written == 1
     store = _store(cfg)
@@ -210,7 +210,7 @@ def test_a_scene_masked_without_the_reference_is_redone_once_it_exists(
         tmp_path, sample, sample.l2a_items_path, dates[0], dates[0], {"cloudmask": TEMPORAL}
     )
     with monkeypatch.context() as m:
-        m.setattr(build, "reference_candidates", lambda *a, **k: ([], {}))
+        m.setattr(build, "reference_candidates", lambda *a, **k: ([], {}, []))
         assert run(load_config(path)).written == 1
     store = _store(load_config(path))
     assert _temporal(store, ids[0])["status"].startswith("skipped: the catalog has no")
