@@ -52,14 +52,14 @@ LINKS_DIR = "cogs"
 """Directory (in ``CUBE_DIR``) of the COG links the snapshots' references point to."""
 BRANCH = "main"
 ITEMS_GROUP = "_items"
+"""Group of the per-time-step item records: ``version`` (of the item), ``linked_mtime``, and
+``encoding`` (``time × asset × field``: each asset's scale, offset and nodata in that item)."""
 REMOVED_ATTR = "stac2cube:removed_steps"
 """Root attribute: the time steps removed items left (their ``item_id`` is "")."""
 ENCODINGS_ATTR = "stac2cube:encodings"
 """Root attribute: per asset, the (scale, offset, nodata) every item written so far shares
 (nodata as text: it may be NaN), or null once items differ; readers then need not load the
 per-item encoding records."""
-"""Group of the per-time-step item records: ``version`` (of the item), ``linked_mtime``, and
-``encoding`` (``time × asset × field``: each asset's scale, offset and nodata in that item)."""
 ENCODING_FIELDS = ("scale", "offset", "nodata")
 TAG_PREFIX = "run-"
 """A run's snapshot is tagged ``run-<run id>``."""
@@ -490,7 +490,7 @@ def _commit_snapshot(
     elif isinstance(before, list):
         if gone:
             root.attrs[REMOVED_ATTR] = sorted({*map(int, before), *gone})
-    elif ids is not None and len(ids):  # a cube from before the list: listed once
+    elif len(ids):  # a cube from before the list (its ids were read): listed once
         root.attrs[REMOVED_ATTR] = sorted({*np.flatnonzero(ids == "").tolist(), *gone})
     shared = _shared_encodings(
         [rec for _, rec in [*new, *replace.values()]],

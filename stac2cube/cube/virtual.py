@@ -263,15 +263,14 @@ def _dask_chunks(
     """dask's ``normalize_chunks`` of ``wanted``, without its O(time) cost on a long time axis:
     auto-chunking a stored chunk of one time step gives equal blocks of k steps (and the rest),
     so k is worked out on a shorter axis and repeated; k as long as that axis: in full."""
+    import dask
     from dask.array.core import normalize_chunks
+    from dask.utils import parse_bytes
 
     def normalize(n: int) -> tuple[tuple[int, ...], ...]:
         return normalize_chunks(  # type: ignore[no-untyped-call, no-any-return]
             wanted, (n, *shape[1:]), dtype=dtype, previous_chunks=stored
         )
-
-    import dask
-    from dask.utils import parse_bytes
 
     n = shape[0]
     step_bytes = max(1, math.prod(shape[1:]) * np.dtype(dtype).itemsize)
