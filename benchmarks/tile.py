@@ -9,7 +9,10 @@ recorded as failed with its peak, never left to exhaust the machine):
   the side): ``none`` (no step), ``cloudmask_global`` (cloud mask + global co-registration),
   ``cloudmask_local`` (cloud mask + local co-registration);
 * the floor: rio-cogeo alone on the same bands, grid and profile (``benchmarks/ingest.py``);
-* two tile scenes on a local Dask cluster of 2 workers against 1 (no step).
+* two tile scenes on a local Dask cluster of 2 workers against 1 (no step);
+* ``reference``: the co-registration reference built from candidate scenes (``clearest`` of
+  the two tile scenes, each masked by the cloud step), as a first run builds it on the client,
+  on the whole tile and on its sixteenth.
 
 ``none``, the floor and the Dask runs are repeated (``--repeat``, medians). The tile is
 generated block by block (``--gen-block`` px squares, each a sample scene of its own seed and
@@ -67,6 +70,12 @@ SECONDS_PER_MPX = {"none": 0.62, "cloudmask_global": 1.83, "cloudmask_local": 6.
 """Seconds per million pixels on 2 cores (the full tile in ``tile.json``, streamed), for the
 estimate printed at the start when no earlier result of this script is at hand."""
 DASK_SCENES = 2
+REFERENCE_STEPS: dict[str, Any] = {
+    "cloudmask": {},
+    "coreg": {"mode": "global", "reference": "clearest"},
+}
+"""The ``reference`` part: a reference built from candidate scenes, not from the file the
+configurations match against."""
 MIN_AVAILABLE_MB = 2048
 """A measurement is stopped when the machine's available memory falls below this (others work
 on it too), whatever its own cap."""
@@ -303,6 +312,50 @@ def worker_reference(config: str) -> dict[str, Any]:
     ensure_reference(spec, cfg, [], store, "tile-benchmark", _no_candidates)
     assert store.reference_versions(spec.key), "the reference was not built (see the log)"
     return {"seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()}
+
+
+def worker_candidates(config: str) -> dict[str, Any]:
+    """Build the co-registration reference of ``config`` from its candidate scenes, as the
+    first run over a catalog does (search, L1C twins, the candidates read and masked by the
+    cloud step, the best kept, the reference written)."""
+    from stac2cube import load_config
+    from stac2cube.catalog import CatalogStore
+    from stac2cube.grid import load_aoi, target_geobox
+    from stac2cube.pipeline import active_steps, find_l1c_twins
+    from stac2cube.pipeline.candidates import candidates_in_blocks, reference_reader
+    from stac2cube.references.build import coreg_reference_spec, ensure_reference
+    from stac2cube.search import search
+
+    cfg = load_config(config)
+    aoi = load_aoi(cfg.aoi, cfg.base_dir)
+    geobox = target_geobox(aoi, cfg.grid)
+    spec = coreg_reference_spec(cfg, geobox)
+    assert spec is not None and spec.mode == "clearest"
+    about = {k: getattr(cfg.output, k) for k in ("title", "description", "license")}
+    store = CatalogStore(cfg.catalog_dir, cfg.output.collection_id, **about)
+    store.create()
+    usage0 = _cpu_seconds()
+    t0 = time.perf_counter()
+    items = search(cfg.source, aoi, cfg.time, base_dir=cfg.base_dir).items
+    twins = find_l1c_twins(cfg, aoi, items, store, "tile-benchmark")
+    ensure_reference(
+        spec, cfg, items, store, "tile-benchmark", reference_reader(cfg, twins, spec.band)
+    )
+    seconds = time.perf_counter() - t0
+    versions = store.reference_versions(spec.key)
+    assert versions, "the reference was not built (see the log)"
+    cloud = [(s, c) for s, c in active_steps(cfg) if s.name == "cloudmask"]
+    return {
+        "seconds": seconds,
+        "cpu_seconds": _cpu_seconds() - usage0,
+        "peak_rss_mb": peak_rss_mb(),
+        "written": 1,
+        "candidates": len(items),
+        "twins": len(twins),
+        "sources": versions[0][2]["stac2cube:reference"]["sources"],
+        "streamed": candidates_in_blocks(cfg, cloud, geobox.shape.yx),
+        "block_size": cfg.run.block_size,
+    }
 
 
 def _no_candidates(item: Any) -> Any:
@@ -590,7 +643,7 @@ def write_config(
     from stac2cube.grid import load_aoi, target_geobox
 
     steps = {k: dict(v) for k, v in steps.items()}
-    if "coreg" in steps:
+    if "coreg" in steps and "reference" not in steps["coreg"]:
         steps["coreg"].update(reference="file", reference_path=str(tile.root / "reference_b08.tif"))
     dates = [d[:10] for d in tile.info["dates"][:scenes]]
     box = tile.box(px)
@@ -643,6 +696,9 @@ def summarise(rec: Mapping[str, Any], expected: int) -> dict[str, Any]:
         "worker_processes": rec["worker_processes_seen"],
     }
     keep = (
+        "candidates",
+        "sources",
+        "streamed",
         "block_size",
         "block_path",
         "block_path_from",
@@ -686,6 +742,17 @@ class Bench:
         if ref is not None and ref["ok"]:
             rec["reference_build_s"] = round(ref["seconds"], 1)
             rec["reference_build_peak_rss_mb"] = round(ref["peak_rss_mb"], 1)
+        shutil.rmtree(self.work / label, ignore_errors=True)
+        return self.said(rec)
+
+    def reference(self, label: str, px: int, run: Mapping[str, Any]) -> dict[str, Any]:
+        """The co-registration reference of :data:`REFERENCE_STEPS` built from the
+        :data:`DASK_SCENES` scenes over the centred ``px`` square (:func:`worker_candidates`)."""
+        say(f"{label} ...")
+        cfg = write_config(
+            self.work / f"{label}.yaml", self.tile, px, REFERENCE_STEPS, run, DASK_SCENES
+        )
+        rec = summarise(self.capped("--worker", "candidates", "--config", str(cfg)), 1)
         shutil.rmtree(self.work / label, ignore_errors=True)
         return self.said(rec)
 
@@ -752,6 +819,12 @@ def figures(runs: Mapping[str, Mapping[str, Any]], px: int) -> dict[str, Any]:
     floor = runs.get("floor", {}).get("seconds")
     floor_cpu = runs.get("floor", {}).get("cpu_s") if floor else None
     t = dask("seconds")
+    ref = {
+        size: runs[f"reference-{size}"]
+        for size in ("tile", "sixteenth")
+        if f"reference-{size}" in runs
+    }
+    ref_peak = {size: r.get("peak_rss_mb_per_worker") for size, r in ref.items()}
     return {
         "seconds": seconds,
         "peak_rss_mb_per_worker": peaks,
@@ -773,6 +846,12 @@ def figures(runs: Mapping[str, Mapping[str, Any]], px: int) -> dict[str, Any]:
         "dask_status": dask("status"),
         "dask_peak_rss_mb_per_worker": dask("peak_rss_mb_workers"),
         "dask_workers_restarted": dask("workers_restarted"),
+        # the co-registration reference built from the candidate scenes, on the client
+        "reference_seconds": {size: r.get("seconds") for size, r in ref.items()},
+        "reference_peak_rss_mb": ref_peak,
+        "reference_rss_tile_vs_sixteenth_ratio": ratio(
+            ref_peak.get("tile"), ref_peak.get("sixteenth")
+        ),
         "run_block_size": next((r["block_size"] for r in runs.values() if "block_size" in r), None),
         "block_path": per("block_path"),
         "goals": {
@@ -797,6 +876,8 @@ def estimate_seconds(
     mpx = px * px / 1e6
     runs = {c: rate[c] * (1 + 1 / 16 + (repeat - 1) * (c == "none")) for c in CONFIGS}
     runs.update(floor=rate["floor"] * repeat, dask=rate["none"] * DASK_SCENES * 1.6 * repeat)
+    # two candidates read and masked: about the cloud step's share of a scene each
+    runs["reference"] = rate["cloudmask_global"] * DASK_SCENES * (1 + 1 / 16)
     return sum(v for k, v in runs.items() if k in parts) * mpx
 
 
@@ -813,7 +894,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=17)
     ap.add_argument("--cap-gib", type=float, default=18.0, help="memory cap of a measurement")
     ap.add_argument("--block-size", type=int, help="run.block_size (default: the config's)")
-    ap.add_argument("--only", help="comma-separated: " + ", ".join([*CONFIGS, "floor", "dask"]))
+    ap.add_argument(
+        "--only", help="comma-separated: " + ", ".join([*CONFIGS, "floor", "dask", "reference"])
+    )
     ap.add_argument("--repeat", type=int, default=3, help="runs of none, floor and dask (median)")
     ap.add_argument("--out", default=str(RESULTS), help="the results file")
     ap.add_argument(
@@ -828,7 +911,9 @@ def main() -> None:
         help="stop a measurement after this many minutes (recorded as stopped)",
     )
     ap.add_argument(
-        "--worker", choices=["generate", "run", "reference", "cogeo"], help=argparse.SUPPRESS
+        "--worker",
+        choices=["generate", "run", "reference", "candidates", "cogeo"],
+        help=argparse.SUPPRESS,
     )
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
@@ -841,6 +926,8 @@ def main() -> None:
             res = worker_run(a.config)
         elif a.worker == "reference":
             res = worker_reference(a.config)
+        elif a.worker == "candidates":
+            res = worker_candidates(a.config)
         else:
             import rio_cogeo.cogeo  # noqa: F401  (imported before the clock, as a run's are)
             from ingest import worker_cogeo
@@ -859,7 +946,7 @@ def main() -> None:
     if a.gen_block % 6:
         raise SystemExit("--gen-block must be a multiple of 6 (so that the 60 m grid tiles it)")
     grid_px = a.gen_block * math.ceil(px / a.gen_block)
-    parts = a.only.split(",") if a.only else [*CONFIGS, "floor", "dask"]
+    parts = a.only.split(",") if a.only else [*CONFIGS, "floor", "dask", "reference"]
     cap_mb = a.cap_gib * 1024
     out = Path(a.out)
     prior = next((json.loads(p.read_text()) for p in (out, RESULTS) if p.exists()), None)
@@ -907,6 +994,8 @@ def main() -> None:
             measured |= {"floor"} & set(parts) | (
                 {"dask-1", "dask-2"} if "dask" in parts else set()
             )
+            if "reference" in parts:
+                measured |= {"reference-sixteenth", "reference-tile"}
             bench.runs = {k: v for k, v in earlier["runs"].items() if k not in measured}
             results["remeasured"] = {
                 "parts": parts,
@@ -942,6 +1031,10 @@ def main() -> None:
                     label = f"dask-{workers}"
                     dask[workers].append(bench.run(label, CONFIGS["none"], px, opts, DASK_SCENES))
                     bench.keep(label, dask[workers])
+        if "reference" in parts:
+            for size, side in (("sixteenth", round(px / 4)), ("tile", px)):
+                label = f"reference-{size}"
+                bench.keep(label, [bench.reference(label, side, serial)])
         bench.save(complete=True)
     brief = ("runs", "generation", "configurations", "machine")
     print(json.dumps({k: v for k, v in results.items() if k not in brief}, indent=2))

@@ -3,8 +3,8 @@
 Each scene is an independent unit whose output is one STAC item; a scene that fails is recorded
 in the catalog's failure log and the run goes on; a re-run processes only what is missing,
 failed or stale. One module per part: :mod:`.run` (orchestration), :mod:`.plan`, :mod:`.task`,
-:mod:`.read`, :mod:`.twins`, :mod:`.steps`, :mod:`.executors`, :mod:`.commit`,
-:mod:`.summary`; see docs/architecture.md.
+:mod:`.read`, :mod:`.blocks`, :mod:`.blocksteps`, :mod:`.candidates`, :mod:`.twins`,
+:mod:`.steps`, :mod:`.executors`, :mod:`.commit`, :mod:`.summary`; see docs/architecture.md.
 """
 
 from .executors import dask_client, execute, slurm_cluster, slurm_job_script

@@ -222,7 +222,7 @@ def write_scene_with_steps_in_blocks(
             b: stack.enter_context(BandReader(item, b, geobox, override=override))
             for b in config.bands
         }
-        _check_some_valid(item, config, geobox)
+        check_some_valid(item, config, geobox)
         source = ItemSource(item, twin, config, geobox, readers)
         plans: list[StepPlan] = []
         for step, step_cfg in steps:
@@ -333,7 +333,7 @@ def _shell(item: pystac.Item, geobox: GeoBox) -> Scene:
     return Scene(item_id=item.id, geobox=geobox, bands={}, source_properties=dict(item.properties))
 
 
-def _check_some_valid(item: pystac.Item, config: Config, geobox: GeoBox) -> None:
+def check_some_valid(item: pystac.Item, config: Config, geobox: GeoBox) -> None:
     """:class:`~stac2cube.errors.NoOverlapError` when the first band that counts for validity
     has no valid pixel on a coarse grid over the scene (its average keeps any valid pixel)."""
     band = next(b for b in config.bands if counts_for_validity(b, config.bands))

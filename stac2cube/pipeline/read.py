@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,6 @@ from ..errors import (
     NoOverlapError,
     Stac2CubeError,
 )
-from ..grid import load_aoi, target_geobox
 from ..io.read import BandRead, href_without_credentials, read_band
 from ..provenance import InputRecord, StepRecord
 from ..radiometry import (
@@ -36,7 +35,6 @@ from ..radiometry import (
 )
 from ..references.store import read_reference
 from ..steps.base import AuxLayer, AuxRequest, Scene, Step
-from .steps import active_steps
 from .twins import l1c_env
 
 log = logging.getLogger(__name__)
@@ -292,29 +290,3 @@ _REFERENCE_LEVELS: Mapping[str, str] = {
 def _ref_src(ref: AuxLayer, key: str) -> tuple[str, str]:
     href, _, ident = ref.source.partition("#")
     return href, ident or key
-
-
-def reference_reader(
-    config: Config, twins: Mapping[str, pystac.Item]
-) -> Callable[[pystac.Item], Scene]:
-    """How a candidate scene of a catalog reference is read: harmonised on the target grid,
-    clouds masked by the cloud step without its multi-temporal test (which needs a reference
-    itself), or only SCL without the step."""
-    geobox = target_geobox(load_aoi(config.aoi, config.base_dir), config.grid)
-    cloud_steps = [
-        (s, dataclasses.replace(c, temporal_threshold=None))
-        for s, c in active_steps(config)
-        if s.name == "cloudmask"
-    ]
-    for step, step_cfg in cloud_steps:
-        step.prepare(step_cfg)
-
-    def read(item: pystac.Item) -> Scene:
-        scene, _, _ = read_scene(item, config, geobox)
-        if cloud_steps:
-            scene, _ = read_aux(item, twins.get(item.id), scene, cloud_steps, config)
-            for step, step_cfg in cloud_steps:
-                scene = step.run(scene, step_cfg).scene
-        return scene
-
-    return read

@@ -32,10 +32,10 @@ from ..errors import (
 from ..grid import load_aoi, target_geobox
 from ..references.build import ensure_reference, reference_specs
 from ..search import search
+from .candidates import reference_reader
 from .commit import commit
 from .executors import execute
 from .plan import PLAN_COLUMNS, available_references, plan_scene, unchanged_check
-from .read import reference_reader
 from .steps import active_steps
 from .summary import ProgressCallback, ProgressEvent, RunSummary, SceneOutcome
 from .task import SceneTask
@@ -183,8 +183,8 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
                 planned[item.id] = (task, item, existing)
         if planned:
             new_items = [it for _, it, _ in planned.values()]
-            read = reference_reader(config, twins)
             for spec in reference_specs(config, target_geobox(aoi, config.grid)):
+                read = reference_reader(config, twins, spec.band)
                 ensure_reference(spec, config, new_items, store, run_id, read)
         previous_index = None
         if planned:

@@ -5,6 +5,7 @@ next."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -18,10 +19,14 @@ import rasterio
 from rio_cogeo.cogeo import cog_validate
 
 from stac2cube import load_config, open_cube, run
-from stac2cube.catalog import CatalogStore
+from stac2cube.catalog import REFERENCE_ASSET, CatalogStore
 from stac2cube.check import check_catalog
 from stac2cube.config import Config
+from stac2cube.grid import load_aoi, target_geobox
+from stac2cube.pipeline import active_steps, find_l1c_twins
+from stac2cube.pipeline.candidates import candidates_in_blocks, reference_reader
 from stac2cube.sample import Sample
+from stac2cube.search import search
 from stac2cube.testing.configs import write_config
 
 BANDS = ["B02", "B03", "B04", "B08", "B8A", "B11", "SCL"]
@@ -238,3 +243,50 @@ def test_a_too_cloudy_scene_in_blocks_is_filtered_and_leaves_nothing(
     assert all("max_cloud_fraction" in o.message for o in filtered)
     assert not list(cfg.catalog_dir.glob("**/.staging-*"))
     assert json.loads((cfg.catalog_dir / "catalog.json").read_text())["type"] == "Catalog"
+
+
+def test_reference_candidates_streamed_in_blocks_are_those_read_whole(whole_and_blocks) -> None:
+    """A candidate of a catalog reference larger than a block is streamed like a scene with
+    steps: the reference band and the cloud step's mask of the candidate read whole, bit for
+    bit, holding only that band and the mask; and so the same reference."""
+    whole, blocks = whole_and_blocks
+    aoi = load_aoi(whole.aoi, whole.base_dir)
+    items = search(whole.source, aoi, whole.time, base_dir=whole.base_dir).items
+    twins = find_l1c_twins(whole, aoi, items, _store(whole), "test")
+    assert twins and len(items) >= 3
+    shape = target_geobox(aoi, blocks.grid).shape.yx
+    assert candidates_in_blocks(blocks, active_steps(blocks), shape)
+    assert not candidates_in_blocks(whole, active_steps(whole), shape)
+    read_whole = reference_reader(whole, twins, "B08")
+    read_blocks = reference_reader(blocks, twins, "B08")
+    for item in items:
+        a, b = read_whole(item), read_blocks(item)
+        assert list(b.bands) == ["B08"] and list(b.classes) == ["CLOUD_MASK"]
+        assert list(a.bands) == ["B08"] and sorted(a.classes) == sorted(b.classes)
+        np.testing.assert_array_equal(a.bands["B08"], b.bands["B08"], err_msg=item.id)
+        for key in a.classes:
+            np.testing.assert_array_equal(a.classes[key], b.classes[key], err_msg=key)
+        assert (a.classes["CLOUD_MASK"] == 2).any()  # clouds were masked
+    refs = []
+    for cfg in (whole, blocks):
+        store = _store(cfg)
+        ((_, _, asset),) = store.reference_versions(REFERENCE_ASSET)
+        with rasterio.open(store.root / store.collection_id / asset["href"]) as src:
+            refs.append((src.read(1), asset["stac2cube:reference"]["sources"]))
+    np.testing.assert_array_equal(refs[0][0], refs[1][0])
+    assert refs[0][1] == refs[1][1]
+
+
+def test_reference_candidates_without_the_cloud_step_stream_their_scl(whole_and_blocks) -> None:
+    """Without the cloud step a candidate's bad pixels come from SCL, streamed alike."""
+    whole, blocks = (
+        dataclasses.replace(c, steps=dataclasses.replace(c.steps, cloudmask=None))
+        for c in whole_and_blocks
+    )
+    aoi = load_aoi(whole.aoi, whole.base_dir)
+    assert candidates_in_blocks(blocks, [], target_geobox(aoi, blocks.grid).shape.yx)
+    item = search(whole.source, aoi, whole.time, base_dir=whole.base_dir).items[0]
+    a, b = reference_reader(whole, {}, "B03")(item), reference_reader(blocks, {}, "B03")(item)
+    assert list(a.classes) == list(b.classes) == ["SCL"] and list(b.bands) == ["B03"]
+    np.testing.assert_array_equal(a.bands["B03"], b.bands["B03"])
+    np.testing.assert_array_equal(a.classes["SCL"], b.classes["SCL"])
