@@ -215,6 +215,7 @@ def write_scene_with_steps_in_blocks(
     t_start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=time.perf_counter() - started)
     override = radiometry_override(item, config)
     shape = geobox.shape.yx
+    steady_heap()
     with ExitStack() as stack:
         stack.enter_context(source_env(GDAL_CACHEMAX=READ_CACHE_MB))
         at("read")
@@ -343,6 +344,29 @@ def check_some_valid(item: pystac.Item, config: Config, geobox: GeoBox) -> None:
     with BandReader(item, band, coarse, override=override) as reader:
         read = reader.read(coarse)
     check_overlap(item, int(has_data(read).sum()))
+
+
+MMAP_THRESHOLD_BYTES = 4 * 2**20
+"""Allocations from this size up get their own memory map (:func:`steady_heap`)."""
+
+_M_MMAP_THRESHOLD = -3
+"""glibc's ``mallopt`` parameter number of ``M_MMAP_THRESHOLD`` (malloc.h)."""
+
+
+def steady_heap() -> None:
+    """Have glibc give every allocation of :data:`MMAP_THRESHOLD_BYTES` or more its own memory
+    map, returned to the system as soon as it is freed (``mallopt(M_MMAP_THRESHOLD)``, which
+    also stops glibc from raising the threshold itself); a no-op elsewhere.
+
+    By default glibc raises the threshold to the largest block freed, up to 32 MB, after which
+    a block's arrays (16 MB for a band of a 2048 px block) come from the heap, whose holes grow
+    the process over the blocks of a scene: the peak of a full tile with the cloud mask and the
+    global shift went from 1,021 to 954 MB (842 MB for its sixteenth) with this threshold."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):
+        return
 
 
 def release_freed_memory() -> None:

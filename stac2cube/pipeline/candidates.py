@@ -26,7 +26,7 @@ from ..io.read import BandReader
 from ..references.build import CandidateReader
 from ..steps.base import BlockStep, Scene, Step
 from .blocks import READ_CACHE_MB, block_windows
-from .blocksteps import ItemSource, check_some_valid, release_freed_memory
+from .blocksteps import ItemSource, check_some_valid, release_freed_memory, steady_heap
 from .read import (
     check_overlap,
     counts_for_validity,
@@ -107,6 +107,7 @@ def read_candidate_in_blocks(
     data = np.full(shape, np.nan, dtype=np.float32)
     mask: tuple[str, np.ndarray] | None = None
     n_valid = 0
+    steady_heap()
     with ExitStack() as stack:
         stack.enter_context(source_env(GDAL_CACHEMAX=READ_CACHE_MB))
         readers = {
