@@ -213,18 +213,10 @@ def write_scene_with_steps_in_blocks(
     decided the scene is not written). On any error the staging directory is removed; a scene
     without a valid pixel raises :class:`~stac2cube.errors.NoOverlapError` as when read whole."""
     t_start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=time.perf_counter() - started)
-    override = radiometry_override(item, config)
     shape = geobox.shape.yx
-    steady_heap()
     with ExitStack() as stack:
-        stack.enter_context(source_env(GDAL_CACHEMAX=READ_CACHE_MB))
         at("read")
-        readers = {
-            b: stack.enter_context(BandReader(item, b, geobox, override=override))
-            for b in config.bands
-        }
-        check_some_valid(item, config, geobox)
-        source = ItemSource(item, twin, config, geobox, readers)
+        source = open_item_source(stack, item, twin, config, geobox)
         plans: list[StepPlan] = []
         for step, step_cfg in steps:
             at(step.name)
@@ -332,6 +324,26 @@ def _class_encoding(scene: Scene, name: str, data: np.ndarray) -> AssetEncoding:
 def _shell(item: pystac.Item, geobox: GeoBox) -> Scene:
     """The scene without pixels."""
     return Scene(item_id=item.id, geobox=geobox, bands={}, source_properties=dict(item.properties))
+
+
+def open_item_source(
+    stack: ExitStack,
+    item: pystac.Item,
+    twin: pystac.Item | None,
+    config: Config,
+    geobox: GeoBox,
+) -> ItemSource:
+    """An :class:`ItemSource` over ``item``'s configured bands, its readers open in ``stack``
+    (GDAL's cache at :data:`~.blocks.READ_CACHE_MB` while it is open, the heap steadied:
+    :func:`steady_heap`), once a coarse read found a valid pixel (:func:`check_some_valid`)."""
+    steady_heap()
+    stack.enter_context(source_env(GDAL_CACHEMAX=READ_CACHE_MB))
+    override = radiometry_override(item, config)
+    readers = {
+        b: stack.enter_context(BandReader(item, b, geobox, override=override)) for b in config.bands
+    }
+    check_some_valid(item, config, geobox)
+    return ItemSource(item, twin, config, geobox, readers)
 
 
 def check_some_valid(item: pystac.Item, config: Config, geobox: GeoBox) -> None:

@@ -19,21 +19,18 @@ import numpy as np
 import pystac
 from odc.geo.geobox import GeoBox
 
-from ..bands import S2_BANDS
 from ..config import Config
 from ..grid import load_aoi, target_geobox
-from ..io.read import BandReader
 from ..references.build import CandidateReader
 from ..steps.base import BlockStep, Scene, Step
-from .blocks import READ_CACHE_MB, block_windows
-from .blocksteps import ItemSource, check_some_valid, release_freed_memory, steady_heap
+from .blocks import block_windows
+from .blocksteps import open_item_source, release_freed_memory
 from .read import (
+    band_has_data,
     check_overlap,
     counts_for_validity,
-    radiometry_override,
     read_aux,
     read_scene,
-    source_env,
 )
 from .steps import active_steps
 
@@ -103,19 +100,11 @@ def read_candidate_in_blocks(
     if band not in config.bands:
         return Scene(item_id=item.id, geobox=geobox, bands={}, source_properties={})
     shape = geobox.shape.yx
-    override = radiometry_override(item, config)
     data = np.full(shape, np.nan, dtype=np.float32)
     mask: tuple[str, np.ndarray] | None = None
     n_valid = 0
-    steady_heap()
     with ExitStack() as stack:
-        stack.enter_context(source_env(GDAL_CACHEMAX=READ_CACHE_MB))
-        readers = {
-            b: stack.enter_context(BandReader(item, b, geobox, override=override))
-            for b in config.bands
-        }
-        check_some_valid(item, config, geobox)
-        source = ItemSource(item, twin, config, geobox, readers)
+        source = open_item_source(stack, item, twin, config, geobox)
         for step, step_cfg in steps:
             assert isinstance(step, BlockStep)
             source = source.then(step.plan(source, step_cfg))
@@ -143,14 +132,8 @@ def read_candidate_in_blocks(
 def _valid(block: Scene, bands: Sequence[str]) -> np.ndarray:
     """Where every band of :func:`~.read.counts_for_validity` has data in ``block``, as
     :func:`~.read.valid_pixels` says of the reads."""
-    masks = []
-    for b in bands:
-        if not counts_for_validity(b, bands):
-            continue
-        if S2_BANDS[b].kind == "classification":
-            masks.append(np.asarray(block.classes[b]) > 0)
-        else:
-            masks.append(np.isfinite(block.bands[b]))
+    layers = {**block.bands, **block.classes}
+    masks = [band_has_data(b, layers[b]) for b in bands if counts_for_validity(b, bands)]
     out: np.ndarray = np.logical_and.reduce(masks)
     return out
 

@@ -97,10 +97,17 @@ def valid_pixels(reads: Mapping[str, BandRead]) -> np.ndarray:
 
 
 def has_data(read: BandRead) -> np.ndarray:
-    """Where a read has data: finite reflectance, a class other than 0 (SCL's nodata)."""
-    if S2_BANDS[read.band].kind == "classification":
-        return read.data > 0
-    mask: np.ndarray = np.isfinite(read.data)
+    """Where a read has data (:func:`band_has_data`)."""
+    return band_has_data(read.band, read.data)
+
+
+def band_has_data(band: str, data: np.ndarray) -> np.ndarray:
+    """Where ``data`` of ``band`` has data: finite reflectance, a class other than 0 (SCL's
+    nodata)."""
+    if S2_BANDS[band].kind == "classification":
+        out: np.ndarray = np.asarray(data) > 0
+        return out
+    mask: np.ndarray = np.isfinite(data)
     return mask
 
 
