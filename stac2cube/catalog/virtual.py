@@ -64,8 +64,11 @@ ENCODING_FIELDS = ("scale", "offset", "nodata")
 TAG_PREFIX = "run-"
 """A run's snapshot is tagged ``run-<run id>``."""
 RECORD_CHUNK = 8192
-"""Time steps per chunk of the small per-item arrays (``time``, ``item_id``, encodings): opening
-reads one chunk per 8,192 items, not one per item, and an append rewrites at most that many."""
+"""Time steps per chunk of the small per-item arrays (``item_id``, encodings): a read of them
+takes one chunk per 8,192 items, not one per item, and an append rewrites at most that many."""
+TIME_CHUNK = 65536
+"""Time steps per chunk of the ``time`` coordinate, the one array every open reads whole: two
+chunks at 100,000 items (one Icechunk object read each), and an append rewrites at most 512 KB."""
 SPLIT_TIME_STEPS = 1024
 """Time steps per Icechunk manifest split: a commit rewrites the manifests of the splits it
 touches (an append: the last one), not every reference of the array."""
@@ -398,10 +401,12 @@ def commit_snapshot(
     references replaced (already in the cube), ``removed`` ones leave it; with ``sync`` the
     cube is first compared with the whole catalog (after an interrupted run). Items whose COG
     layout differs from the cube's are refused (``SnapshotResult.refused``). ``fresh`` starts
-    the cube's arrays anew in the same snapshot. ``new``: items of ``changed`` the caller knows
-    are not in the cube (the catalog had no such item): they are appended without looking up
-    the cube's item list, so that an update of new scenes costs the same in any cube. Nothing to
-    do: no snapshot. A crash before the commit leaves the previous snapshot as HEAD."""
+    the cube's arrays anew in the same snapshot. ``new``: items of ``changed`` or ``removed`` the
+    caller knows are not in the cube (the catalog had no such item): they are appended (or, when
+    removed, left alone) without looking up the cube's item list, so that an update of new
+    scenes costs the same in any cube; reprocessed items are looked up at their datetime on the
+    ``time`` axis. Nothing to do: no snapshot. A crash before the commit leaves the previous
+    snapshot as HEAD."""
     with quiet_zarr():
         return _commit_snapshot(
             store, run_id, changed, removed, sync=sync, fresh=fresh, known_new=frozenset(new)
@@ -426,12 +431,23 @@ def _commit_snapshot(
     if fresh:
         session.store.sync_clear()
     changed = list(dict.fromkeys(changed))
-    removed = list(dict.fromkeys(removed))
-    if sync or fresh or removed or not set(changed) <= known_new:
+    # a scene filtered the first time it was seen (the catalog did not hold it) is not in the
+    # cube either: nothing to remove, and no reason to read the item list
+    removed = [i for i in dict.fromkeys(removed) if sync or fresh or i not in known_new]
+    items: dict[str, dict[str, Any]] = {}  # item JSON of `changed`, read once
+    index: dict[str, int] | None = None
+    if sync or fresh or removed:
         ids = _item_ids(session)
-    else:  # only new items: the cube's item list is not read, only whether it has one
+    else:  # the cube's item list is not read, only whether it has one
         ids = None if _item_array(session) is None else np.array([], dtype=object)
-    index = _positions(ids, [*changed, *removed])
+        old = [i for i in changed if i not in known_new]
+        if ids is not None and old:  # reprocessed items: looked up at their times
+            items = {i: it for i in old if (it := store.read_item(i)) is not None}
+            index = _positions_by_time(session, items)
+            if index is None:  # not all found at their times: the whole list is read
+                ids = _item_ids(session)
+    if index is None:
+        index = _positions(ids, [*changed, *removed])
     removed = [r for r in removed if r in index]
     if sync:
         in_catalog = set(store.item_ids())
@@ -448,7 +464,7 @@ def _commit_snapshot(
     replace: dict[int, tuple[xr.Dataset, xr.Dataset]] = {}
     layouts = _cube_layouts(session) if ids is not None else {}
     for item_id in changed:
-        item = store.read_item(item_id)
+        item = items.get(item_id) or store.read_item(item_id)
         if item is None:
             continue
         vds, rec = item_dataset(store, item)
@@ -612,7 +628,7 @@ def _chunk_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     for name, var in {**ds.coords, **ds.data_vars}.items():
         if (var.dims[:1] == ("time",) and var.ndim < 3) or name == "encoding":
             enc[str(name)] = {"chunks": (RECORD_CHUNK, *var.shape[1:])}
-    enc["time"].update(units=TIME_UNITS, dtype="int64")
+    enc["time"].update(chunks=(TIME_CHUNK,), units=TIME_UNITS, dtype="int64")
     return enc
 
 
@@ -644,6 +660,28 @@ def _positions(ids: np.ndarray | None, wanted: Sequence[str]) -> dict[str, int]:
     return {str(ids[t]): int(t) for t in where}
 
 
+def _positions_by_time(
+    session: icechunk.Session, items: Mapping[str, Mapping[str, Any]]
+) -> dict[str, int] | None:
+    """Time step of each of ``items`` (id -> item JSON) found through the ``time`` axis: the
+    ids of only the steps at their times are read, not the whole item list, so that
+    replacing an item costs the same in any cube. None when an item is not at its time (its
+    datetime changed, or it is not in the cube): the caller then reads the whole list."""
+    import zarr
+
+    axis = zarr.open_array(session.store, path="time", mode="r")
+    if not items:
+        return None
+    wanted = _axis_values(axis, np.array([_time(it) for it in items.values()]))
+    steps = np.flatnonzero(np.isin(np.asarray(axis[:]), wanted))
+    if not len(steps):
+        return None
+    at = zarr.open_array(session.store, path="item_id", mode="r").get_orthogonal_selection((steps,))
+    ids = np.asarray(at, dtype=object)
+    found = {str(i): int(t) for i, t in zip(ids, steps, strict=True) if str(i) in items}
+    return found if len(found) == len(items) else None
+
+
 def _runs(
     by_step: Mapping[int, tuple[xr.Dataset, xr.Dataset]],
 ) -> Iterator[tuple[int, Sequence[tuple[xr.Dataset, xr.Dataset]]]]:
@@ -670,6 +708,33 @@ def _write_region(
     rec = rec.drop_vars([n for n, v in rec.variables.items() if "time" not in v.dims])
     vds.vz.to_icechunk(session.store, region=region, last_updated_at=stamp)
     rec.to_zarr(session.store, group=ITEMS_GROUP, region=region)
+    for path in ("time", f"{ITEMS_GROUP}/time"):
+        _write_times(session, path, t, vds["time"].values)
+
+
+def _axis_values(axis: Any, when: np.ndarray) -> np.ndarray:
+    """Datetimes ``when`` as the time axis ``axis`` (a zarr array) stores them: in its own CF
+    units (:data:`TIME_UNITS` since they were fixed) and dtype."""
+    from xarray.coding.times import encode_cf_datetime
+
+    calendar = axis.attrs.get("calendar")
+    num, _, _ = encode_cf_datetime(
+        when, units=str(axis.attrs["units"]), calendar=None if calendar is None else str(calendar)
+    )
+    return np.asarray(num, dtype=axis.dtype)
+
+
+def _write_times(session: icechunk.Session, path: str, start: int, when: np.ndarray) -> None:
+    """A region write leaves an index coordinate as it was: the times of replaced items (a
+    datetime may change upstream) are written here, in the array's own units, when they
+    differ."""
+    import zarr
+
+    arr = zarr.open_array(session.store, path=path, mode="r+")
+    new = _axis_values(arr, when)
+    stop = start + len(new)
+    if not np.array_equal(np.asarray(arr[start:stop]), new):
+        arr[start:stop] = new
 
 
 def check_virtual_cube(store: CatalogStore) -> tuple[list[str], list[str]]:

@@ -339,6 +339,8 @@ def _with_encoding(
 
 def _uniform(values: np.ndarray) -> bool:
     """All equal to the first (NaN equal to NaN)."""
+    if values.strides == (0,):  # one value broadcast along time (a shared encoding)
+        return True
     first = values[0]
     if np.isnan(first):
         return bool(np.isnan(values).all())

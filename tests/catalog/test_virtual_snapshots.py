@@ -40,6 +40,16 @@ if __name__ == "__main__":
 """
 
 
+def _set_datetime(store: CatalogStore, item_id: str, when: str) -> None:
+    """The item's datetime changed in its JSON (as an upstream correction would change it)."""
+    import json
+
+    doc = store.read_item(item_id)
+    assert doc is not None
+    doc["properties"]["datetime"] = when
+    store.item_path(item_id).write_text(json.dumps(doc))
+
+
 @pytest.mark.parametrize("when", ["during", "after"])
 def test_a_run_killed_in_its_snapshot_commit(sample: Sample, tmp_path: Path, when: str) -> None:
     source = {"path": str(sample.l2a_items_path), "l1c_path": str(sample.l1c_items_path)}
@@ -172,7 +182,6 @@ def test_sessions_do_not_preload_manifests(sample: Sample, tmp_path: Path) -> No
 def test_time_steps_out_of_order_and_tied_are_sorted(sample: Sample, tmp_path: Path) -> None:
     """Items appended out of time order (an update that backfills older scenes) and items that
     share a time come out sorted by time, then by item id, also with a removed step."""
-    import json
 
     from stac2cube.catalog.virtual import commit_snapshot, rebuild_virtual_cube
 
@@ -187,10 +196,7 @@ def test_time_steps_out_of_order_and_tied_are_sorted(sample: Sample, tmp_path: P
     times = ["2023-07-01T10:00:00Z", "2023-06-01T10:00:00Z", "2023-06-15T10:00:00Z"]
     times.append(times[2])  # a tie with the third
     for item_id, when in zip(ids, times, strict=True):
-        doc = store.read_item(item_id)
-        assert doc is not None
-        doc["properties"]["datetime"] = when
-        store.item_path(item_id).write_text(json.dumps(doc))
+        _set_datetime(store, item_id, when)
     rebuild_virtual_cube(catalog)
     cube = open_virtual_cube(catalog, ["B04"])
     tied = sorted([ids[2], ids[3]])
@@ -202,3 +208,58 @@ def test_time_steps_out_of_order_and_tied_are_sorted(sample: Sample, tmp_path: P
     assert list(after.item_id.values) == [*tied, ids[0]]
     for k, item_id in enumerate(after.item_id.values):
         np.testing.assert_array_equal(after.B04.isel(time=k).values, by_id[str(item_id)])
+
+
+def test_replaced_items_are_found_at_their_times(
+    sample: Sample, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reprocessed item is found through the ``time`` axis, without reading the cube's whole
+    item list (so that a replacement costs the same in any cube), also when it shares its time
+    with another item; an item whose datetime changed is found through the whole list and
+    replaced, never appended a second time."""
+
+    from stac2cube.catalog import virtual
+    from stac2cube.catalog.virtual import commit_snapshot, rebuild_virtual_cube
+
+    source = {"path": str(sample.l2a_items_path)}
+    run(
+        load_config(write_config(tmp_path, sample, source, bands=["B04", "B08", "SCL"], run=SERIAL))
+    )
+    catalog = tmp_path / "catalog"
+    store = CatalogStore.open(catalog)
+    ids = store.item_ids()
+    tie = "2023-06-15T10:00:00Z"
+    for item_id in ids[2:]:  # two items share a time
+        _set_datetime(store, item_id, tie)
+    rebuild_virtual_cube(catalog)
+    before = open_virtual_cube(catalog, ["B04"])
+    reads: list[int] = []
+    whole_list = virtual._item_ids
+
+    def counted(session: object) -> object:
+        reads.append(1)
+        return whole_list(session)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(virtual, "_item_ids", counted)
+    found = commit_snapshot(store, "replace", changed=[ids[0], ids[3]])
+    assert sorted(found.replaced) == sorted([ids[0], ids[3]]) and not found.appended
+    assert reads == []  # looked up at their times only
+    same = open_virtual_cube(catalog, ["B04"])
+    assert list(same.item_id.values) == list(before.item_id.values)
+    np.testing.assert_array_equal(same.B04.values, before.B04.values)
+    # an item whose datetime changed is not at its (new) time: the whole list finds it
+    _set_datetime(store, ids[1], "2024-01-01T10:00:00Z")
+    moved = commit_snapshot(store, "moved", changed=[ids[1]])
+    assert moved.replaced == [ids[1]] and not moved.appended and reads == [1]
+    after = open_virtual_cube(catalog, ["B04"])
+    assert sorted(map(str, after.item_id.values)) == sorted(ids)
+    assert str(after.item_id.values[-1]) == ids[1]  # at its new time
+    assert after.time.values[-1] == np.datetime64("2024-01-01T10:00:00")
+    for item_id in ids:  # the same pixels for each item, wherever its step is
+        np.testing.assert_array_equal(
+            after.B04.sel(time=after.item_id == item_id).values,
+            before.B04.sel(time=before.item_id == item_id).values,
+        )
+    # a scene filtered the first time it was seen is not in the cube: nothing is looked up
+    skipped = commit_snapshot(store, "filtered-new", removed=["never-held"], new=["never-held"])
+    assert skipped.snapshot_id is None and not skipped.removed and reads == [1]
