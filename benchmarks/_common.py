@@ -62,13 +62,36 @@ class Counts:
         return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4)}
 
 
-def write_results(result: dict[str, Any], out: Path) -> None:
-    """Add the machine to ``result``, write it to ``out`` and print its scalar figures."""
-    result["machine"] = {
+def cpu_calibration_s() -> float:
+    """Seconds of a fixed single-core workload (zlib and a Python loop; best of 3): how fast
+    this shared machine ran at the time, so that the seconds of runs on different days can be
+    compared (lower is faster)."""
+    import time
+    import zlib
+
+    data = np.random.default_rng(0).integers(0, 1000, 2_000_000, dtype=np.int16).tobytes()
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        zlib.compress(data, 6)
+        sum(range(3_000_000))
+        best = min(best, time.perf_counter() - t0)
+    return round(best, 3)
+
+
+def machine() -> dict[str, Any]:
+    """The machine a results file was measured on, with its speed at the time."""
+    return {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu_calibration_s": cpu_calibration_s(),
     }
+
+
+def write_results(result: dict[str, Any], out: Path) -> None:
+    """Add the machine to ``result``, write it to ``out`` and print its scalar figures."""
+    result["machine"] = machine()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     keys = [k for k, v in result.items() if not isinstance(v, dict | list)]
