@@ -256,7 +256,13 @@ def worker_run(config: str) -> dict[str, Any]:
         "written": summary.written,
         "failed": summary.failed,
         "outcomes": [
-            {"id": o.item_id, "status": o.status, "stage": o.stage, "message": o.message[:400]}
+            {
+                "id": o.item_id,
+                "status": o.status,
+                "stage": o.stage,
+                "seconds": round(o.seconds, 2),  # the scene's own, on its worker
+                "message": o.message[:400],
+            }
             for o in summary.outcomes
         ],
         "coreg": summary.coreg_statuses(),
@@ -694,6 +700,8 @@ def summarise(rec: Mapping[str, Any], expected: int) -> dict[str, Any]:
         "peak_rss_mb_workers": [round(v, 1) for v in workers],
         "loadavg": rec["loadavg"],
         "worker_processes": rec["worker_processes_seen"],
+        # each scene's own seconds on its worker: the rest of `seconds` is the run's overhead
+        "scene_seconds": [o["seconds"] for o in rec.get("outcomes", []) if "seconds" in o],
     }
     keep = (
         "candidates",
