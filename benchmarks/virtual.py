@@ -84,8 +84,8 @@ def _warm_imports() -> None:
 
 
 # ------------------------------------------------------------------------------ workers
-def worker_open(catalog: str, bands: str, version: str = "") -> dict[str, Any]:
-    """One lazy open of HEAD (or of ``version``) in this (fresh) process."""
+def worker_open(catalog: str, bands: str) -> dict[str, Any]:
+    """One lazy open of HEAD in this (fresh) process."""
     import dask.array
 
     _warm_imports()
@@ -93,7 +93,7 @@ def worker_open(catalog: str, bands: str, version: str = "") -> dict[str, Any]:
 
     names = bands.split(",") if bands else None
     t0 = time.perf_counter()
-    ds = open_virtual_cube(catalog, names, version=version or None)
+    ds = open_virtual_cube(catalog, names)
     seconds = time.perf_counter() - t0
     lazy = all(isinstance(ds[n].data, dask.array.Array) for n in ds.data_vars)
     return {
@@ -306,7 +306,7 @@ def bench_scale(tmp: Path, sizes: list[int], repeat: int, n_real: int, k: int) -
     repo = repository(store.root)
 
     made = 0
-    snapshots: dict[str, str] = {}  # the cube at each size, opened again at the end
+    snapshots: dict[str, str] = {}  # the cube at each size: the branch is reset to it below
     build: dict[str, Any] = {}
     opens: dict[str, dict[str, Any]] = {}
     commits: dict[str, dict[str, list[float]]] = {}
@@ -683,14 +683,13 @@ def main() -> None:
     ap.add_argument("--worker", choices=["open", "commit", "read"], help=argparse.SUPPRESS)
     ap.add_argument("--catalog", help=argparse.SUPPRESS)
     ap.add_argument("--bands", default="", help=argparse.SUPPRESS)
-    ap.add_argument("--version", default="", help=argparse.SUPPRESS)
     ap.add_argument("--ids", help=argparse.SUPPRESS)
     ap.add_argument("--tag", default="", help=argparse.SUPPRESS)
     ap.add_argument("--repeat", type=int, default=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
     _quiet()
     if a.worker == "open":
-        print(json.dumps(worker_open(a.catalog, a.bands, a.version)))
+        print(json.dumps(worker_open(a.catalog, a.bands)))
         return
     if a.worker == "commit":
         print(json.dumps(worker_commit(a.catalog, a.ids, a.repeat, a.tag)))

@@ -669,9 +669,9 @@ def _positions_by_time(
     datetime changed, or it is not in the cube): the caller then reads the whole list."""
     import zarr
 
+    if not items:  # no item JSON left to replace: nothing to find
+        return {}
     axis = zarr.open_array(session.store, path="time", mode="r")
-    if not items:
-        return None
     wanted = _axis_values(axis, np.array([_time(it) for it in items.values()]))
     steps = np.flatnonzero(np.isin(np.asarray(axis[:]), wanted))
     if not len(steps):
