@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,8 +16,9 @@ import rasterio
 import rasterio.env
 import rasterio.errors
 from odc.geo.geobox import GeoBox
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.warp import reproject
+from rasterio.windows import Window
 
 from ..bands import S2_BANDS, find_asset
 from ..errors import AssetAccessError, AssetReadError
@@ -215,6 +217,9 @@ class BandReader:
                 src.crs == dst_crs.to_wkt() or src.crs.to_epsg() == dst_crs.epsg,
             )
             self._src_nodata = src.nodata if src.nodata is not None else self.radiometry.nodata
+            self._copyable = self.resampling == Resampling.nearest and _plain_pixels(
+                src, self._is_class
+            )
 
     def read(self, geobox: GeoBox) -> BandRead:
         """The band on ``geobox`` (of the reader's CRS and resolution; a block of its grid)."""
@@ -228,17 +233,21 @@ class BandReader:
         else:
             dst = np.full(geobox.shape.yx, np.nan, dtype="float32")
             dst_nodata = float("nan")
+        window = self._aligned_window(geobox) if self._copyable else None
         with self._errors():
-            reproject(
-                source=rasterio.band(self._src, 1),
-                destination=dst,
-                src_nodata=self._src_nodata,
-                dst_transform=geobox.transform,
-                dst_crs=self._crs.to_wkt(),
-                dst_nodata=dst_nodata,
-                resampling=self.resampling,
-                init_dest_nodata=True,
-            )
+            if window is not None:
+                _copy_window(self._src, window, dst, self._src_nodata, dst_nodata)
+            else:
+                reproject(
+                    source=rasterio.band(self._src, 1),
+                    destination=dst,
+                    src_nodata=self._src_nodata,
+                    dst_transform=geobox.transform,
+                    dst_crs=self._crs.to_wkt(),
+                    dst_nodata=dst_nodata,
+                    resampling=self.resampling,
+                    init_dest_nodata=True,
+                )
         if not self._is_class:
             # the warp mapped nodata to NaN; harmonise the resampled DNs per item
             dst = to_reflectance(dst, self.radiometry)
@@ -251,6 +260,28 @@ class BandReader:
             self.resampling.name,
             self.source_resolution,
         )
+
+    def _aligned_window(self, geobox: GeoBox) -> tuple[int, int, int, int, int] | None:
+        """``(row, col, height, width, k)`` of ``geobox`` when its grid is the source's lattice
+        with pixels ``k`` times smaller (``k`` a whole number; same CRS, no rotation; ``row``
+        and ``col``: its corner in its own pixels from the source's corner). A nearest-neighbour
+        warp onto it is then a copy of the source's pixels, each repeated ``k`` x ``k`` times
+        (a target pixel's centre never falls on a source pixel's edge). None otherwise."""
+        src = self._src
+        assert src is not None
+        st, dt_ = src.transform, geobox.transform
+        if (st.b, st.d, dt_.b, dt_.d) != (0.0, 0.0, 0.0, 0.0) or st.a <= 0 or st.e >= 0:
+            return None
+        if not (src.crs == self._crs.to_wkt() or src.crs.to_epsg() == self._crs.epsg):
+            return None
+        k = st.a / dt_.a
+        numbers = (k, st.e / dt_.e, (dt_.c - st.c) / dt_.a, (dt_.f - st.f) / dt_.e)
+        if k < 0.5 or any(abs(v - round(v)) > ALIGNED_TOLERANCE_PX for v in numbers):
+            return None
+        if round(numbers[1]) != round(k):
+            return None
+        h, w = geobox.shape.yx
+        return round(numbers[3]), round(numbers[2]), h, w, round(k)
 
     def close(self) -> None:
         """Close the source dataset (safe to call more than once)."""
@@ -283,6 +314,56 @@ class BandReader:
                 "Check that the file exists and is a valid GeoTIFF/JP2, or that the network "
                 "allows reading it."
             ) from exc
+
+
+ALIGNED_TOLERANCE_PX = 1e-6
+"""How far (target pixels) a grid's corner and pixel size may be from whole multiples of the
+source's for a read onto it to be a copy of the source's pixels
+(:meth:`BandReader._aligned_window`)."""
+_COPYABLE_DTYPES = {
+    False: frozenset({"uint8", "int8", "uint16", "int16", "float32"}),
+    True: frozenset({"uint8"}),
+}
+"""Source dtypes whose values a copy converts exactly as the warp does, for reflectance (to
+float32) and class bands (to uint8)."""
+
+
+def _plain_pixels(src: rasterio.DatasetReader, is_class: bool) -> bool:
+    """Whether the validity of ``src``'s first band is its nodata value alone (no mask band, no
+    alpha) and its dtype converts exactly: a copy of its pixels then equals GDAL's
+    nearest-neighbour warp onto an aligned grid."""
+    flags = src.mask_flag_enums[0]
+    plain = all(f in (MaskFlags.all_valid, MaskFlags.nodata) for f in flags)
+    return plain and src.dtypes[0] in _COPYABLE_DTYPES[is_class]
+
+
+def _copy_window(
+    src: rasterio.DatasetReader,
+    window: tuple[int, int, int, int, int],
+    dst: np.ndarray,
+    src_nodata: float | None,
+    dst_nodata: float,
+) -> None:
+    """Copy the source pixels under ``window`` (:meth:`BandReader._aligned_window`; it may reach
+    outside the source) into ``dst`` (filled with ``dst_nodata``), each repeated ``k`` x ``k``
+    times, source nodata as ``dst_nodata``: what a nearest-neighbour warp onto the aligned grid
+    gives, without the warp."""
+    row, col, h, w, k = window
+    # target rows and columns over the source, and the source pixels under them
+    r0, c0 = max(row, 0), max(col, 0)
+    r1, c1 = min(row + h, src.height * k), min(col + w, src.width * k)
+    if r1 <= r0 or c1 <= c0:
+        return
+    sr0, sc0 = r0 // k, c0 // k
+    sr1, sc1 = (r1 - 1) // k + 1, (c1 - 1) // k + 1
+    data = src.read(1, window=Window(sc0, sr0, sc1 - sc0, sr1 - sr0))
+    if k > 1:
+        data = data.repeat(k, axis=0).repeat(k, axis=1)
+        data = data[r0 - sr0 * k : r1 - sr0 * k, c0 - sc0 * k : c1 - sc0 * k]
+    out = dst[r0 - row : r1 - row, c0 - col : c1 - col]
+    out[...] = data
+    if src_nodata is not None:
+        out[np.isnan(data) if math.isnan(src_nodata) else data == src_nodata] = dst_nodata
 
 
 def read_band(
