@@ -25,7 +25,11 @@ False alarms per surface (``false_alarm_by_surface``): the share of truly clear 
 surface type (``SURFACE_TYPES`` of the sample: snow, bright rock, bright soil, urban, water, ...)
 that the default configuration marks cloud. The samples carry a limestone massif
 (``SampleSpec.mountain`` = :data:`MOUNTAIN`): bright rock and snow whose clear-sky B10 exceeds
-the cirrus threshold, as real snow and high dry terrain do.
+the cirrus threshold, as real snow and high dry terrain do. Where they come from
+(``false_alarm_by_surface_sources``): which of the default's two masks calls each pixel cloud
+(s2cloudless, SCL, both), how many lie within 20 m of a true cloud, and the rate on the
+cloud-free dates alone; ``false_alarm_by_surface_by_configuration`` gives the same rates for
+``s2cloudless``, ``scl``, ``intersection`` and the default with the multi-temporal test.
 
 Where the errors are: recall per truth class (thick, thin, cirrus) and, for the union masks, the
 share of false alarms at each distance from the nearest true cloud pixel
@@ -165,6 +169,17 @@ FP_DISTANCE_BINS = (1.5, 2.5, 4.5, np.inf)
 """Upper bounds (10 m pixels, Euclidean) of the distance classes of false alarms to the nearest
 true cloud pixel: next to a cloud (1 px or diagonal), 2 px, 3-4 px, farther."""
 FP_DISTANCE_LABELS = ("1", "2", "3-4", "5+")
+SURFACE_FA_OF = ("s2cloudless_60m", "scl", "intersection_60m", "union_60m_temporal")
+"""Configurations whose false alarms per surface are reported beside the default's
+(``false_alarm_by_surface_by_configuration``)."""
+RIM_PX = 2.5
+"""A false alarm this close (10 m pixels, Euclidean) to a true cloud pixel is on the cloud's rim:
+within the default 20 m dilation of it."""
+FA_SOURCES = ("s2cloudless_only", "scl_only", "both", "neither", "cloud_rim", "cloud_free_scenes")
+"""How the default configuration's false alarms per surface are split: by which of its two
+masks (s2cloudless, SCL) calls the pixel cloud (``neither``: the multi-temporal or cirrus test,
+off by default), how many lie on a cloud's rim (:data:`RIM_PX`), and the rate on the samples'
+cloud-free dates alone (no rim there: commission)."""
 
 
 def _false_alarms_by_distance(false_alarm: np.ndarray, truth_cloud: np.ndarray) -> np.ndarray:
@@ -178,6 +193,23 @@ def _false_alarms_by_distance(false_alarm: np.ndarray, truth_cloud: np.ndarray) 
         return out
     dist = ndimage.distance_transform_edt(~truth_cloud)[false_alarm]
     return np.histogram(dist, bins=(0.0, *FP_DISTANCE_BINS))[0].astype(np.int64)
+
+
+def _near(mask: np.ndarray, radius_px: float) -> np.ndarray:
+    """Pixels within ``radius_px`` of a ``True`` pixel of ``mask`` (none when it has none)."""
+    from scipy import ndimage
+
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=bool)
+    out: np.ndarray = ndimage.distance_transform_edt(~mask) <= radius_px
+    return out
+
+
+def _rate(counts: list[int] | None) -> float | None:
+    """``hits / pixels`` of ``[hits, pixels]``, rounded; None without pixels."""
+    if not counts or not counts[1]:
+        return None
+    return round(counts[0] / counts[1], 4)
 
 
 def accuracy(samples: Iterable[Any]) -> dict[str, Any]:
@@ -208,6 +240,8 @@ def accuracy(samples: Iterable[Any]) -> dict[str, Any]:
     clear_fp_temporal: dict[str, list[int]] = {}
     clear_fp: dict[str, list[int]] = {}
     surface_fp: dict[str, list[int]] = {}
+    surface_fp_of: dict[str, dict[str, list[int]]] = {n: {} for n in SURFACE_FA_OF}
+    surface_sources: dict[str, dict[str, list[int]]] = {}
     cover_err: list[float] = []
     heights: list[float] = []
     n_scenes = 0
@@ -232,6 +266,7 @@ def accuracy(samples: Iterable[Any]) -> dict[str, Any]:
         references: dict[tuple[Any, ...], Any] = {}
         for i in range(len(sample.scenes)):
             n_scenes += 1
+            preds: dict[str, np.ndarray] = {}
             for name, kw in configs.items():
                 kw = dict(kw)
                 toa = kw.pop("toa", "l1c")
@@ -260,6 +295,8 @@ def accuracy(samples: Iterable[Any]) -> dict[str, Any]:
                 truth_cloud = np.isin(px.truth, (1, 2, 3))
                 pred = mask == MASK_CLOUD
                 cloud[name].add(pred, truth_cloud, valid)
+                if name in (*SURFACE_FA_OF, "union_60m"):
+                    preds[name] = pred
                 if name == "s2cloudless_60m":
                     for t in CURVE:
                         layer = res.scene.classes[threshold_layer_name(t)]
@@ -299,11 +336,35 @@ def accuracy(samples: Iterable[Any]) -> dict[str, Any]:
             px = get_all(dflt.resolution, "l1c")[i]
             mask = step.run(px.scene, dflt).scene.classes["CLOUD_MASK"]
             clear = (px.truth == 0) & (mask != MASK_NODATA)
+            truth_cloud = np.isin(px.truth, (1, 2, 3))
+            fa = clear & (mask == MASK_CLOUD)
+            rim = _near(truth_cloud, RIM_PX)
+            s2c, scl = preds["s2cloudless_60m"], preds["scl"]
+            parts = {
+                "s2cloudless_only": fa & s2c & ~scl,
+                "scl_only": fa & scl & ~s2c,
+                "both": fa & s2c & scl,
+                "neither": fa & ~s2c & ~scl,
+                "cloud_rim": fa & rim,
+            }
             for surface, codes in SURFACE_TYPES.items():
                 sel = clear & np.isin(landcover, codes)
                 acc = surface_fp.setdefault(surface, [0, 0])
-                acc[0] += int((sel & (mask == MASK_CLOUD)).sum())
+                acc[0] += int((sel & fa).sum())
                 acc[1] += int(sel.sum())
+                src = surface_sources.setdefault(surface, {})
+                for part, hit in parts.items():
+                    src.setdefault(part, [0, 0])
+                    src[part][0] += int((sel & hit).sum())
+                    src[part][1] += int(sel.sum())
+                if not truth_cloud.any():
+                    src.setdefault("cloud_free_scenes", [0, 0])
+                    src["cloud_free_scenes"][0] += int((sel & fa).sum())
+                    src["cloud_free_scenes"][1] += int(sel.sum())
+                for name in SURFACE_FA_OF:
+                    acc = surface_fp_of[name].setdefault(surface, [0, 0])
+                    acc[0] += int((sel & preds[name]).sum())
+                    acc[1] += int(sel.sum())
     cloud_m = {name: c.metrics() for name, c in cloud.items()}
     curve_m = {f"{t:.1f}": c.metrics() for t, c in curve.items()}
     candidates = {**cloud_m, **{f"s2cloudless_60m_t{k}": v for k, v in curve_m.items()}}
@@ -379,6 +440,15 @@ def accuracy(samples: Iterable[Any]) -> dict[str, Any]:
             k: round(v[0] / v[1], 4) if v[1] else None for k, v in surface_fp.items()
         },
         "false_alarm_by_surface_pixels": {k: v[1] for k, v in surface_fp.items()},
+        # where the default's false alarms come from (shares of the surface's clear pixels)
+        "false_alarm_by_surface_sources": {
+            surface: {part: _rate(src.get(part)) for part in FA_SOURCES}
+            for surface, src in surface_sources.items()
+        },
+        "false_alarm_by_surface_by_configuration": {
+            "union_60m": {k: _rate(v) for k, v in surface_fp.items()},
+            **{name: {k: _rate(v) for k, v in per.items()} for name, per in surface_fp_of.items()},
+        },
         "false_alarm_goal": FALSE_ALARM_GOAL,
         "default_shadow_f1": shadow[default.shadows].metrics()["f1"],
     }
