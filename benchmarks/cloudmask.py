@@ -295,7 +295,7 @@ def accuracy(samples: Iterable[Any]) -> dict[str, Any]:
                 truth_cloud = np.isin(px.truth, (1, 2, 3))
                 pred = mask == MASK_CLOUD
                 cloud[name].add(pred, truth_cloud, valid)
-                if name in (*SURFACE_FA_OF, "union_60m"):
+                if name in SURFACE_FA_OF:
                     preds[name] = pred
                 if name == "s2cloudless_60m":
                     for t in CURVE:

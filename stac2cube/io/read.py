@@ -210,15 +210,16 @@ class BandReader:
                 self.close()
                 raise AssetReadError(f"{item.id}: asset {self.asset_key} ({self.href}) has no CRS")
             self.source_resolution = float(abs(src.res[0]))
+            same_crs = src.crs == dst_crs.to_wkt() or src.crs.to_epsg() == dst_crs.epsg
             self.resampling = choose_resampling(
-                info.kind,
-                self.source_resolution,
-                float(geobox.resolution.x),
-                src.crs == dst_crs.to_wkt() or src.crs.to_epsg() == dst_crs.epsg,
+                info.kind, self.source_resolution, float(geobox.resolution.x), same_crs
             )
             self._src_nodata = src.nodata if src.nodata is not None else self.radiometry.nodata
-            self._copyable = self.resampling == Resampling.nearest and _plain_pixels(
-                src, self._is_class
+            # whether a read onto a grid of the source's lattice may copy instead of warping
+            self._copyable = (
+                same_crs
+                and self.resampling == Resampling.nearest
+                and _plain_pixels(src, self._is_class)
             )
 
     def read(self, geobox: GeoBox) -> BandRead:
@@ -249,7 +250,7 @@ class BandReader:
                     init_dest_nodata=True,
                 )
         if not self._is_class:
-            # the warp mapped nodata to NaN; harmonise the resampled DNs per item
+            # the copy or the warp mapped nodata to NaN; harmonise the resampled DNs per item
             dst = to_reflectance(dst, self.radiometry)
         return BandRead(
             self.band,
@@ -263,25 +264,23 @@ class BandReader:
 
     def _aligned_window(self, geobox: GeoBox) -> tuple[int, int, int, int, int] | None:
         """``(row, col, height, width, k)`` of ``geobox`` when its grid is the source's lattice
-        with pixels ``k`` times smaller (``k`` a whole number; same CRS, no rotation; ``row``
-        and ``col``: its corner in its own pixels from the source's corner). A nearest-neighbour
-        warp onto it is then a copy of the source's pixels, each repeated ``k`` x ``k`` times
-        (a target pixel's centre never falls on a source pixel's edge). None otherwise."""
+        with pixels ``k`` times smaller (``k`` a whole number, the same on both axes; no
+        rotation; ``row`` and ``col``: its corner in its own pixels from the source's corner).
+        A nearest-neighbour warp onto it is then a copy of the source's pixels, each repeated
+        ``k`` x ``k`` times (a target pixel's centre never falls on a source pixel's edge). None
+        otherwise. The reader's CRS is the source's (``_copyable``)."""
         src = self._src
         assert src is not None
         st, dt_ = src.transform, geobox.transform
         if (st.b, st.d, dt_.b, dt_.d) != (0.0, 0.0, 0.0, 0.0) or st.a <= 0 or st.e >= 0:
             return None
-        if not (src.crs == self._crs.to_wkt() or src.crs.to_epsg() == self._crs.epsg):
-            return None
-        k = st.a / dt_.a
-        numbers = (k, st.e / dt_.e, (dt_.c - st.c) / dt_.a, (dt_.f - st.f) / dt_.e)
-        if k < 0.5 or any(abs(v - round(v)) > ALIGNED_TOLERANCE_PX for v in numbers):
-            return None
-        if round(numbers[1]) != round(k):
+        k = round(st.a / dt_.a)
+        col, row = (dt_.c - st.c) / dt_.a, (dt_.f - st.f) / dt_.e
+        exact = (st.a / dt_.a - k, st.e / dt_.e - k, col - round(col), row - round(row))
+        if k < 1 or any(abs(v) > ALIGNED_TOLERANCE_PX for v in exact):
             return None
         h, w = geobox.shape.yx
-        return round(numbers[3]), round(numbers[2]), h, w, round(k)
+        return round(row), round(col), h, w, k
 
     def close(self) -> None:
         """Close the source dataset (safe to call more than once)."""
