@@ -396,6 +396,7 @@ def commit_snapshot(
     sync: bool = False,
     fresh: bool = False,
     new: Iterable[str] = (),
+    held: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> SnapshotResult:
     """Commit one snapshot: items ``changed`` by the run are appended (new) or have their
     references replaced (already in the cube), ``removed`` ones leave it; with ``sync`` the
@@ -404,12 +405,20 @@ def commit_snapshot(
     the cube's arrays anew in the same snapshot. ``new``: items of ``changed`` or ``removed`` the
     caller knows are not in the cube (the catalog had no such item): they are appended (or, when
     removed, left alone) without looking up the cube's item list, so that an update of new
-    scenes costs the same in any cube; reprocessed items are looked up at their datetime on the
-    ``time`` axis. Nothing to do: no snapshot. A crash before the commit leaves the previous
-    snapshot as HEAD."""
+    scenes costs the same in any cube; reprocessed and removed items are looked up at their
+    datetime on the ``time`` axis. ``held``: the item JSON the catalog held for removed items
+    it no longer has (read from the catalog otherwise). Nothing to do: no snapshot. A crash
+    before the commit leaves the previous snapshot as HEAD."""
     with quiet_zarr():
         return _commit_snapshot(
-            store, run_id, changed, removed, sync=sync, fresh=fresh, known_new=frozenset(new)
+            store,
+            run_id,
+            changed,
+            removed,
+            sync=sync,
+            fresh=fresh,
+            known_new=frozenset(new),
+            held_items=held or {},
         )
 
 
@@ -422,6 +431,7 @@ def _commit_snapshot(
     sync: bool,
     fresh: bool,
     known_new: frozenset[str] = frozenset(),
+    held_items: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> SnapshotResult:
     import virtual_tiff  # noqa: F401  (registers the TIFF codecs with zarr)
     import zarr
@@ -436,14 +446,16 @@ def _commit_snapshot(
     removed = [i for i in dict.fromkeys(removed) if sync or fresh or i not in known_new]
     items: dict[str, dict[str, Any]] = {}  # item JSON of `changed`, read once
     index: dict[str, int] | None = None
-    if sync or fresh or removed:
+    if sync or fresh:
         ids = _item_ids(session)
     else:  # the cube's item list is not read, only whether it has one
         ids = None if _item_array(session) is None else np.array([], dtype=object)
         old = [i for i in changed if i not in known_new]
-        if ids is not None and old:  # reprocessed items: looked up at their times
+        if ids is not None and (old or removed):  # looked up at their times
             items = {i: it for i in old if (it := store.read_item(i)) is not None}
-            index = _positions_by_time(session, items)
+            docs = _held_items(store, removed, held_items or {})
+            if docs is not None and _lists_removed_steps(session):
+                index = _positions_by_time(session, {**items, **docs})
             if index is None:  # not all found at their times: the whole list is read
                 ids = _item_ids(session)
     if index is None:
@@ -660,13 +672,36 @@ def _positions(ids: np.ndarray | None, wanted: Sequence[str]) -> dict[str, int]:
     return {str(ids[t]): int(t) for t in where}
 
 
+def _held_items(
+    store: CatalogStore, removed: Sequence[str], held: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Mapping[str, Any]] | None:
+    """The item JSON of each of ``removed`` (from ``held``, else from the catalog), to find
+    them at their times; None when one of them is in neither (the whole list must be read)."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for item_id in removed:
+        item = held.get(item_id) or store.read_item(item_id)
+        if item is None:
+            return None
+        out[item_id] = item
+    return out
+
+
+def _lists_removed_steps(session: icechunk.Session) -> bool:
+    """Whether the cube keeps the list of the time steps removed items left
+    (:data:`REMOVED_ATTR`); a cube from before the list must have its item ids read once."""
+    import zarr
+
+    return isinstance(zarr.open_group(session.store, mode="r").attrs.get(REMOVED_ATTR), list)
+
+
 def _positions_by_time(
     session: icechunk.Session, items: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, int] | None:
     """Time step of each of ``items`` (id -> item JSON) found through the ``time`` axis: the
     ids of only the steps at their times are read, not the whole item list, so that
-    replacing an item costs the same in any cube. None when an item is not at its time (its
-    datetime changed, or it is not in the cube): the caller then reads the whole list."""
+    replacing or removing an item costs the same in any cube. None when an item is not at its
+    time (its datetime changed, or it is not in the cube): the caller then reads the whole
+    list."""
     import zarr
 
     if not items:  # no item JSON left to replace: nothing to find

@@ -51,9 +51,12 @@ def snapshot_run(
     *,
     sync: bool,
     new: Iterable[str] = (),
+    held: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[str | None, bool]:
     """Commit the run's snapshot of the virtual cube: the items it wrote, without those it
-    filtered (``sync``: after an interrupted run, everything the cube is missing). Returns the
+    filtered (``sync``: after an interrupted run, everything the cube is missing); ``held``:
+    the item JSON the catalog held before the run, by id (filtered items are found at their
+    times in the cube, without reading its item list). Returns the
     snapshot id (None: nothing to commit) and whether the cube is up to date. A failure leaves
     the catalog as it is and the previous snapshot as HEAD; the next run catches up."""
     from ..catalog.virtual import (
@@ -70,7 +73,8 @@ def snapshot_run(
         return None, True
     try:
         try:
-            result = commit_snapshot(store, run_id, written, removed, sync=sync, new=new)
+            gone = {i: held[i] for i in removed if held and i in held}
+            result = commit_snapshot(store, run_id, written, removed, sync=sync, new=new, held=gone)
         except CubeMovedError as moved:
             log.warning("%s: rebuilding it", moved)
             result = rebuild_virtual_cube(store.root, run_id)
@@ -215,8 +219,9 @@ def run(config: Config, *, progress: ProgressCallback | None = None) -> RunSumma
         if out.virtual_cube:
             # scenes the catalog did not hold: not in the cube either (appended without a lookup)
             new = [i for i, (_, _, existing) in planned.items() if existing is None]
+            held = {i: ex for i, (_, _, ex) in planned.items() if ex is not None}
             snapshot, cube_ok = snapshot_run(
-                store, run_id, outcomes, sync=not after_clean_exit, new=new
+                store, run_id, outcomes, sync=not after_clean_exit, new=new, held=held
             )
         if cube_ok:  # else the next run recovers and brings the cube up to date in full
             store.set_clean_mark()

@@ -40,6 +40,34 @@ if __name__ == "__main__":
 """
 
 
+@pytest.fixture
+def item_list_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per read of a cube's whole item list (``virtual._item_ids``); a test clears it
+    once its cube is set up."""
+    from stac2cube.catalog import virtual
+
+    reads: list[int] = []
+    whole_list = virtual._item_ids
+
+    def counted(session: object) -> object:
+        reads.append(1)
+        return whole_list(session)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(virtual, "_item_ids", counted)
+    return reads
+
+
+def _sample_catalog(sample: Sample, tmp_path: Path) -> tuple[Path, CatalogStore]:
+    """The sample's four scenes (B04, B08, SCL) run into ``tmp_path / "catalog"``, with its
+    virtual cube."""
+    source = {"path": str(sample.l2a_items_path)}
+    run(
+        load_config(write_config(tmp_path, sample, source, bands=["B04", "B08", "SCL"], run=SERIAL))
+    )
+    catalog = tmp_path / "catalog"
+    return catalog, CatalogStore.open(catalog)
+
+
 def _set_datetime(store: CatalogStore, item_id: str, when: str) -> None:
     """The item's datetime changed in its JSON (as an upstream correction would change it)."""
     import json
@@ -128,12 +156,7 @@ def test_removed_items_leave_the_cube_and_readers_skip_their_steps(
 
     from stac2cube.catalog.virtual import REMOVED_ATTR, commit_snapshot, repository
 
-    source = {"path": str(sample.l2a_items_path)}
-    run(
-        load_config(write_config(tmp_path, sample, source, bands=["B04", "B08", "SCL"], run=SERIAL))
-    )
-    catalog = tmp_path / "catalog"
-    store = CatalogStore.open(catalog)
+    catalog, store = _sample_catalog(sample, tmp_path)
     full = open_virtual_cube(catalog)
     ids = [str(i) for i in full.item_id.values]  # in time order
     assert sorted(ids) == sorted(store.item_ids())
@@ -185,12 +208,7 @@ def test_time_steps_out_of_order_and_tied_are_sorted(sample: Sample, tmp_path: P
 
     from stac2cube.catalog.virtual import commit_snapshot, rebuild_virtual_cube
 
-    source = {"path": str(sample.l2a_items_path)}
-    run(
-        load_config(write_config(tmp_path, sample, source, bands=["B04", "B08", "SCL"], run=SERIAL))
-    )
-    catalog = tmp_path / "catalog"
-    store = CatalogStore.open(catalog)
+    catalog, store = _sample_catalog(sample, tmp_path)
     ids = store.item_ids()  # the order they are appended in by a rebuild
     assert len(ids) == 4
     times = ["2023-07-01T10:00:00Z", "2023-06-01T10:00:00Z", "2023-06-15T10:00:00Z"]
@@ -211,46 +229,33 @@ def test_time_steps_out_of_order_and_tied_are_sorted(sample: Sample, tmp_path: P
 
 
 def test_replaced_items_are_found_at_their_times(
-    sample: Sample, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sample: Sample, tmp_path: Path, item_list_reads: list[int]
 ) -> None:
     """A reprocessed item is found through the ``time`` axis, without reading the cube's whole
     item list (so that a replacement costs the same in any cube), also when it shares its time
     with another item; an item whose datetime changed is found through the whole list and
     replaced, never appended a second time."""
 
-    from stac2cube.catalog import virtual
     from stac2cube.catalog.virtual import commit_snapshot, rebuild_virtual_cube
 
-    source = {"path": str(sample.l2a_items_path)}
-    run(
-        load_config(write_config(tmp_path, sample, source, bands=["B04", "B08", "SCL"], run=SERIAL))
-    )
-    catalog = tmp_path / "catalog"
-    store = CatalogStore.open(catalog)
+    catalog, store = _sample_catalog(sample, tmp_path)
     ids = store.item_ids()
     tie = "2023-06-15T10:00:00Z"
     for item_id in ids[2:]:  # two items share a time
         _set_datetime(store, item_id, tie)
     rebuild_virtual_cube(catalog)
     before = open_virtual_cube(catalog, ["B04"])
-    reads: list[int] = []
-    whole_list = virtual._item_ids
-
-    def counted(session: object) -> object:
-        reads.append(1)
-        return whole_list(session)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(virtual, "_item_ids", counted)
+    item_list_reads.clear()
     found = commit_snapshot(store, "replace", changed=[ids[0], ids[3]])
     assert sorted(found.replaced) == sorted([ids[0], ids[3]]) and not found.appended
-    assert reads == []  # looked up at their times only
+    assert item_list_reads == []  # looked up at their times only
     same = open_virtual_cube(catalog, ["B04"])
     assert list(same.item_id.values) == list(before.item_id.values)
     np.testing.assert_array_equal(same.B04.values, before.B04.values)
     # an item whose datetime changed is not at its (new) time: the whole list finds it
     _set_datetime(store, ids[1], "2024-01-01T10:00:00Z")
     moved = commit_snapshot(store, "moved", changed=[ids[1]])
-    assert moved.replaced == [ids[1]] and not moved.appended and reads == [1]
+    assert moved.replaced == [ids[1]] and not moved.appended and item_list_reads == [1]
     after = open_virtual_cube(catalog, ["B04"])
     assert sorted(map(str, after.item_id.values)) == sorted(ids)
     assert str(after.item_id.values[-1]) == ids[1]  # at its new time
@@ -262,4 +267,62 @@ def test_replaced_items_are_found_at_their_times(
         )
     # a scene filtered the first time it was seen is not in the cube: nothing is looked up
     skipped = commit_snapshot(store, "filtered-new", removed=["never-held"], new=["never-held"])
-    assert skipped.snapshot_id is None and not skipped.removed and reads == [1]
+    assert skipped.snapshot_id is None and not skipped.removed and item_list_reads == [1]
+
+
+def test_removed_items_are_found_at_their_times(
+    sample: Sample, tmp_path: Path, item_list_reads: list[int]
+) -> None:
+    """A removed item is found through the ``time`` axis, without reading the cube's whole item
+    list (so that a removal costs the same in any cube): from the catalog's JSON while it is
+    there, from the JSON the caller held once the catalog dropped it; an item in neither is
+    found through the whole list."""
+    import zarr
+
+    from stac2cube.catalog.virtual import REMOVED_ATTR, commit_snapshot, repository
+
+    catalog, store = _sample_catalog(sample, tmp_path)
+    before = open_virtual_cube(catalog, ["B04"])
+    ids = [str(i) for i in before.item_id.values]
+    item_list_reads.clear()
+    in_catalog = commit_snapshot(store, "remove-listed", removed=[ids[0]])
+    assert in_catalog.removed == [ids[0]] and item_list_reads == []
+    doc = store.read_item(ids[1])
+    assert doc is not None and store.remove_item(ids[1])
+    held = commit_snapshot(store, "remove-held", removed=[ids[1]], held={ids[1]: doc})
+    assert held.removed == [ids[1]] and item_list_reads == []
+    assert store.remove_item(ids[2])
+    unknown = commit_snapshot(store, "remove-unknown", removed=[ids[2]])
+    assert unknown.removed == [ids[2]] and item_list_reads == [1]
+    after = open_virtual_cube(catalog, ["B04"])
+    assert [str(i) for i in after.item_id.values] == ids[3:]
+    np.testing.assert_array_equal(after.B04.values, before.B04.isel(time=[3]).values)
+    # a cube from before the list of removed steps: the ids are read once, to make the list
+    session = repository(catalog).writable_session("main")
+    del zarr.open_group(session.store, mode="r+").attrs[REMOVED_ATTR]
+    session.commit("as written before the list")
+    legacy = commit_snapshot(store, "remove-legacy", removed=[ids[3]])
+    assert legacy.removed == [ids[3]] and item_list_reads == [1, 1]
+    session = repository(catalog).readonly_session("main")
+    assert zarr.open_group(session.store, mode="r").attrs[REMOVED_ATTR] == [0, 1, 2, 3]
+
+
+def test_a_rerun_that_filters_held_scenes_removes_them_without_the_item_list(
+    sample: Sample, tmp_path: Path, item_list_reads: list[int]
+) -> None:
+    """A re-run whose stricter cloud limit filters scenes the catalog held takes them out of the
+    cube, found at their times from the item JSON the run read while planning."""
+    source = {"path": str(sample.l2a_items_path)}
+    bands = ["B04", "B08", "SCL"]
+    lenient = {"cloudmask": {"method": "scl", "max_cloud_fraction": 1.0}}
+    run(load_config(write_config(tmp_path, sample, source, bands=bands, steps=lenient)))
+    catalog = tmp_path / "catalog"
+    held = set(head_items(catalog))
+    assert len(held) == len(sample.scenes)
+    item_list_reads.clear()
+    strict = {"cloudmask": {"method": "scl", "max_cloud_fraction": 0.1}}
+    summary = run(load_config(write_config(tmp_path, sample, source, bands=bands, steps=strict)))
+    filtered = {o.item_id for o in summary.outcomes if o.status == "filtered"}
+    assert filtered and filtered < held
+    assert item_list_reads == []  # the run's commit read no item list
+    assert set(head_items(catalog)) == held - filtered
