@@ -9,7 +9,9 @@ recorded as failed with its peak, never left to exhaust the machine):
   the side): ``none`` (no step), ``cloudmask_global`` (cloud mask + global co-registration),
   ``cloudmask_local`` (cloud mask + local co-registration);
 * the floor: rio-cogeo alone on the same bands, grid and profile (``benchmarks/ingest.py``);
-* two tile scenes on a local Dask cluster of 2 workers against 1 (no step);
+* two tile scenes on a local Dask cluster of 2 workers against 1 (no step), with the CPU
+  seconds of each run split between the client's process (client and scheduler) and the
+  workers, and the speedup the two-worker run's CPU work allows on this machine's cores;
 * ``reference``: the co-registration reference built from candidate scenes (``clearest`` of
   the two tile scenes, each masked by the cloud step), as a first run builds it on the client,
   on the whole tile and on its sixteenth.
@@ -237,11 +239,12 @@ def worker_run(config: str) -> dict[str, Any]:
     cfg = load_config(config)
     block_calls = _count_block_path()
     built = _LogLines("stac2cube.references", "built from")
-    usage0 = _cpu_seconds()
+    main0, kids0 = _cpu_split()
     t0 = time.perf_counter()
     summary = run(cfg)
     seconds = time.perf_counter() - t0
-    cpu = _cpu_seconds() - usage0
+    main1, kids1 = _cpu_split()
+    cpu = main1 - main0 + kids1 - kids0
     store = CatalogStore(cfg.catalog_dir, cfg.output.collection_id)
     docs = [
         json.loads(store.item_path(o.item_id).read_text())
@@ -252,6 +255,7 @@ def worker_run(config: str) -> dict[str, Any]:
     return {
         "seconds": seconds,
         "cpu_seconds": cpu,
+        "cpu_seconds_main": main1 - main0,
         "peak_rss_mb": peak_rss_mb(),
         "written": summary.written,
         "failed": summary.failed,
@@ -370,8 +374,24 @@ def _no_candidates(item: Any) -> Any:
 
 def _cpu_seconds() -> float:
     """CPU time of this process and of its children that ended (a run's Dask workers)."""
+    return sum(_cpu_split())
+
+
+def _steal_seconds() -> float | None:
+    """CPU seconds the hypervisor has given to other machines since boot (``steal`` in
+    ``/proc/stat``, all cores together); None where there is no such file."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _cpu_split() -> tuple[float, float]:
+    """CPU time of this process (with a local cluster: the client and the scheduler) and of
+    its children that ended (the nannies and their workers)."""
     own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
 
 
 class _LogLines(logging.Handler):
@@ -474,6 +494,7 @@ def run_capped(args: list[str], cap_mb: float, logs: Path) -> dict[str, Any]:
     logs.mkdir(parents=True, exist_ok=True)
     name = f"{args[1]}-{Path(args[3]).stem}"  # worker mode and config (or tile)
     out_path, err_path = logs / f"{name}.out", logs / f"{name}.err"
+    steal0 = _steal_seconds()
     t0 = time.perf_counter()
     with open(out_path, "w") as out, open(err_path, "w") as err:
         proc = subprocess.Popen(
@@ -526,6 +547,7 @@ def run_capped(args: list[str], cap_mb: float, logs: Path) -> dict[str, Any]:
         raise SystemExit("the benchmark was stopped")
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
+    steal1 = _steal_seconds()
     workers = [mb for kind, mb in peaks.values() if kind == "worker"]
     rec: dict[str, Any] = {
         "ok": proc.returncode == 0 and not stopped,
@@ -539,6 +561,10 @@ def run_capped(args: list[str], cap_mb: float, logs: Path) -> dict[str, Any]:
         "vm_peak_mb": round(vm_peak, 1),
         "memory_cap_mb": cap_mb,
         "loadavg": round(os.getloadavg()[0], 2),  # of the last minute: others' work shows here
+        # cores the hypervisor gave to other machines meanwhile (None: not Linux)
+        "steal_cores": round((steal1 - steal0) / wall, 3)
+        if steal0 is not None and steal1 is not None
+        else None,
     }
     if rec["ok"]:
         rec.update(json.loads(out_path.read_text().strip().splitlines()[-1]))
@@ -696,9 +722,12 @@ def summarise(rec: Mapping[str, Any], expected: int) -> dict[str, Any]:
         "seconds": round(rec["seconds"], 1) if status == "written" else None,
         "wall_s": rec["wall_s"],
         "cpu_s": round(rec.get("cpu_seconds", rec["tree_cpu_s"]), 1),
+        # with a local cluster: the client's and scheduler's share (the rest: the workers)
+        "cpu_s_main": round(rec["cpu_seconds_main"], 1) if "cpu_seconds_main" in rec else None,
         "peak_rss_mb_per_worker": round(max(workers), 1),
         "peak_rss_mb_workers": [round(v, 1) for v in workers],
         "loadavg": rec["loadavg"],
+        "steal_cores": rec.get("steal_cores"),
         "worker_processes": rec["worker_processes_seen"],
         # each scene's own seconds on its worker: the rest of `seconds` is the run's overhead
         "scene_seconds": [o["seconds"] for o in rec.get("outcomes", []) if "seconds" in o],
@@ -799,11 +828,22 @@ def merge(recs: list[dict[str, Any]]) -> dict[str, Any]:
     out = {**worst, "status": failed[0] if failed else "written"}
     out["seconds"] = None if failed else round(statistics.median(r["seconds"] for r in recs), 2)
     out["cpu_s"] = round(statistics.median(r["cpu_s"] for r in recs), 2)
+    if all(r.get("steal_cores") is not None for r in recs):
+        out["steal_cores"] = round(statistics.median(r["steal_cores"] for r in recs), 3)
+    if all(r.get("cpu_s_main") is not None for r in recs):
+        out["cpu_s_main"] = round(statistics.median(r["cpu_s_main"] for r in recs), 2)
     out["wall_s"] = round(statistics.median(r["wall_s"] for r in recs), 2)
     if "workers_restarted" in worst:
         out["workers_restarted"] = sum(r["workers_restarted"] for r in recs)
     if len(recs) > 1:
-        keys = ("seconds", "cpu_s", "peak_rss_mb_per_worker", "loadavg")
+        keys = (
+            "seconds",
+            "cpu_s",
+            "cpu_s_main",
+            "peak_rss_mb_per_worker",
+            "loadavg",
+            "steal_cores",
+        )
         out["repeats"] = {k: [r.get(k) for r in recs] for k in keys}
     return out
 
@@ -826,7 +866,7 @@ def figures(runs: Mapping[str, Mapping[str, Any]], px: int) -> dict[str, Any]:
     cpu = {c: s for c, s in per("cpu_s").items() if seconds[c]}  # of the runs that wrote
     floor = runs.get("floor", {}).get("seconds")
     floor_cpu = runs.get("floor", {}).get("cpu_s") if floor else None
-    t = dask("seconds")
+    t, dask_cpu = dask("seconds"), dask("cpu_s")
     ref = {
         size: runs[f"reference-{size}"]
         for size in ("tile", "sixteenth")
@@ -850,6 +890,17 @@ def figures(runs: Mapping[str, Mapping[str, Any]], px: int) -> dict[str, Any]:
         # megapixels of the target grid (all bands) per second of one core's work
         "mpx_per_s_per_core": {c: ratio(px * px / 1e6, s) for c, s in cpu.items()},
         "dask_tile_speedup": ratio(t.get("1"), t.get("2")),
+        # the most two workers could give: the two-worker run's CPU work spread evenly over
+        # the machine's cores, against the one-worker run's seconds (which used more than one
+        # core: the client, the scheduler and the nanny run beside the worker)
+        "dask_speedup_bound": ratio(
+            t.get("1"), dask_cpu["2"] / (os.cpu_count() or 1) if dask_cpu.get("2") else None
+        ),
+        "dask_cores_used": {w: ratio(dask_cpu.get(w), s) for w, s in t.items()},
+        "dask_cpu_s": dask_cpu,
+        "dask_cpu_s_main": dask("cpu_s_main"),
+        # the hypervisor's share of the cores during each run: a machine lent by a host
+        "dask_steal_cores": dask("steal_cores"),
         "dask_seconds": t,
         "dask_status": dask("status"),
         "dask_peak_rss_mb_per_worker": dask("peak_rss_mb_workers"),
