@@ -704,7 +704,7 @@ def _positions_by_time(
     list."""
     import zarr
 
-    if not items:  # no item JSON left to replace: nothing to find
+    if not items:  # no item JSON left to look up: nothing to find
         return {}
     axis = zarr.open_array(session.store, path="time", mode="r")
     wanted = _axis_values(axis, np.array([_time(it) for it in items.values()]))

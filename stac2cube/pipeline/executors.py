@@ -31,15 +31,20 @@ killed a single-threaded worker for memory while it ran that scene: the scene wo
 same memory again. A scene that waited on a worker which died is tried again (at most twice
 this many times in all)."""
 
-WORKER_MEMORY_CONFIG: dict[str, Any] = {
+CLUSTER_CONFIG: dict[str, Any] = {
     # a scene's memory is Dask-unmanaged (arrays, GDAL's cache): there is nothing to spill, and a
     # paused worker never takes its next scene (the run would hang); only the kill at
     # `distributed.worker.memory.terminate` (95 % of the limit) stays
     "distributed.worker.memory.target": False,
     "distributed.worker.memory.spill": False,
     "distributed.worker.memory.pause": False,
+    # a task is a whole scene: a worker's statistical profiler (a stack sample every 10 ms, for
+    # the dashboard, which these clusters do not serve) and the event-loop watchdog's 20 ms tick
+    # cost an idle client and worker about a tenth of a core (docs/hpc.md)
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
 }
-"""The worker memory settings of the clusters stac2cube starts."""
+"""The Dask settings of the clusters stac2cube starts (scheduler, nannies and workers)."""
 
 MEMORY_EVENT = "worker-restart-memory"
 """The event Dask's nanny logs on the scheduler when it kills its worker for memory."""
@@ -252,7 +257,7 @@ def _limit_setting(config: Config, limit: int) -> tuple[str, str]:
 def dask_client(config: Config, n_tasks: int | None = None) -> Iterator[Any]:
     """A Dask client: a LocalCluster (``local``), a SLURM cluster (``slurm``) or the scheduler at
     ``run.executor``. The clusters stac2cube starts get ``run.memory_limit`` per worker,
-    :data:`WORKER_MEMORY_CONFIG` and :data:`ALLOWED_FAILURES`; a running scheduler keeps its
+    :data:`CLUSTER_CONFIG` and :data:`ALLOWED_FAILURES`; a running scheduler keeps its
     own."""
     import dask
     from distributed import Client, LocalCluster
@@ -263,7 +268,7 @@ def dask_client(config: Config, n_tasks: int | None = None) -> Iterator[Any]:
     if dlog.level in (logging.NOTSET, logging.INFO):
         dlog.setLevel(logging.WARNING)
     if rc.executor == "local":
-        with dask.config.set(WORKER_MEMORY_CONFIG):  # each nanny takes a copy for its worker
+        with dask.config.set(CLUSTER_CONFIG):  # each nanny takes a copy for its worker
             cluster = LocalCluster(
                 n_workers=min(rc.workers or os.cpu_count() or 1, n_tasks or 1 << 16),
                 threads_per_worker=1,
@@ -313,10 +318,13 @@ def slurm_cluster(config: Config) -> Any:
         ) from None
     kw = config.run.slurm.cluster_kwargs(config.run.memory_limit_bytes)
     kw["scheduler_options"] = {**kw["scheduler_options"], "allowed_failures": ALLOWED_FAILURES}
-    # the workers start on other nodes: they get the memory settings as environment variables
-    env = [f"export {_dask_env_name(k)}={v}" for k, v in WORKER_MEMORY_CONFIG.items()]
+    # the workers start on other nodes: they get the settings as environment variables
+    env = [f"export {_dask_env_name(k)}={v}" for k, v in CLUSTER_CONFIG.items()]
     kw["job_script_prologue"] = [*env, *kw["job_script_prologue"]]
-    return SLURMCluster(**kw)
+    import dask
+
+    with dask.config.set(CLUSTER_CONFIG):  # the scheduler runs here
+        return SLURMCluster(**kw)
 
 
 def _dask_env_name(key: str) -> str:

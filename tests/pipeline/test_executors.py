@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -237,6 +238,22 @@ def test_a_running_scheduler_keeps_its_limits_and_says_so(
     (rec,) = [r for r in caplog.records if "memory limits are the cluster's own" in r.message]
     assert rec.levelno == logging.WARNING
     assert "(3,072 MiB)" in rec.message and "run.memory_limit 1GiB does not apply" in rec.message
+
+
+def test_local_clusters_do_not_sample_stacks_or_tick_every_20_ms(tmp_path: Path) -> None:
+    """The workers of a local cluster run no statistical profiler (a stack sample every 10 ms
+    while a scene runs) and the scheduler, nannies and workers check their event loops once a
+    second, not every 20 ms: idle, the two had cost a client and its worker a tenth of a
+    core."""
+    cfg = _config(tmp_path, {"executor": "local", "memory_limit": "1GiB"})
+
+    def on_worker(dask_worker: Any) -> tuple[bool, float]:
+        return "profile" in dask_worker.periodic_callbacks, dask_worker._tick_interval
+
+    with dask_client(cfg, n_tasks=1) as client:
+        assert list(client.run(on_worker).values()) == [(False, 1.0)]
+        assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler._tick_interval) == 1
+        assert [n._tick_interval for n in client.cluster.workers.values()] == [1.0]
 
 
 def _config(tmp_path: Path, run_section: dict[str, str]) -> Config:

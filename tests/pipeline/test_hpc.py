@@ -39,6 +39,9 @@ def test_example_slurm_job_script() -> None:
     # its next scene); only the kill at 95 % of the limit
     for key in ("TARGET", "SPILL", "PAUSE"):
         assert f"export DASK_DISTRIBUTED__WORKER__MEMORY__{key}=False" in script
+    # a task is a scene: no stack sampling every 10 ms, the event loop's watchdog once a second
+    assert "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False" in script
+    assert "export DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL=1s" in script
 
 
 def test_run_memory_limit_per_slurm_worker() -> None:
