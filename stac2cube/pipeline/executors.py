@@ -310,6 +310,8 @@ def slurm_cluster(config: Config) -> Any:
     """The ``dask_jobqueue.SLURMCluster`` of ``run.slurm`` (no job is submitted until scaled):
     each worker's memory limit is ``run.memory_limit`` (``auto``: ``run.slurm.memory`` split
     between a job's processes)."""
+    import dask
+
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError:
@@ -321,8 +323,6 @@ def slurm_cluster(config: Config) -> Any:
     # the workers start on other nodes: they get the settings as environment variables
     env = [f"export {_dask_env_name(k)}={v}" for k, v in CLUSTER_CONFIG.items()]
     kw["job_script_prologue"] = [*env, *kw["job_script_prologue"]]
-    import dask
-
     with dask.config.set(CLUSTER_CONFIG):  # the scheduler runs here
         return SLURMCluster(**kw)
 
