@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from ..config import Config, OutputConfig
 from ..grid import footprint_lonlat
 from ..io.atomic import write_bytes_atomic
 from ..io.cog import CogFile, file_checksum, write_cog
+from ..io.threads import worker_threads
 from ..provenance import InputRecord, Provenance, SourceRecord, StepRecord, software_versions
 from ..radiometry import (
     from_reflectance,
@@ -58,19 +58,6 @@ class WrittenAsset:
     """The Sentinel-2 band of a reflectance asset (``eo:bands``); None for class layers."""
     info: LayerInfo | None = None
     """How a class layer is described (classification extension); None for reflectance."""
-
-
-def worker_threads() -> int | None:
-    """Threads of the Dask worker running this code, or None outside a worker (then GDAL may
-    use every CPU: the process has the machine to itself)."""
-    # a worker has imported distributed; a serial run has not and should not pay for it (0.5 s)
-    worker_module = sys.modules.get("distributed.worker")
-    if worker_module is None:
-        return None
-    try:
-        return int(worker_module.get_worker().state.nthreads)
-    except ValueError:  # not running on a worker
-        return None
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,12 @@ from ..catalog.item import (
     build_item,
     layer_info,
     scene_provenance,
-    worker_threads,
 )
 from ..config import Config
 from ..grid import band_geobox
 from ..io.cog import CogFile, CogWriter
 from ..io.read import BandRead, BandReader
+from ..io.threads import worker_threads
 from ..steps.base import Scene
 from .read import (
     check_overlap,

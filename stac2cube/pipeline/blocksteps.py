@@ -31,12 +31,12 @@ from ..catalog.item import (
     build_item,
     layer_info,
     scene_provenance,
-    worker_threads,
     write_sidecars,
 )
 from ..config import Config
 from ..io.cog import CogWriter
 from ..io.read import BandRead, BandReader
+from ..io.threads import map_layers, scene_threads, worker_threads
 from ..provenance import InputRecord, StepRecord
 from ..steps.base import AuxLayer, AuxRequest, BlockStep, Scene, Step, StepPlan, StepResult
 from .blocks import READ_CACHE_MB, block_windows
@@ -125,6 +125,8 @@ class ItemSource:
         """What :meth:`aux` read, by input name: once each, however many reads it took."""
         self._readers = readers
         self.plans = list(plans)
+        self.threads = scene_threads()
+        """Threads the bands of a window are read in (:func:`~stac2cube.io.threads.map_layers`)."""
 
     def then(self, plan: StepPlan) -> ItemSource:
         """This source with ``plan`` applied after the others (the next step's view)."""
@@ -137,7 +139,8 @@ class ItemSource:
     def read(self, window: Window) -> tuple[Scene, dict[str, BandRead]]:
         """The configured bands over ``window``, harmonised, no step applied, and their reads."""
         gbox = self.geobox[window.toslices()]
-        reads = {b: r.read(gbox) for b, r in self._readers.items()}
+        got = map_layers(lambda r: r.read(gbox), self._readers.values(), self.threads)
+        reads = dict(zip(self._readers, got, strict=True))
         return scene_from_reads(self.item, gbox, reads), reads
 
     def with_block_aux(self, block: Scene, plan: StepPlan) -> Scene:
@@ -176,25 +179,39 @@ class ItemSource:
 
 
 class _Writers:
-    """One streaming COG per layer of the scene, opened when its first block arrives."""
+    """One streaming COG per layer of the scene, opened when its first block arrives; the
+    layers of a block are written, and the COGs laid out, in :func:`scene_threads` threads."""
 
     def __init__(self, stack: ExitStack, item_dir: Any, geobox: GeoBox, config: Config) -> None:
         self._stack, self._dir, self._gbox, self._config = stack, item_dir, geobox, config
         self.writers: dict[str, tuple[CogWriter, AssetEncoding]] = {}
+        self.threads = scene_threads()
 
     def write(
-        self, key: str, data: np.ndarray, window: Window, enc: Callable[[], AssetEncoding]
+        self,
+        layers: Mapping[str, tuple[np.ndarray, Callable[[], AssetEncoding]]],
+        window: Window,
     ) -> None:
-        if key not in self.writers:
-            e = enc()
-            options = e.cog_options(self._config.output, worker_threads())
-            w = CogWriter(self._dir / f"{key}.tif", self._gbox, e.dtype, **options)
-            self.writers[key] = (self._stack.enter_context(w), e)
-        writer, e = self.writers[key]
-        writer.write(e.encode(data), window)
+        """Each layer's ``(pixels, encoding)`` over ``window`` into its COG."""
+        for key, (_, enc) in layers.items():
+            if key not in self.writers:
+                e = enc()
+                options = e.cog_options(self._config.output, worker_threads())
+                w = CogWriter(self._dir / f"{key}.tif", self._gbox, e.dtype, **options)
+                self.writers[key] = (self._stack.enter_context(w), e)
+
+        def write(key: str) -> None:
+            writer, e = self.writers[key]
+            writer.write(e.encode(layers[key][0]), window)
+
+        map_layers(write, layers, self.threads)
 
     def close(self) -> dict[str, WrittenAsset]:
-        return {k: e.written(w.close(), self._gbox) for k, (w, e) in self.writers.items()}
+        def close(key: str) -> WrittenAsset:
+            w, e = self.writers[key]
+            return e.written(w.close(), self._gbox)
+
+        return dict(zip(self.writers, map_layers(close, self.writers, self.threads), strict=True))
 
 
 def write_scene_with_steps_in_blocks(
@@ -264,20 +281,19 @@ def write_scene_with_steps_in_blocks(
                 info_scene = info_scene.replace(
                     layer_info={**info_scene.layer_info, **own.layer_info}
                 )
-                for band, data in own.bands.items():
-                    writers.write(
-                        band,
+                layers: dict[str, tuple[np.ndarray, Callable[[], AssetEncoding]]] = {
+                    band: (
                         data,
-                        window,
                         functools.partial(AssetEncoding.reflectance, config.output, band, band),
                     )
+                    for band, data in own.bands.items()
+                }
                 for name, data in own.classes.items():
-                    writers.write(
-                        name,
+                    layers[name] = (
                         data,
-                        window,
                         functools.partial(_class_encoding, info_scene, name, data),
                     )
+                writers.write(layers, window)
             at("read")
             check_overlap(item, n_valid)
             at("write")

@@ -28,6 +28,7 @@ from ..errors import (
     Stac2CubeError,
 )
 from ..io.read import BandRead, href_without_credentials, read_band
+from ..io.threads import map_layers, scene_threads
 from ..provenance import InputRecord, StepRecord
 from ..radiometry import (
     RadiometryOverride,
@@ -266,14 +267,16 @@ def _read_aux_bands(
     L2A products do not carry, is a NaN plane. ``item_href``: where ``src_item`` was read from,
     when it is not the source item (for the inputs' records)."""
     override = radiometry_override(src_item, config)
-    planes, inputs = [], []
-    for band in req.bands:
-        if band == "B10" and l2a:
-            planes.append(np.full(gbox.shape.yx, np.nan, dtype="float32"))
-            continue
-        r = read_band(src_item, band, gbox, override=override)
-        planes.append(r.data)
-        inputs.append(input_record(f"{name}:{band}", r, src_item, item_href))
+    wanted = [b for b in req.bands if not (b == "B10" and l2a)]
+    got = map_layers(
+        lambda b: read_band(src_item, b, gbox, override=override), wanted, scene_threads()
+    )
+    reads = dict(zip(wanted, got, strict=True))
+    planes = [
+        reads[b].data if b in reads else np.full(gbox.shape.yx, np.nan, dtype="float32")
+        for b in req.bands
+    ]
+    inputs = [input_record(f"{name}:{b}", r, src_item, item_href) for b, r in reads.items()]
     return AuxLayer(np.stack(planes), gbox, tuple(req.bands), "l2a"), inputs
 
 

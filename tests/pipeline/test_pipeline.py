@@ -21,9 +21,9 @@ from scipy import ndimage
 from stac2cube import load_config, open_cube, reflectance, run
 from stac2cube.catalog import CatalogStore
 from stac2cube.catalog.index import read_index_table
-from stac2cube.catalog.item import worker_threads
 from stac2cube.check import check_catalog
 from stac2cube.errors import CatalogLockedError, EmptySearchError
+from stac2cube.io.threads import worker_threads
 from stac2cube.pipeline import dask_client
 from stac2cube.pipeline.plan import unchanged_check
 from stac2cube.sample import AEROSOL_PATH, TRANSMITTANCE, Sample

@@ -20,6 +20,7 @@ from affine import Affine
 from odc.geo.geobox import GeoBox
 
 from ...errors import StepError
+from ...io.threads import map_layers, scene_threads
 from ..base import Scene
 from .config import CoregConfig
 
@@ -161,7 +162,12 @@ def translation(coreg_info: Mapping[str, Any], geobox: GeoBox) -> Affine | None:
 
 
 def _translate(
-    arr: np.ndarray, geobox: GeoBox, moved: Affine, resampling: str, nodata: float
+    arr: np.ndarray,
+    geobox: GeoBox,
+    moved: Affine,
+    resampling: str,
+    nodata: float,
+    threads: int = WARP_THREADS,
 ) -> np.ndarray:
     """One 2-D layer lying on ``moved`` resampled onto ``geobox``, as ``DESHIFTER`` does it
     (GDAL warp, ``nodata`` as source and destination nodata, pixels no source pixel reaches
@@ -169,33 +175,132 @@ def _translate(
 
     A layer without a ``nodata`` pixel (a block inside the swath: most of a tile) is warped
     without nodata and into a destination already filled with it, which takes GDAL's path
-    without validity masks: the same pixels, bit for bit, about 3x faster for cubic."""
-    from rasterio.errors import RasterioError
-    from rasterio.warp import Resampling, reproject
-
+    without validity masks: the same pixels, bit for bit, about 3x faster for cubic. A
+    float32 layer without nodata under the cubic kernel is resampled as two passes of
+    GDAL's 4-tap kernel (:func:`_cubic_shift`), 2.5x faster again, GDAL warping only the
+    frame where its kernel would reach past the layer's edge."""
     src = np.ascontiguousarray(arr)
     out = np.full(geobox.shape.yx, nodata, dtype=arr.dtype)
     prj = crs(geobox).to_wkt()
     holes = np.isnan(src) if np.isnan(nodata) else src == nodata
+    if holes.any():
+        _gdal_translate(src, out, geobox.affine, moved, prj, resampling, threads, nodata)
+    elif resampling == "cubic" and src.dtype == np.float32:
+        _cubic_shift(src, out, geobox.affine, moved, prj, threads)
+    else:
+        _gdal_translate(src, out, geobox.affine, moved, prj, resampling, threads)
+    return out
+
+
+def _gdal_translate(
+    src: np.ndarray,
+    out: np.ndarray,
+    dst_affine: Affine,
+    src_affine: Affine,
+    prj: str,
+    resampling: str,
+    threads: int,
+    nodata: float | None = None,
+) -> None:
+    """GDAL's warp of ``src`` (on ``src_affine``) into ``out`` (on ``dst_affine``, both in CRS
+    ``prj``; ``out`` already filled with the layer's nodata): with ``nodata`` as source and
+    destination nodata, or, without, GDAL's path without validity masks."""
+    from rasterio.errors import RasterioError
+    from rasterio.warp import Resampling, reproject
+
     masks: dict[str, Any] = (
-        {"src_nodata": nodata, "dst_nodata": nodata} if holes.any() else {"init_dest_nodata": False}
+        {"src_nodata": nodata, "dst_nodata": nodata}
+        if nodata is not None
+        else {"init_dest_nodata": False}
     )
     try:
         reproject(
             src,
             out,
-            src_transform=moved,
+            src_transform=src_affine,
             src_crs=prj,
-            dst_transform=geobox.affine,
+            dst_transform=dst_affine,
             dst_crs=prj,
             resampling=Resampling[resampling],
-            num_threads=WARP_THREADS,
+            num_threads=threads,
             warp_mem_limit=WARP_MEM_MB,
             **masks,
         )
     except RasterioError as exc:
         raise CoregFailure(f"shift correction failed: {exc}") from exc
-    return out
+
+
+CUBIC_A: Final = -0.5
+"""The parameter of GDAL's cubic convolution kernel (Keys)."""
+_FRAME_MARGIN: Final = 4
+"""Source pixels kept beyond a kernel's reach where :func:`_cubic_shift` hands GDAL a strip,
+so that the strip's cut edges are never an edge for GDAL's kernel."""
+
+
+def _cubic_taps(offset: float) -> tuple[int, np.ndarray]:
+    """For a target pixel ``j`` whose centre lies at source pixel coordinate ``j + offset +
+    0.5``: the first source pixel of its 4-tap cubic kernel (``j + first``) and the taps'
+    weights, as GDAL's cubic warp computes them."""
+    base = math.floor(offset)
+    t = offset - base
+    x = np.array([1.0 + t, t, 1.0 - t, 2.0 - t])
+    a = CUBIC_A
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    far = ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+    weights = np.where(x <= 1.0, near, np.where(x < 2.0, far, 0.0))
+    return base - 1, weights
+
+
+def _cubic_shift(
+    src: np.ndarray,
+    out: np.ndarray,
+    dst_affine: Affine,
+    src_affine: Affine,
+    prj: str,
+    threads: int,
+) -> None:
+    """``src`` (float32 without nodata, on ``src_affine``: ``dst_affine`` translated) cubic
+    resampled into ``out`` (same shape, filled with nodata). Where the 4 x 4 kernel lies
+    inside ``src`` the result is two separable passes of the kernel's weights (the two
+    passes round to float32 once each, GDAL once: the values agree to about 1e-7 relative);
+    the frame where it does not (GDAL falls back to bilinear there and leaves nodata where no
+    source pixel is) is warped by GDAL itself, strip by strip."""
+    from scipy.ndimage import correlate1d
+
+    h, w = src.shape
+    # a target pixel's centre in source pixel coordinates: (j + ox + 0.5, i + oy + 0.5)
+    ox = (dst_affine.c - src_affine.c) / src_affine.a
+    oy = (dst_affine.f - src_affine.f) / src_affine.e
+    fx, wx = _cubic_taps(ox)
+    fy, wy = _cubic_taps(oy)
+    # target rows [r0, r1) and columns [c0, c1) whose kernel lies inside the source
+    r0, r1 = max(0, -fy), min(h, h - fy - 3)
+    c0, c1 = max(0, -fx), min(w, w - fx - 3)
+    if r1 - r0 < 1 or c1 - c0 < 1:
+        _gdal_translate(src, out, dst_affine, src_affine, prj, "cubic", threads)
+        return
+    rows = src[r0 + fy : r1 + fy + 3]
+    # correlate1d's 4 weights at origin -2 read x[k], ..., x[k + 3] into position k
+    across = correlate1d(rows, wx, axis=1, origin=-2)[:, c0 + fx : c1 + fx]
+    out[r0:r1, c0:c1] = correlate1d(across, wy, axis=0, origin=-2)[: r1 - r0]
+    frame = [(0, r0, 0, w), (r1, h, 0, w), (r0, r1, 0, c0), (r0, r1, c1, w)]
+    for t0, t1, l0, l1 in frame:
+        if t1 <= t0 or l1 <= l0:
+            continue
+        m = _FRAME_MARGIN
+        s0, s1 = max(0, t0 + fy - m), min(h, t1 + fy + 3 + m)
+        k0, k1 = max(0, l0 + fx - m), min(w, l1 + fx + 3 + m)
+        strip = np.ascontiguousarray(out[t0:t1, l0:l1])
+        _gdal_translate(
+            np.ascontiguousarray(src[s0:s1, k0:k1]),
+            strip,
+            dst_affine * Affine.translation(l0, t0),
+            src_affine * Affine.translation(k0, s0),
+            prj,
+            "cubic",
+            1,
+        )
+        out[t0:t1, l0:l1] = strip
 
 
 def apply_correction(scene: Scene, coreg_info: Mapping[str, Any], cfg: CoregConfig) -> Scene:
@@ -211,17 +316,26 @@ def apply_correction(scene: Scene, coreg_info: Mapping[str, Any], cfg: CoregConf
     moved = translation(coreg_info, gbox)
     if moved is None:
         return _apply_deshifter(scene, coreg_info, cfg)
-    bands: dict[str, np.ndarray] = {}
-    for n, a in scene.bands.items():
-        src = np.nan_to_num(np.asarray(a, np.float32), nan=FILL)
-        out = _translate(src, gbox, moved, cfg.resampling, FILL)
+    threads = scene_threads()
+    warp_threads = WARP_THREADS if threads <= 1 else 1
+
+    def band(a: np.ndarray) -> np.ndarray:
+        src = np.asarray(a, np.float32)
+        nan = np.isnan(src)
+        if nan.any():  # NaN as FILL: a block without a hole (most of a tile) needs no copy
+            src = np.where(nan, np.float32(FILL), src)
+        out = _translate(src, gbox, moved, cfg.resampling, FILL, warp_threads)
         out[out <= FILL + 1.0] = np.nan
-        bands[n] = out
-    classes: dict[str, np.ndarray] = {}
-    for n, a in scene.classes.items():
+        return out
+
+    def layer(n: str) -> np.ndarray:
         info = scene.layer_info.get(n)
         nodata = info.nodata if info is not None else 0
-        classes[n] = _translate(np.asarray(a), gbox, moved, "nearest", nodata)
+        a = np.asarray(scene.classes[n])
+        return _translate(a, gbox, moved, "nearest", nodata, warp_threads)
+
+    bands = dict(zip(scene.bands, map_layers(band, scene.bands.values(), threads), strict=True))
+    classes = dict(zip(scene.classes, map_layers(layer, scene.classes, threads), strict=True))
     return scene.replace(bands=bands, classes=classes)
 
 
