@@ -812,7 +812,9 @@ class Bench:
         self.save()
 
     def save(self, complete: bool = False) -> None:
-        self.results.update(figures(self.runs, self.tile.px))
+        self.results.update(
+            figures(self.runs, self.tile.px, self.results.get("machine", {}).get("cpus"))
+        )
         self.results["complete"] = complete
         self.results["runs"] = self.runs
         self.results["measurement_seconds"] = round(time.perf_counter() - self.t0)
@@ -848,9 +850,13 @@ def merge(recs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def figures(runs: Mapping[str, Mapping[str, Any]], px: int) -> dict[str, Any]:
+def figures(
+    runs: Mapping[str, Mapping[str, Any]], px: int, cpus: int | None = None
+) -> dict[str, Any]:
     """The keys issue 17 names, from the measurements so far: per configuration, figures of
-    the whole tile (``seconds`` None where a run failed; its peak is where it stopped)."""
+    the whole tile (``seconds`` None where a run failed; its peak is where it stopped).
+    ``cpus``: the cores of the machine that measured the runs (None: this one's)."""
+    cpus = cpus or os.cpu_count()
 
     def per(key: str, size: str = "tile") -> dict[str, Any]:
         return {c: runs[f"{c}-{size}"].get(key) for c in CONFIGS if f"{c}-{size}" in runs}
@@ -894,7 +900,7 @@ def figures(runs: Mapping[str, Mapping[str, Any]], px: int) -> dict[str, Any]:
         # the machine's cores, against the one-worker run's seconds (which used more than one
         # core: the client, the scheduler and the nanny run beside the worker)
         "dask_speedup_bound": ratio(
-            t.get("1"), dask_cpu["2"] / (os.cpu_count() or 1) if dask_cpu.get("2") else None
+            t.get("1"), dask_cpu["2"] / (cpus or 1) if dask_cpu.get("2") else None
         ),
         "dask_cores_used": {w: ratio(dask_cpu.get(w), s) for w, s in t.items()},
         "dask_cpu_s": dask_cpu,
@@ -1080,6 +1086,11 @@ def main() -> None:
                 if "floor" in parts:
                     floors.append(bench.floor(px))
                     bench.keep("floor", floors)
+        if "floor" in parts and "none" not in configs:  # the floor alone, as often
+            floors = []
+            for _ in range(a.repeat):
+                floors.append(bench.floor(px))
+                bench.keep("floor", floors)
         if "dask" in parts:
             dask: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
             for _ in range(a.repeat):
