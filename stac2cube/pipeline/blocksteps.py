@@ -180,7 +180,7 @@ class ItemSource:
 
 class _Writers:
     """One streaming COG per layer of the scene, opened when its first block arrives; the
-    layers of a block are written, and the COGs laid out, in :func:`scene_threads` threads."""
+    layers of a block are written in :func:`scene_threads` threads."""
 
     def __init__(self, stack: ExitStack, item_dir: Any, geobox: GeoBox, config: Config) -> None:
         self._stack, self._dir, self._gbox, self._config = stack, item_dir, geobox, config
@@ -207,11 +207,10 @@ class _Writers:
         map_layers(write, layers, self.threads)
 
     def close(self) -> dict[str, WrittenAsset]:
-        def close(key: str) -> WrittenAsset:
-            w, e = self.writers[key]
-            return e.written(w.close(), self._gbox)
-
-        return dict(zip(self.writers, map_layers(close, self.writers, self.threads), strict=True))
+        """Every COG laid out, one after the other: each already compresses in GDAL's threads,
+        and two at once took longer than one after the other (88 s against 78 s for the 11
+        layers of a full tile)."""
+        return {k: e.written(w.close(), self._gbox) for k, (w, e) in self.writers.items()}
 
 
 def write_scene_with_steps_in_blocks(
