@@ -16,6 +16,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import math
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -211,7 +212,11 @@ class OutputConfig:
         "instead of all on the target grid. The target grid's edges are then snapped outward to "
         "multiples of 60 m, so that the 20 m and 60 m grids cover it exactly; each asset carries "
         "its own `proj:shape` and `proj:transform` and `open_cube` loads them onto one grid "
-        "(docs/cube.md). Works without steps for now.",
+        "(docs/cube.md). With steps, they run on the target grid, coarser bands repeated (not "
+        "interpolated), and each band is written as the mean over its own pixels (nodata where "
+        "any target pixel is: a source pixel no step changed comes back as it was); the layers "
+        "steps add stay on the target grid. `run.block_size` must then cover whole pixels of "
+        "every band (a multiple of 6 at 10 m with 60 m bands, e.g. 1536).",
         False,
         since="0.2.0",
     )
@@ -513,19 +518,21 @@ class Config:
                 f"{4 * tile}, or 0 to hold each scene whole"
             )
         if self.output.native_resolution:
-            steps = [plugin.name for plugin, _ in self.steps.configured()]
-            if steps:
-                raise ConfigError(
-                    "output.native_resolution works without steps for now: remove "
-                    f"{', '.join(f'steps.{s}' for s in steps)} or set "
-                    "output.native_resolution: false"
-                )
             res = self.grid.resolution
             ratios = [60 / res] + [max(res, S2_BANDS[b].resolution) / res for b in self.bands]
             if any(abs(r - round(r)) > 1e-9 for r in ratios):
                 raise ConfigError(
                     f"output.native_resolution needs a grid.resolution whose pixels tile the "
                     f"native grids of the bands (10, 20, 30 or 60 m), not {res:g} m"
+                )
+            # with steps, the blocks are on the target grid: each must cover whole band pixels
+            cell = math.lcm(*(round(r) for r in ratios[1:]))
+            if block % cell and any(True for _ in self.steps.configured()):
+                fits = math.lcm(cell, tile)
+                raise ConfigError(
+                    f"run.block_size {block} must be a multiple of {cell} with "
+                    "output.native_resolution and steps (a block must cover whole pixels of "
+                    f"every band's own grid), e.g. {fits * max(1, round(block / fits))}"
                 )
 
     def resolve_path(self, p: str) -> Path:

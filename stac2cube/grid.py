@@ -142,6 +142,49 @@ def band_geobox(geobox: GeoBox, band: str, *, native: bool) -> GeoBox:
     return nested_geobox(geobox, resolution)
 
 
+def to_native(data: np.ndarray, factor: int, *, classes: bool = False) -> np.ndarray:
+    """Pixels of the target grid onto a grid ``factor`` times coarser nested in it (the grid a
+    band is written on with ``output.native_resolution``), for scenes whose steps run on the
+    target grid: a reflectance pixel is the mean of the ``factor`` × ``factor`` target pixels it
+    covers (NaN when any of them is: a pixel partly masked or outside the data is nodata); a
+    class pixel is the first of them. ``data``'s shape must be a multiple of ``factor``.
+
+    Read with nearest neighbour (:class:`~stac2cube.io.read.BandReader` with ``repeat``), a
+    band's target pixels repeat its source pixels, so a pixel no step changed comes back bit for
+    bit: the sum of at most 36 float32 values is exact in float64, and so is its mean when they
+    are equal."""
+    if factor == 1:
+        return data
+    h, w = data.shape
+    if h % factor or w % factor:
+        raise ValueError(f"{h} x {w} px is not a whole number of {factor} x {factor} cells")
+    if classes:
+        return np.ascontiguousarray(data[::factor, ::factor])
+    cells = data.reshape(h // factor, factor, w // factor, factor)
+    total: np.ndarray = cells.sum(axis=(1, 3), dtype=np.float64)
+    mean: np.ndarray = (total / (factor * factor)).astype(data.dtype)
+    return mean
+
+
+def layer_geobox(geobox: GeoBox, name: str, *, native: bool) -> GeoBox:
+    """The grid the layer ``name`` of a scene on ``geobox`` is written on: a Sentinel-2 band's
+    (:func:`band_geobox`); ``geobox`` for the layers steps add (``CLOUD_MASK``). ``geobox`` may
+    be a block of the target grid whose edges fall on the band's grid."""
+    return band_geobox(geobox, name, native=native) if name in S2_BANDS else geobox
+
+
+def on_band_grid(
+    geobox: GeoBox, name: str, data: np.ndarray, *, native: bool
+) -> tuple[GeoBox, np.ndarray]:
+    """The grid the layer ``name`` of a scene on ``geobox`` is written on
+    (:func:`layer_geobox`) and its pixels there (:func:`to_native`)."""
+    gbox = layer_geobox(geobox, name, native=native)
+    if gbox is geobox:
+        return geobox, data
+    factor = round(float(gbox.resolution.x) / geobox.resolution.x)
+    return gbox, to_native(data, factor, classes=S2_BANDS[name].kind == "classification")
+
+
 def footprint_lonlat(geobox: GeoBox, densify: int = 16) -> BaseGeometry:
     """The outline of ``geobox`` in EPSG:4326 (edges densified so curvature is kept)."""
     crs = geobox.crs

@@ -29,7 +29,7 @@ from ..catalog import (
     load_template,
 )
 from ..config import Config, OutputConfig
-from ..grid import footprint_lonlat
+from ..grid import footprint_lonlat, on_band_grid
 from ..io.atomic import write_bytes_atomic
 from ..io.cog import CogFile, file_checksum, write_cog
 from ..io.threads import worker_threads
@@ -144,11 +144,13 @@ def write_scene(
         written[key] = enc.written(cog, gbox)
 
     for band, refl in scene.bands.items():
-        write(band, refl, scene.geobox, AssetEncoding.reflectance(out, band, band))
+        gbox, data = on_band_grid(scene.geobox, band, refl, native=out.native_resolution)
+        write(band, data, gbox, AssetEncoding.reflectance(out, band, band))
     for name, layer in scene.classes.items():
         info = layer_info(scene, name)
         enc = AssetEncoding.classes(info, str(layer.dtype), info.description or name)
-        write(name, layer, scene.geobox, enc)
+        gbox, data = on_band_grid(scene.geobox, name, layer, native=out.native_resolution)
+        write(name, data, gbox, enc)
     for key, grid_layer in scene.layers.items():
         desc = grid_layer.description or key
         if grid_layer.band is not None:

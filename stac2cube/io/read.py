@@ -166,12 +166,17 @@ def access_advice(href: str) -> str:
     return "check that the file is readable by this user"
 
 
-def choose_resampling(kind: str, src_res: float, dst_res: float, same_crs: bool) -> Resampling:
+def choose_resampling(
+    kind: str, src_res: float, dst_res: float, same_crs: bool, *, repeat: bool = False
+) -> Resampling:
     """Nearest for classes; for reflectance: exact copy on the same grid, area average when the
-    source is finer, bilinear when it is coarser."""
+    source is finer, bilinear when it is coarser (nearest with ``repeat``: each source pixel
+    repeated, for a band written back on its own grid, :func:`~stac2cube.grid.to_native`)."""
     if kind != "reflectance":
         return Resampling.nearest
     if same_crs and abs(src_res - dst_res) < 1e-6 * dst_res:
+        return Resampling.nearest
+    if repeat and src_res > dst_res:
         return Resampling.nearest
     return Resampling.average if src_res < dst_res else Resampling.bilinear
 
@@ -183,7 +188,8 @@ class BandReader:
 
     ``geobox`` is the grid the reads fall on (or any grid of its CRS and resolution): it
     chooses the asset (:func:`~stac2cube.bands.find_asset`) and the resampling
-    (:func:`choose_resampling`). Raises as :func:`read_band` does.
+    (:func:`choose_resampling`; ``repeat``: a coarser source is repeated, not interpolated).
+    Raises as :func:`read_band` does.
     """
 
     def __init__(
@@ -193,6 +199,7 @@ class BandReader:
         geobox: GeoBox,
         *,
         override: RadiometryOverride | None = None,
+        repeat: bool = False,
     ) -> None:
         info = S2_BANDS[band]
         self.item, self.band = item, band
@@ -212,7 +219,11 @@ class BandReader:
             self.source_resolution = float(abs(src.res[0]))
             same_crs = src.crs == dst_crs.to_wkt() or src.crs.to_epsg() == dst_crs.epsg
             self.resampling = choose_resampling(
-                info.kind, self.source_resolution, float(geobox.resolution.x), same_crs
+                info.kind,
+                self.source_resolution,
+                float(geobox.resolution.x),
+                same_crs,
+                repeat=repeat,
             )
             self._src_nodata = src.nodata if src.nodata is not None else self.radiometry.nodata
             # whether a read onto a grid of the source's lattice may copy instead of warping
@@ -371,12 +382,14 @@ def read_band(
     geobox: GeoBox,
     *,
     override: RadiometryOverride | None = None,
+    repeat: bool = False,
 ) -> BandRead:
-    """Read ``band`` of ``item`` onto ``geobox``; reflectance bands are harmonised per item.
+    """Read ``band`` of ``item`` onto ``geobox``; reflectance bands are harmonised per item
+    (``repeat``: see :class:`BandReader`).
 
     Raises :class:`~stac2cube.errors.MissingAssetError` when the item has no such asset and
     :class:`~stac2cube.errors.AssetReadError` when its pixels cannot be read. A failed read is
     never replaced by nodata.
     """
-    with BandReader(item, band, geobox, override=override) as reader:
+    with BandReader(item, band, geobox, override=override, repeat=repeat) as reader:
         return reader.read(geobox)

@@ -34,6 +34,7 @@ from ..catalog.item import (
     write_sidecars,
 )
 from ..config import Config
+from ..grid import layer_geobox, on_band_grid
 from ..io.cog import CogWriter
 from ..io.read import BandRead, BandReader
 from ..io.threads import map_layers, scene_threads, worker_threads
@@ -47,6 +48,7 @@ from .read import (
     harmonise_record,
     has_data,
     input_record,
+    native_reads,
     radiometry_override,
     read_aux_layer,
     scene_from_reads,
@@ -67,11 +69,11 @@ def steps_in_blocks(
     config: Config, steps: Sequence[tuple[Step[Any], Any]], shape: tuple[int, int]
 ) -> bool:
     """Whether a scene of ``shape`` (rows, columns) with ``steps`` is streamed in blocks: it is
-    larger than one block of ``run.block_size``, bands are written on the target grid, and
-    every step runs this configuration in blocks. A scene that fits in one block is held whole:
+    larger than one block of ``run.block_size`` and every step runs this configuration in
+    blocks. A scene that fits in one block is held whole:
     its steps then see all of it at full resolution."""
     size = config.run.block_size
-    if size <= 0 or max(shape) <= size or config.output.native_resolution:
+    if size <= 0 or max(shape) <= size:
         return False
     return all(isinstance(s, BlockStep) and s.in_blocks(c) for s, c in steps)
 
@@ -179,8 +181,10 @@ class ItemSource:
 
 
 class _Writers:
-    """One streaming COG per layer of the scene, opened when its first block arrives; the
-    layers of a block are written in :func:`scene_threads` threads."""
+    """One streaming COG per layer of the scene, opened when its first block arrives, on the
+    grid the layer is written on (:func:`~stac2cube.grid.on_band_grid`: a band's native grid
+    with ``output.native_resolution``); the layers of a block are written in
+    :func:`scene_threads` threads."""
 
     def __init__(self, stack: ExitStack, item_dir: Any, geobox: GeoBox, config: Config) -> None:
         self._stack, self._dir, self._gbox, self._config = stack, item_dir, geobox, config
@@ -192,17 +196,30 @@ class _Writers:
         layers: Mapping[str, tuple[np.ndarray, Callable[[], AssetEncoding]]],
         window: Window,
     ) -> None:
-        """Each layer's ``(pixels, encoding)`` over ``window`` into its COG."""
+        """Each layer's ``(pixels, encoding)`` over ``window`` of the target grid into its COG
+        (a band on a coarser grid: over the window's pixels of that grid, whose edges
+        ``run.block_size`` makes fall on it)."""
+        native = self._config.output.native_resolution
         for key, (_, enc) in layers.items():
             if key not in self.writers:
                 e = enc()
+                gbox = layer_geobox(self._gbox, key, native=native)
                 options = e.cog_options(self._config.output, worker_threads())
-                w = CogWriter(self._dir / f"{key}.tif", self._gbox, e.dtype, **options)
+                w = CogWriter(self._dir / f"{key}.tif", gbox, e.dtype, **options)
                 self.writers[key] = (self._stack.enter_context(w), e)
 
         def write(key: str) -> None:
             writer, e = self.writers[key]
-            writer.write(e.encode(layers[key][0]), window)
+            block = self._gbox[window.toslices()]
+            gbox, data = on_band_grid(block, key, layers[key][0], native=native)
+            factor = round(float(gbox.resolution.x) / block.resolution.x)
+            own = Window(
+                window.col_off // factor,
+                window.row_off // factor,
+                window.width // factor,
+                window.height // factor,
+            )
+            writer.write(e.encode(data), own)
 
         map_layers(write, layers, self.threads)
 
@@ -210,7 +227,7 @@ class _Writers:
         """Every COG laid out, one after the other: each already compresses in GDAL's threads,
         and two at once took longer than one after the other (88 s against 78 s for the 11
         layers of a full tile)."""
-        return {k: e.written(w.close(), self._gbox) for k, (w, e) in self.writers.items()}
+        return {k: e.written(w.close(), w.geobox) for k, (w, e) in self.writers.items()}
 
 
 def write_scene_with_steps_in_blocks(
@@ -355,7 +372,10 @@ def open_item_source(
     stack.enter_context(source_env(GDAL_CACHEMAX=READ_CACHE_MB))
     override = radiometry_override(item, config)
     readers = {
-        b: stack.enter_context(BandReader(item, b, geobox, override=override)) for b in config.bands
+        b: stack.enter_context(
+            BandReader(item, b, geobox, override=override, repeat=native_reads(config))
+        )
+        for b in config.bands
     }
     check_some_valid(item, config, geobox)
     return ItemSource(item, twin, config, geobox, readers)

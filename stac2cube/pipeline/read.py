@@ -44,12 +44,14 @@ log = logging.getLogger(__name__)
 def read_scene(
     item: pystac.Item, config: Config, geobox: GeoBox
 ) -> tuple[Scene, tuple[InputRecord, ...], tuple[StepRecord, ...]]:
-    """Read and harmonise every configured band of ``item`` onto ``geobox``."""
+    """Read and harmonise every configured band of ``item`` onto ``geobox`` (coarser bands
+    repeated with ``output.native_resolution``: :func:`native_reads`)."""
     override = radiometry_override(item, config)
+    repeat = native_reads(config)
     reads: dict[str, BandRead] = {}
     with source_env():
         for band in config.bands:
-            reads[band] = read_band(item, band, geobox, override=override)
+            reads[band] = read_band(item, band, geobox, override=override, repeat=repeat)
     scene = scene_from_reads(item, geobox, reads)
     valid = valid_pixels(reads)
     n_valid = int(valid.sum())
@@ -68,6 +70,15 @@ def scene_from_reads(item: pystac.Item, geobox: GeoBox, reads: Mapping[str, Band
         classes={b: r.data for b, r in reads.items() if kind[b] == "classification"},
         source_properties=dict(item.properties),
     )
+
+
+def native_reads(config: Config) -> bool:
+    """Whether a scene's bands are read onto the target grid for steps and then written on
+    their native grids (``output.native_resolution``): a coarser band is then repeated (nearest)
+    rather than interpolated, so that the mean over each of its pixels
+    (:func:`~stac2cube.grid.to_native`) gives back the source's pixels wherever no step changed
+    them."""
+    return config.output.native_resolution
 
 
 def radiometry_override(item: pystac.Item, config: Config) -> RadiometryOverride | None:

@@ -180,8 +180,7 @@ def test_block_size_and_native_resolution_are_checked(sample: Sample, tmp_path: 
 
     with pytest.raises(ConfigError, match=r"run.block_size 1000 must be a multiple of output"):
         cfg(run={"block_size": 1000}, steps={"cloudmask": None})
-    with pytest.raises(ConfigError, match=r"output\.native_resolution works without steps for now"):
-        cfg(output={"native_resolution": True})
+    assert cfg(output={"native_resolution": True}).output.native_resolution  # with steps
     with pytest.raises(ConfigError, match=r"grid.resolution .* not 15 m"):
         cfg(output={"native_resolution": True}, grid={"resolution": 15}, steps={"cloudmask": None})
     base = cfg(steps={"cloudmask": None})
