@@ -5,9 +5,11 @@ its native resolution) goes through ``stac2cube.run`` from a local item collecti
 measurement in its own subprocess under a memory cap (``--cap-gib``; a run that does not fit is
 recorded as failed with its peak, never left to exhaust the machine):
 
-* three configurations, on the whole tile and on its sixteenth (a centred AOI of a quarter of
+* four configurations, on the whole tile and on its sixteenth (a centred AOI of a quarter of
   the side): ``none`` (no step), ``cloudmask_global`` (cloud mask + global co-registration),
-  ``cloudmask_local`` (cloud mask + local co-registration);
+  ``cloudmask_local`` (cloud mask + local co-registration), and ``cloudmask_global_native``
+  (the second with every band written at its native resolution, ``output.native_resolution``;
+  its sixteenth's grid grows to the next 60 m: 2748 px for 2745);
 * the floor: rio-cogeo alone on the same bands, grid and profile (``benchmarks/ingest.py``);
 * two tile scenes on a local Dask cluster of 2 workers against 1 (no step), with the CPU
   seconds of each run split between the client's process (client and scheduler) and the
@@ -67,8 +69,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "none": {},
     "cloudmask_global": {"cloudmask": {}, "coreg": {"mode": "global"}},
     "cloudmask_local": {"cloudmask": {}, "coreg": {"mode": "local"}},
+    "cloudmask_global_native": {"cloudmask": {}, "coreg": {"mode": "global"}},
 }
-SECONDS_PER_MPX = {"none": 0.62, "cloudmask_global": 1.83, "cloudmask_local": 6.46, "floor": 0.64}
+OUTPUT: dict[str, dict[str, Any]] = {"cloudmask_global_native": {"native_resolution": True}}
+"""The ``output`` settings of a configuration, where not the defaults."""
+SECONDS_PER_MPX = {
+    "none": 0.62,
+    "cloudmask_global": 1.83,
+    "cloudmask_local": 6.46,
+    "cloudmask_global_native": 1.83,
+    "floor": 0.64,
+}
 """Seconds per million pixels on 2 cores (the full tile in ``tile.json``, streamed), for the
 estimate printed at the start when no earlier result of this script is at hand."""
 DASK_SCENES = 2
@@ -252,8 +263,10 @@ def worker_run(config: str) -> dict[str, Any]:
         if o.status == "written"
     ]
     block_path, source = _block_path(cfg, docs, block_calls)
+    cogs = [f for d in docs for f in store.item_dir(d["id"]).glob("*.tif")]
     return {
         "seconds": seconds,
+        "output_mb": round(sum(f.stat().st_size for f in cogs) / 2**20, 1),
         "cpu_seconds": cpu,
         "cpu_seconds_main": main1 - main0,
         "peak_rss_mb": peak_rss_mb(),
@@ -666,13 +679,15 @@ def write_config(
     steps: Mapping[str, Any],
     run: Mapping[str, Any],
     scenes: int = 1,
+    output: Mapping[str, Any] | None = None,
 ) -> Path:
     """A run config over ``scenes`` scenes of ``tile``, its target grid exactly the centred
-    ``px`` square; the catalog is ``path`` without its suffix."""
+    ``px`` square (with ``output.native_resolution``: that square grown to the next 60 m, whose
+    corner it shares); the catalog is ``path`` without its suffix."""
     import yaml
 
     from stac2cube import load_config
-    from stac2cube.grid import load_aoi, target_geobox
+    from stac2cube.grid import NATIVE_ALIGNMENT, load_aoi, target_geobox
 
     steps = {k: dict(v) for k, v in steps.items()}
     if "coreg" in steps and "reference" not in steps["coreg"]:
@@ -691,14 +706,21 @@ def write_config(
         "bands": BANDS,
         "grid": {"crs": f"EPSG:{tile.info['epsg']}", "resolution": 10.0},
         "steps": steps,
-        "output": {"catalog": str(path.with_suffix("")), "collection_id": "sentinel-2-l2a-ard"},
+        "output": {
+            "catalog": str(path.with_suffix("")),
+            "collection_id": "sentinel-2-l2a-ard",
+            **(output or {}),
+        },
         "run": dict(run),
     }
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     loaded = load_config(path)
-    gbox = target_geobox(load_aoi(loaded.aoi, loaded.base_dir), loaded.grid)
+    native = loaded.output.native_resolution
+    align = NATIVE_ALIGNMENT if native else None
+    gbox = target_geobox(load_aoi(loaded.aoi, loaded.base_dir), loaded.grid, align=align)
     got = (gbox.shape.x, gbox.shape.y, gbox.transform.c, gbox.transform.f)
-    assert got == (px, px, box[0], box[3]), f"the AOI's grid {got} is not the {px} px square"
+    side = 6 * math.ceil(px / 6) if native else px
+    assert got == (side, side, box[0], box[3]), f"the AOI's grid {got} is not the {side} px square"
     return path
 
 
@@ -740,6 +762,7 @@ def summarise(rec: Mapping[str, Any], expected: int) -> dict[str, Any]:
         "block_path",
         "block_path_from",
         "native_resolution",
+        "output_mb",
         "coreg",
         "coreg_results",
     )
@@ -763,12 +786,19 @@ class Bench:
         return run_capped(list(args), self.cap_mb, self.work / "logs")
 
     def run(
-        self, label: str, steps: Mapping[str, Any], px: int, run: Mapping[str, Any], scenes: int = 1
+        self,
+        label: str,
+        steps: Mapping[str, Any],
+        px: int,
+        run: Mapping[str, Any],
+        scenes: int = 1,
+        output: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """``stac2cube.run`` over ``scenes`` scenes on the centred ``px`` square; a
         co-registration reference is built before the clock (once per catalog, not per scene)."""
         say(f"{label} ...")
-        cfg = str(write_config(self.work / f"{label}.yaml", self.tile, px, steps, run, scenes))
+        path = self.work / f"{label}.yaml"
+        cfg = str(write_config(path, self.tile, px, steps, run, scenes, output))
         ref = self.capped("--worker", "reference", "--config", cfg) if "coreg" in steps else None
         if ref is not None and not ref["ok"]:
             rec = summarise({**ref, "error": f"reference: {ref['error']}"}, scenes)
@@ -885,6 +915,7 @@ def figures(
         "status": per("status"),
         "rss_tile_vs_sixteenth_ratio": {c: ratio(peaks[c], six.get(c)) for c in peaks},
         "sixteenth_seconds": per("seconds", "sixteenth"),
+        "output_mb": per("output_mb"),
         "sixteenth_peak_rss_mb_per_worker": six,
         "floor_seconds": floor,
         "floor_peak_rss_mb": runs.get("floor", {}).get("peak_rss_mb_per_worker"),
@@ -1072,11 +1103,14 @@ def main() -> None:
         configs = [c for c in CONFIGS if c in parts]
         for name in configs:  # the cheap ones first
             label = f"{name}-sixteenth"
-            bench.keep(label, [bench.run(label, CONFIGS[name], round(px / 4), serial)])
+            side = round(px / 4)
+            rec = bench.run(label, CONFIGS[name], side, serial, output=OUTPUT.get(name))
+            bench.keep(label, [rec])
         for name in configs:
             label = f"{name}-tile"
             if name != "none":
-                bench.keep(label, [bench.run(label, CONFIGS[name], px, serial)])
+                rec = bench.run(label, CONFIGS[name], px, serial, output=OUTPUT.get(name))
+                bench.keep(label, [rec])
                 continue
             tiles: list[dict[str, Any]] = []
             floors: list[dict[str, Any]] = []
