@@ -719,7 +719,8 @@ def write_config(
     align = NATIVE_ALIGNMENT if native else None
     gbox = target_geobox(load_aoi(loaded.aoi, loaded.base_dir), loaded.grid, align=align)
     got = (gbox.shape.x, gbox.shape.y, gbox.transform.c, gbox.transform.f)
-    side = 6 * math.ceil(px / 6) if native else px
+    cell = round(NATIVE_ALIGNMENT / loaded.grid.resolution)  # target pixels a 60 m pixel spans
+    side = cell * math.ceil(px / cell) if native else px
     assert got == (side, side, box[0], box[3]), f"the AOI's grid {got} is not the {side} px square"
     return path
 

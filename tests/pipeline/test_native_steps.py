@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from rio_cogeo.cogeo import cog_validate
 
 from stac2cube import load_config, open_cube, run
 from stac2cube.catalog import CatalogStore
@@ -108,13 +107,10 @@ def test_coarse_bands_are_read_repeated_and_written_on_their_grids(native) -> No
 
 
 def test_native_cogs_with_steps_are_valid_and_the_cube_opens(native) -> None:
+    """``check_catalog`` validates every COG asset with rio-cogeo, and the STAC JSON."""
     _, whole, blocks = native
     for cfg in (whole, blocks):
         store = _store(cfg)
-        for item_id in store.item_ids():
-            for tif in store.item_dir(item_id).glob("*.tif"):
-                ok, errors, _ = cog_validate(str(tif))
-                assert ok, (tif, errors)
         report = check_catalog(cfg.catalog_dir)
         assert report.problems == () and report.warnings == ()
         ds = open_cube(cfg.catalog_dir, mask="clear")
