@@ -23,7 +23,9 @@
   (coordinate bands carried through the correction), so an estimate not applied counts as 0;
   a case is harmed when the misregistration after the step is larger than before. ``local_*``:
   the same in local mode (half the small and large shifts). The sub-pixel bias is measured for
-  shifts of 0.4 and 1.0 px along x, the diagonal and y.
+  shifts of 0.4 and 1.0 px along x, the diagonal and y. AROSICS ``COREG`` also runs directly
+  on the same noisy arrays of the exact-shift cases (``arosics_*``: its error against the known
+  shift, and how far our estimate is from it).
 
     python benchmarks/_coreg_real.py --quick
 """
@@ -170,6 +172,36 @@ def _arosics_global(
     if cr.matchBox is not None:
         out["window_size_px"] = [int(v) for v in cr.matchBox.imDimsYX[::-1]]
     return out
+
+
+def _arosics_arrays(
+    ref: np.ndarray, tgt: np.ndarray, x0: float, y0: float, epsg: int, ws: int = 256
+) -> list[float] | None:
+    """AROSICS ``COREG`` run directly on two arrays of one 10 m grid (its default window
+    position, the overlap centre, and the ``ws`` px window of the real pair); the displacement
+    of ``tgt``'s content ``(dx east, dy south)`` px, or None when AROSICS finds no match."""
+    from arosics import COREG
+    from geoarray import GeoArray
+    from osgeo import osr
+
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    gt = (x0, 10.0, 0.0, y0, 0.0, -10.0)
+    with _quiet():
+        cr = COREG(
+            GeoArray(ref.astype(np.float32), gt, srs.ExportToWkt()),
+            GeoArray(tgt.astype(np.float32), gt, srs.ExportToWkt()),
+            ws=(ws, ws),
+            nodata=(-9999.0, -9999.0),
+            CPUs=1,
+            progress=False,
+            q=True,
+            ignore_errors=True,
+        )
+        cr.calculate_spatial_shifts()
+    if not cr.success or cr.x_shift_px is None:
+        return None
+    return [round(-float(cr.x_shift_px), 4), round(-float(cr.y_shift_px), 4)]
 
 
 def _arosics_local(ref: str, tgt: str, grid_res: int, window: int) -> dict[str, Any]:
@@ -468,10 +500,12 @@ def self_match_case(
     contrast: float = 1.0,
     model: str = "fourier",
     mode: str = "global",
+    arosics: bool = False,
 ) -> dict[str, Any]:
     """One case: the window against itself moved by ``(dx, dy)``, independent noise in both,
     the step in ``mode`` with defaults; the applied correction read from the pixels (its mean,
-    and the RMS of the remaining misregistration per pixel, which a local warp can vary)."""
+    and the RMS of the remaining misregistration per pixel, which a local warp can vary).
+    ``arosics``: AROSICS ``COREG`` also runs directly on the same two noisy arrays."""
     from odc.geo.geobox import GeoBox
     from rasterio.transform import Affine
 
@@ -507,6 +541,9 @@ def self_match_case(
     r = dict(res.record.results)
     true_len = math.hypot(dx, dy)
     resid = float(np.sqrt(np.mean(ex[ok] ** 2 + ey[ok] ** 2)))
+    extra: dict[str, Any] = {}
+    if arosics:
+        extra["arosics_estimated_px"] = _arosics_arrays(ref, tgt, x0, y0, win["epsg"])
     return {
         "window": f"{win['image']}:{win['row']},{win['col']}",
         "true_px": [round(dx, 4), round(dy, 4)],
@@ -519,6 +556,7 @@ def self_match_case(
         "record_applied_px": applied_from_record(r),
         "texture": r.get("texture"),
         "seconds": round(seconds, 2),
+        **extra,
     }
 
 
@@ -529,6 +567,65 @@ def _direction(rng: np.random.Generator, length: float) -> tuple[float, float]:
 
 def _rmse(v: list[float]) -> float | None:
     return round(float(np.sqrt(np.mean(np.square(v)))), 4) if v else None
+
+
+def _arosics_summary(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """AROSICS ``COREG`` run directly on the same cases, its estimate taken as the correction
+    (it has no significance test), beside our step's estimate (applied or not)."""
+    run = [c for c in cases if "arosics_estimated_px" in c]
+    if not run:
+        return {}
+    found = [c for c in run if c["arosics_estimated_px"] is not None]
+
+    def err(v: list[float] | None, c: dict[str, Any]) -> float | None:
+        if v is None:
+            return None
+        return math.hypot(v[0] - c["true_px"][0], v[1] - c["true_px"][1])
+
+    def rmse_of(key: str, kinds: tuple[str, ...]) -> float | None:
+        e = [err(c[key], c) for c in found if c["kind"] in kinds]
+        return _rmse([x for x in e if x is not None])
+
+    zero = [c for c in found if c["kind"] == "zero"]
+    scored = [c for c in found if c["kind"] in ("zero", "small", "large")]
+    both = [c for c in scored if c["estimated_px"] is not None]
+    out: dict[str, Any] = {
+        "arosics_n_cases": len(run),
+        "arosics_failures": len(run) - len(found),
+        "arosics_zero_shift_estimate_px_max": round(
+            max(math.hypot(*c["arosics_estimated_px"]) for c in zero), 4
+        )
+        if zero
+        else None,
+        "arosics_small_shift_rmse_px": rmse_of("arosics_estimated_px", ("small",)),
+        "arosics_large_shift_rmse_px": rmse_of("arosics_estimated_px", ("large",)),
+        "arosics_error_rmse_px": rmse_of("arosics_estimated_px", ("zero", "small", "large")),
+        "arosics_harm_rate": round(
+            sum(
+                (err(c["arosics_estimated_px"], c) or 0.0) > math.hypot(*c["true_px"]) + HARM_TOL_PX
+                for c in scored
+            )
+            / len(scored),
+            4,
+        )
+        if scored
+        else None,
+        "estimated_error_rmse_px": rmse_of("estimated_px", ("zero", "small", "large")),
+        "estimated_vs_arosics_rmse_px": _rmse(
+            [
+                math.hypot(
+                    c["estimated_px"][0] - c["arosics_estimated_px"][0],
+                    c["estimated_px"][1] - c["arosics_estimated_px"][1],
+                )
+                for c in both
+            ]
+        ),
+    }
+    for mag in (0.4, 1.0):
+        e = [err(c["arosics_estimated_px"], c) for c in found if c["kind"] == f"bias_{mag}"]
+        key = f"{mag:.1f}".replace(".", "p")
+        out[f"arosics_bias_error_rmse_{key}_px"] = _rmse([x for x in e if x is not None])
+    return out
 
 
 def _summary(cases: list[dict[str, Any]]) -> dict[str, Any]:
@@ -556,6 +653,7 @@ def _summary(cases: list[dict[str, Any]]) -> dict[str, Any]:
         else None,
         "statuses": sorted({str(c["status"]) for c in cases}),
     }
+    out.update(_arosics_summary(cases))
     for mag in (0.4, 1.0):
         sel = [c for c in cases if c["kind"] == f"bias_{mag}"]
         if not sel:
@@ -621,7 +719,9 @@ def real_texture(
             for i, (kind, dx, dy) in enumerate(plan):
                 if mode == "local" and kind in ("small", "large") and i % 2:
                     continue
-                c = self_match_case(win, dx, dy, noise, contrast, model, mode)
+                c = self_match_case(
+                    win, dx, dy, noise, contrast, model, mode, arosics=variant == "band"
+                )
                 c.update(kind=kind, contrast=round(contrast, 4), model=model, mode=mode)
                 cases.append(c)
                 if progress is not None:
