@@ -269,6 +269,20 @@ def test_bundle_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
         assert torch.equal(one.module(x), direct(x))
 
 
+@pytest.mark.parametrize("kind", ["rgbn_x4", "swir_x2", "full_x4"])
+def test_the_hard_constraint_masks_follow_the_model_to_its_device(kind: str) -> None:
+    """sen2sr's ``HardConstraint`` keeps its low-pass mask as a plain attribute on the device
+    it is given (default cpu), which ``model.to(device)`` does not move: on CUDA every tile
+    failed ("found at least two devices"). The meta device shows it without a GPU."""
+    from sen2sr.models.tricks import HardConstraint
+
+    model = sm.assemble(_tiny(kind), tile_size=TILE, device="meta")
+    masks = [m.low_pass_mask for m in model.modules() if isinstance(m, HardConstraint)]
+    assert len(masks) == (3 if kind == "full_x4" else 1)
+    assert {t.device.type for t in masks} == {"meta"}
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+
+
 PUBLISHED_STAGES: dict[str, tuple[tuple[str, int, int, int, int, int], ...]] = {
     "rgbn_x4": (("model", 4, 4, 4, 4, 4),),
     "swir_x2": (("model", 10, 6, 1, 1, 2),),
@@ -541,7 +555,9 @@ def test_each_model_runs_on_any_rectangle(kind: str, bundles: dict[str, Path]) -
         assert "SEN2SR" in layer.description
     r = res.record
     assert r.name == "superres" and r.parameters["model"] == kind
-    assert r.results["tiles"] == 1 and r.results["device"] == "cpu"
+    # device "auto": CUDA where there is a GPU
+    assert r.results["tiles"] == 1
+    assert r.results["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert r.results["model_source"].startswith("bundle:")
     assert set(r.results["consistency_rel_error"]) == set(outs)
     json.dumps(r.to_dict())  # provenance must serialise

@@ -95,9 +95,12 @@ class Float32Constraint(nn.Module):
 
 
 def _constraint(mask: torch.Tensor, bands: list[int] | str, device: str) -> nn.Module:
+    """sen2sr's hard constraint with its low-pass mask on ``device``. The mask is a plain
+    attribute, not a buffer, so ``Module.to`` never moves it, and ``HardConstraint`` puts it on
+    its own ``device`` argument (default ``cpu``): it must be given."""
     from sen2sr.models.tricks import HardConstraint
 
-    return Float32Constraint(HardConstraint(low_pass_mask=mask.to(device), bands=bands))
+    return Float32Constraint(HardConstraint(low_pass_mask=mask, bands=bands, device=device))
 
 
 @dataclass
@@ -151,22 +154,31 @@ def assemble(weights: ModelWeights, *, tile_size: int, device: str) -> nn.Module
             p.requires_grad_(False)
         return net
 
+    # sen2sr's wrappers move what they wrap to their own ``device`` argument (default cpu)
     six = list(range(6))
     if d.kind == "rgbn_x4":
         c = d.component("model")
-        model: nn.Module = nonreference.srmodel(prep("model"), _constraint(mask(c), "all", device))
+        model: nn.Module = nonreference.srmodel(
+            prep("model"), _constraint(mask(c), "all", device), device=device
+        )
     elif d.kind == "swir_x2":
         c = d.component("model")
-        model = referencex2.srmodel(prep("model"), _constraint(mask(c), six, device))
+        model = referencex2.srmodel(prep("model"), _constraint(mask(c), six, device), device=device)
     else:
         sr = nonreference.srmodel(
-            prep("sr_model"), _constraint(mask(d.component("sr_model")), "all", device)
+            prep("sr_model"),
+            _constraint(mask(d.component("sr_model")), "all", device),
+            device=device,
         )
         f2 = referencex2.srmodel(
-            prep("f2_model"), _constraint(mask(d.component("f2_model")), six, device)
+            prep("f2_model"), _constraint(mask(d.component("f2_model")), six, device), device=device
         )
         model = referencex4.srmodel(
-            sr, f2, prep("model"), _constraint(mask(d.component("model")), six, device)
+            sr,
+            f2,
+            prep("model"),
+            _constraint(mask(d.component("model")), six, device),
+            device=device,
         )
     model = model.to(device).eval()
     for p in model.parameters():
