@@ -136,9 +136,10 @@ def _step_summary(results: dict[str, Any], geobox: Any) -> dict[str, Any]:
 
 
 def _arosics_global(
-    ref: str, tgt: str, wp: tuple[float, float] | None, ws: int = 256
+    ref: Any, tgt: Any, wp: tuple[float, float] | None, ws: int = 256, nodata: float = 0
 ) -> dict[str, Any]:
-    """AROSICS ``COREG`` on the files; ``wp`` None = AROSICS' own choice (overlap centre)."""
+    """AROSICS ``COREG`` on the files (or GeoArray objects); ``wp`` None = AROSICS' own choice
+    (overlap centre)."""
     from arosics import COREG
 
     t = time.perf_counter()
@@ -148,7 +149,7 @@ def _arosics_global(
             tgt,
             wp=wp if wp is not None else (None, None),
             ws=(ws, ws),
-            nodata=(0, 0),
+            nodata=(nodata, nodata),
             CPUs=1,
             progress=False,
             q=True,
@@ -172,36 +173,6 @@ def _arosics_global(
     if cr.matchBox is not None:
         out["window_size_px"] = [int(v) for v in cr.matchBox.imDimsYX[::-1]]
     return out
-
-
-def _arosics_arrays(
-    ref: np.ndarray, tgt: np.ndarray, x0: float, y0: float, epsg: int, ws: int = 256
-) -> list[float] | None:
-    """AROSICS ``COREG`` run directly on two arrays of one 10 m grid (its default window
-    position, the overlap centre, and the ``ws`` px window of the real pair); the displacement
-    of ``tgt``'s content ``(dx east, dy south)`` px, or None when AROSICS finds no match."""
-    from arosics import COREG
-    from geoarray import GeoArray
-    from osgeo import osr
-
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
-    gt = (x0, 10.0, 0.0, y0, 0.0, -10.0)
-    with _quiet():
-        cr = COREG(
-            GeoArray(ref.astype(np.float32), gt, srs.ExportToWkt()),
-            GeoArray(tgt.astype(np.float32), gt, srs.ExportToWkt()),
-            ws=(ws, ws),
-            nodata=(-9999.0, -9999.0),
-            CPUs=1,
-            progress=False,
-            q=True,
-            ignore_errors=True,
-        )
-        cr.calculate_spatial_shifts()
-    if not cr.success or cr.x_shift_px is None:
-        return None
-    return [round(-float(cr.x_shift_px), 4), round(-float(cr.y_shift_px), 4)]
 
 
 def _arosics_local(ref: str, tgt: str, grid_res: int, window: int) -> dict[str, Any]:
@@ -542,8 +513,17 @@ def self_match_case(
     true_len = math.hypot(dx, dy)
     resid = float(np.sqrt(np.mean(ex[ok] ** 2 + ey[ok] ** 2)))
     extra: dict[str, Any] = {}
-    if arosics:
-        extra["arosics_estimated_px"] = _arosics_arrays(ref, tgt, x0, y0, win["epsg"])
+    if arosics:  # on the same arrays and grid, its default window position
+        from geoarray import GeoArray
+
+        gt, wkt = gbox.affine.to_gdal(), gbox.crs.to_wkt()
+        a = _arosics_global(
+            GeoArray(ref.astype(np.float32), gt, wkt),
+            GeoArray(tgt.astype(np.float32), gt, wkt),
+            None,
+            nodata=-9999.0,
+        )
+        extra["arosics_estimated_px"] = a.get("shift_px")
     return {
         "window": f"{win['image']}:{win['row']},{win['col']}",
         "true_px": [round(dx, 4), round(dy, 4)],
